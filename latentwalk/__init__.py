@@ -1,0 +1,1 @@
+"""latentwalk: prompt-travel music videos from a YAML timeline."""
