@@ -1,0 +1,121 @@
+"""The `latentwalk` command: render, plan, beats (and sweep)."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from latentwalk.errors import UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="latentwalk", description="Prompt-travel music videos from a YAML timeline.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("render", help="render a timeline to an mp4 with its soundtrack")
+    r.add_argument("timeline")
+    r.add_argument("--out", help="output .mp4 (default: renders/<timeline name>.mp4)")
+    r.add_argument("--frames", metavar="DIR", help="also write every frame as a PNG into DIR")
+    r.add_argument("--batch-size", type=int, help="frames denoised together (overrides the timeline)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides the timeline")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("plan", help="print the per-frame schedule without rendering")
+    p.add_argument("timeline")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    b = sub.add_parser("beats", help="print the tempo and beat times of an audio file")
+    b.add_argument("audio")
+    b.add_argument("--bpm", type=float, help="track beats at this tempo instead of estimating it")
+    b.add_argument("--start", type=float, default=0.0, help="seconds into the file to start at")
+    b.add_argument("--end", type=float, help="seconds into the file to stop at")
+    b.add_argument("--json", action="store_true", help='print {"bpm": ..., "beats": [...]}')
+    return parser
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    from latentwalk.api import render
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    result = render(
+        args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet
+    )
+    t = result.timings
+    print(f"wrote {result.video} ({result.plan.n_frames} frames, {result.plan.duration:.2f}s) in {t['total_s']:.1f}s")
+    print(f"manifest {result.manifest}")
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from latentwalk.api import as_timeline, plan, plan_data
+
+    timeline = as_timeline(args.timeline)
+    schedule = plan(timeline)
+    if args.json:
+        json.dump(plan_data(schedule, timeline), sys.stdout)
+        print()
+        return
+    print(format_plan(schedule))
+
+
+def format_plan(schedule) -> str:
+    """A table for people: one row per frame, keyframes marked with their prompt."""
+    bpm = f", {schedule.bpm:.2f} bpm" if schedule.bpm else ""
+    lines = [f"{schedule.n_frames} frames at {schedule.fps:g} fps = {schedule.duration:.3f}s{bpm}", ""]
+    for k in schedule.keyframes:
+        pos = k.keyframe.position
+        lines.append(f"keyframe {k.index}: {pos.unit} {pos.value:g} -> frame {k.frame} ({k.time:.3f}s) seed {k.keyframe.seed}: {k.keyframe.prompt}")
+    lines += ["", f"{'frame':>6} {'time':>8} {'beat':>7} {'seg':>4} {'t':>6} {'noise_t':>7} {'seeds':>11} {'guid':>5}"]
+    key_frames = {k.frame for k in schedule.keyframes}
+    for r in schedule.frames:
+        mark = " *" if r.frame in key_frames else ""
+        lines.append(
+            f"{r.frame:>6} {r.time:>8.3f} {r.beat:>7.2f} {r.segment:>4} {r.t:>6.3f} {r.noise_t:>7.3f} "
+            f"{f'{r.seed_a}->{r.seed_b}':>11} {r.guidance:>5.2f}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_beats(args: argparse.Namespace) -> None:
+    from latentwalk.api import analyze_audio
+
+    if args.bpm is not None and args.bpm <= 0:
+        raise UserError(f"--bpm: must be positive, got {args.bpm}")
+    analysis = analyze_audio(args.audio, args.start, args.end, args.bpm)
+    beats = [round(float(b), 4) for b in analysis.beats]
+    if args.json:
+        print(json.dumps({"bpm": round(analysis.bpm, 3), "beats": beats}))
+        return
+    print(f"tempo: {analysis.bpm:.2f} bpm, {len(beats)} beats in {analysis.duration:.2f}s")
+    for i, b in enumerate(beats):
+        print(f"{i:5d} {b:9.3f}")
+
+
+COMMANDS = {"render": cmd_render, "plan": cmd_plan, "beats": cmd_beats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"latentwalk: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head` and cut short
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("latentwalk: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Stage 6: stream raw RGB frames into one ffmpeg process; mux the matching stretch of audio."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+CRF = 18  # visually lossless-ish H.264; small frames make files tiny anyway
+PRESET = "medium"
+AUDIO_BITRATE = "192k"
+
+
+def ffmpeg_exe() -> str:
+    """ffmpeg on PATH, else the static binary that imageio-ffmpeg ships."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    path: Path
+    start: float  # seconds into the file
+    duration: float  # seconds to use: the video's duration
+
+
+def encode_command(path: Path, width: int, height: int, fps: float, audio: AudioClip | None) -> list[str]:
+    """The ffmpeg argument list: rawvideo rgb24 on stdin → H.264 yuv420p mp4 (+ AAC audio)."""
+    video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+    streams = [video.video]
+    options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": CRF, "preset": PRESET, "r": fps, "movflags": "+faststart"}
+    if audio is not None:
+        sound = ffmpeg.input(str(audio.path), ss=audio.start, t=audio.duration)
+        streams.append(sound.audio)
+        options.update({"acodec": "aac", "audio_bitrate": AUDIO_BITRATE})
+    # yuv420p needs even sizes; sizes are multiples of 8 (checked in the timeline).
+    out = ffmpeg.output(*streams, str(path), format="mp4", **options)
+    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *out.get_args()]
+
+
+class VideoWriter:
+    """Write frames one at a time; memory stays constant however long the video is.
+
+    The file appears at `path` only when encoding succeeded (written beside it, then renamed),
+    so a failed or interrupted render never replaces an earlier video.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float, audio: AudioClip | None = None):
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.frames_written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            encode_command(self._partial, width, height, fps, audio),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def write(self, frame: np.ndarray) -> None:
+        """frame: (H, W, 3) uint8."""
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            self._fail()
+        self.frames_written += 1
+
+    def close(self) -> Path:
+        """Finish encoding and move the file into place."""
+        self._proc.stdin.close()
+        if self._proc.wait() != 0:
+            self._fail()
+        self._stderr.close()
+        os.replace(self._partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Stop ffmpeg and delete the partial file; the earlier video, if any, stays."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._partial.unlink(missing_ok=True)
+        self._stderr.close()
+
+    def _fail(self) -> None:
+        self._proc.wait()
+        self._stderr.seek(0)
+        message = self._stderr.read().decode(errors="replace").strip()
+        self._partial.unlink(missing_ok=True)
+        raise RuntimeError(f"ffmpeg failed (exit {self._proc.returncode}): {message}")
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int
+    fps: float
+    duration: float  # of the video stream
+    width: int
+    height: int
+    has_audio: bool
+    audio_duration: float | None
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Count frames and read stream facts: with ffprobe when on PATH, else with ffmpeg itself."""
+    if shutil.which("ffprobe"):
+        return _probe_ffprobe(Path(path))
+    return _probe_ffmpeg(Path(path))
+
+
+def _probe_ffprobe(path: Path) -> VideoInfo:
+    cmd = ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(path)]
+    streams = json.loads(subprocess.run(cmd, capture_output=True, check=True, text=True).stdout)["streams"]
+    video = next(s for s in streams if s["codec_type"] == "video")
+    audio = next((s for s in streams if s["codec_type"] == "audio"), None)
+    num, den = map(int, video["r_frame_rate"].split("/"))
+    return VideoInfo(
+        frames=int(video["nb_read_frames"]),
+        fps=num / den,
+        duration=float(video["duration"]),
+        width=int(video["width"]),
+        height=int(video["height"]),
+        has_audio=audio is not None,
+        audio_duration=float(audio["duration"]) if audio else None,
+    )
+
+
+def _probe_ffmpeg(path: Path) -> VideoInfo:
+    # Decoding to the null muxer counts every frame; the stream headers give the rest.
+    cmd = [ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
+    err = subprocess.run(cmd, capture_output=True, text=True).stderr
+    frames = int(re.findall(r"frame=\s*(\d+)", err)[-1])
+    video = re.search(r"Stream #0:\d+.*?: Video: .*?, (\d+)x(\d+).*?, ([\d.]+) fps", err)
+    if video is None:
+        raise RuntimeError(f"no video stream in {path}: {err}")
+    fps = float(video.group(3))
+    audio = re.search(r"Stream #0:\d+.*?: Audio:", err) is not None
+    audio_duration = _ffmpeg_stream_duration(path, "a:0") if audio else None
+    return VideoInfo(frames, fps, frames / fps, int(video.group(1)), int(video.group(2)), audio, audio_duration)
+
+
+def _ffmpeg_stream_duration(path: Path, stream: str) -> float:
+    cmd = [ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", f"0:{stream}", "-f", "null", "-"]
+    err = subprocess.run(cmd, capture_output=True, text=True).stderr
+    h, m, s = re.findall(r"time=\s*(\d+):(\d+):([\d.]+)", err)[-1]
+    return int(h) * 3600 + int(m) * 60 + float(s)

@@ -1,0 +1,75 @@
+"""Shared fixtures: a tiny random Stable-Diffusion-layout pipeline and a drum track with known beats."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentwalk.toy.soundtrack import drum_track, write_wav
+from latentwalk.toy.tokenizer import write_clip_tokenizer
+
+TINY_WORDS = "a the of over in at with cat kitten dog photo day night snow sunset sea city forest mountains".split()
+TINY_SIZE = 32  # pixels; the tiny VAE downsamples by 2, so latents are 16x16
+
+
+def build_tiny_pipeline(folder: Path) -> Path:
+    """A 2-block UNet, 2-block VAE and 2-layer CLIP text encoder with random weights, saved as diffusers."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(TINY_WORDS, folder / "_tokenizer", max_length=16))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SIZE // 2,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=TINY_SIZE,
+    )
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder / "tiny")
+    return folder / "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_pipeline(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def drum_wav(tmp_path_factory) -> tuple[Path, "object"]:
+    """8 bars at 120 bpm (16 s plus a 1 s tail) with drums, bass and pad; returns (path, Track)."""
+    track = drum_track(120.0, 8, musical=True)
+    return write_wav(track, tmp_path_factory.mktemp("audio") / "drums.wav"), track
