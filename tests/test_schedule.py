@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+from latentwalk.errors import UserError
+from latentwalk.schedule import EASINGS, beat_positions, hold_then, paced_progress, plan_frames
+from latentwalk.timeline import parse_timeline
+
+BEATS = np.arange(0, 40) * 0.5 + 0.013  # 120 bpm, first beat slightly late, like a tracked grid
+
+
+def timeline(keyframes: str, fps: float = 12, end: str = "{beat: 30}", extra: str = "") -> object:
+    return parse_timeline(f"fps: {fps}\nend: {end}\naudio: {{bpm: 120}}\n{extra}keyframes:\n{keyframes}")
+
+
+@pytest.mark.parametrize("name", sorted(EASINGS))
+def test_easing_endpoints_and_monotone(name):
+    t = np.linspace(0, 1, 1001)
+    y = EASINGS[name](t)
+    assert y[0] == 0.0 and y[-1] == 1.0
+    assert np.all(np.diff(y) >= -1e-12)
+
+
+def test_hold_then_travel():
+    u = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(hold_then(u, 0.5), [0, 0, 0, 0.5, 1.0])
+
+
+def test_uniform_pacing_is_k_over_n():
+    np.testing.assert_array_equal(paced_progress(4), [0, 0.25, 0.5, 0.75])
+
+
+def test_audio_pacing_moves_further_on_loud_frames():
+    energy = np.array([1.0, 1.0, 9.0, 1.0])
+    u = paced_progress(4, energy, strength=1.0)
+    steps = np.diff(np.append(u, 1.0))
+    assert steps[2] == pytest.approx(9 * steps[0])
+    assert u[0] == 0 and np.all(np.diff(u) > 0)
+    np.testing.assert_array_equal(paced_progress(4, energy, strength=0.0), paced_progress(4))
+
+
+def test_beat_keyframes_land_on_rounded_beat_frames():
+    tl = timeline("  - {beat: 0, prompt: a}\n  - {beat: 3.5, prompt: b}\n  - {bar: 2, prompt: c}\n", fps=24)
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    frames = [k.frame for k in plan.keyframes]
+    beat_times = [BEATS[0], (BEATS[3] + BEATS[4]) / 2, BEATS[8]]
+    assert frames == [round(t * 24) for t in beat_times]
+    assert plan.n_frames == round(BEATS[30] * 24)
+
+
+@pytest.mark.parametrize("fps", [8, 12, 24, 25, 29.97, 60])
+def test_fps_changes_keep_keyframes_on_their_beats(fps):
+    tl = timeline("  - {beat: 0, prompt: a}\n  - {beat: 5, prompt: b}\n  - {bar: 3, prompt: c}\n", fps=fps)
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    for key, beat in zip(plan.keyframes, [0, 5, 12]):
+        assert key.time == pytest.approx(BEATS[beat])
+        assert key.frame == round(BEATS[beat] * fps)
+        assert abs(key.frame / fps - BEATS[beat]) <= 0.5 / fps + 1e-12
+
+
+def test_each_keyframe_image_appears_once():
+    tl = timeline("  - {frame: 0, prompt: a, seed: 1}\n  - {frame: 10, prompt: b, seed: 2}\n  - {frame: 20, prompt: c, seed: 3}\n", end="{frame: 30}")
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    assert plan.n_frames == 30
+    pure = [(r.segment, r.t) for r in plan.frames if r.t == 0.0 and r.noise_t == 0.0]
+    assert pure == [(0, 0.0), (1, 0.0)] + [(2, 0.0)] * 10  # the last keyframe holds to the end
+    # no frame of a segment reaches t = 1, which would duplicate the next keyframe
+    assert max(r.t for r in plan.frames if r.segment < 2) < 1.0
+    assert [r.frame for r in plan.frames] == list(range(30))
+    seg1 = [r for r in plan.frames if r.segment == 1]
+    assert (seg1[0].seed_a, seg1[0].seed_b) == (2, 3)
+
+
+def test_guidance_interpolates_between_keyframes():
+    tl = timeline("  - {frame: 0, prompt: a, guidance: 2}\n  - {frame: 4, prompt: b, guidance: 10}\n", end="{frame: 6}")
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    assert [r.guidance for r in plan.frames] == [2, 4, 6, 8, 10, 10]
+
+
+def test_noise_easing_differs_from_prompt_easing():
+    tl = timeline("  - {frame: 0, prompt: a, easing: linear, noise_easing: hold, hold: 0.5}\n  - {frame: 4, prompt: b}\n", end="{frame: 5}")
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    assert [r.t for r in plan.frames[:4]] == [0, 0, 0, 0.5]  # hold applies to both...
+    tl = timeline("  - {frame: 0, prompt: a, easing: smoothstep, noise_easing: linear}\n  - {frame: 4, prompt: b}\n", end="{frame: 5}")
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    assert [r.noise_t for r in plan.frames[:4]] == [0, 0.25, 0.5, 0.75]
+    assert plan.frames[1].t == pytest.approx(0.25**2 * (3 - 0.5))
+
+
+def test_beat_positions_extrapolate_at_tempo():
+    pos = beat_positions(np.array([0.013, 0.263, 0.513, -0.237, 19.763]), BEATS, 120.0)
+    np.testing.assert_allclose(pos, [0, 0.5, 1, -0.5, 39.5])
+
+
+@pytest.mark.parametrize(
+    "keyframes, message",
+    [
+        ("  - {beat: 4, prompt: a}\n  - {beat: 2, prompt: b}\n", "must be in order"),
+        ("  - {beat: 2, prompt: a}\n  - {time: 1.013, prompt: b}\n", "same frame"),
+        ("  - {beat: 0, prompt: a}\n  - {beat: 45, prompt: b}\n", "past the end of the audio"),
+        ("  - {beat: 0, prompt: a}\n  - {bar: 10, prompt: b}\n", "past the end of the audio"),
+        ("  - {beat: 0, prompt: a}\n  - {time: 15.5, prompt: b}\n", "past the end of the video"),
+    ],
+)
+def test_bad_keyframe_positions(keyframes, message):
+    tl = timeline(keyframes, end="{time: 15}")
+    with pytest.raises(UserError, match=message) as info:
+        plan_frames(tl, BEATS, 120.0, 20.0)
+    assert "keyframes[1]" in str(info.value)
