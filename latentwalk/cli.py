@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from latentwalk.errors import UserError
+from latentwalk.store import FrameStore
 
 EXIT_USAGE = 2
 
@@ -26,6 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, help="frames denoised together (overrides the timeline)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides the timeline")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--store", metavar="DIR", help="frame store to reuse frames from (default: <out>.frames/ beside the video)")
+    r.add_argument("--fresh", action="store_true", help="ignore stored frames: render and overwrite every frame")
+    r.add_argument("--prune", action="store_true", help="afterwards delete stored frames this render does not use")
+    r.add_argument("--no-overlap", action="store_true", help="decode on the main thread after each batch (for debugging)")
+
+    st = sub.add_parser("store", help="show a frame store's size, or prune it to what a timeline needs")
+    st.add_argument("target", help="a frame store folder, or a timeline (its store beside its default --out)")
+    st.add_argument("--out", help="with a timeline: the video whose store to use")
+    st.add_argument("--prune", action="store_true", help="delete frames the timeline's current plan does not use")
+    st.add_argument("--batch-size", type=int, help="with --prune: the batch size the frames were rendered with")
+    st.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="with --prune: the device they were rendered on")
 
     p = sub.add_parser("plan", help="print the per-frame schedule without rendering")
     p.add_argument("timeline")
@@ -37,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--start", type=float, default=0.0, help="seconds into the file to start at")
     b.add_argument("--end", type=float, help="seconds into the file to stop at")
     b.add_argument("--json", action="store_true", help='print {"bpm": ..., "beats": [...]}')
+
+    s = sub.add_parser("sweep", help="render a labelled grid over prompt weights, seeds, guidance, steps or strength")
+    s.add_argument("sweep")
+    s.add_argument("--out", metavar="DIR", help="output folder (default: renders/<sweep name>/)")
+    s.add_argument("--video", action="store_true", default=None, help="also write an mp4 along the x axis")
+    s.add_argument("--batch-size", type=int, help="cells denoised together (overrides the sweep)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides the sweep")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -46,11 +66,36 @@ def cmd_render(args: argparse.Namespace) -> None:
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
     result = render(
-        args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet
+        args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
+        store_dir=args.store, fresh=args.fresh, overlap=not args.no_overlap, prune=args.prune,
     )
     t = result.timings
     print(f"wrote {result.video} ({result.plan.n_frames} frames, {result.plan.duration:.2f}s) in {t['total_s']:.1f}s")
+    usage = FrameStore(result.store).usage()
+    print(f"{result.frames_reused} frames reused, {result.frames_rendered} rendered, store {usage.bytes / 1e6:.1f} MB ({result.store})")
     print(f"manifest {result.manifest}")
+
+
+def cmd_store(args: argparse.Namespace) -> None:
+    from latentwalk.api import prune_store
+
+    target = Path(args.target)
+    if target.is_file():
+        if not args.prune:
+            from latentwalk.api import as_timeline, default_output, default_store
+
+            store = FrameStore(default_store(Path(args.out) if args.out else default_output(as_timeline(target))))
+        else:
+            store, removed = prune_store(target, args.out, device=args.device, batch_size=args.batch_size)
+            print(f"pruned {removed.frames} frames and {removed.temp_files} temp files ({removed.bytes / 1e6:.1f} MB)")
+    elif args.prune:
+        raise UserError(f"--prune: needs a timeline to know which frames to keep, got the folder {args.target!r}")
+    elif target.is_dir():
+        store = FrameStore(target)
+    else:
+        raise UserError(f"store: no such frame store or timeline: {args.target!r}")
+    usage = store.usage()
+    print(f"{store.root}: {usage.frames} frames, {usage.bytes / 1e6:.1f} MB" + (f", {usage.temp_files} temp files" if usage.temp_files else ""))
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -98,7 +143,23 @@ def cmd_beats(args: argparse.Namespace) -> None:
         print(f"{i:5d} {b:9.3f}")
 
 
-COMMANDS = {"render": cmd_render, "plan": cmd_plan, "beats": cmd_beats}
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from latentwalk.sweep import run_sweep
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    result = run_sweep(
+        args.sweep, args.out, video=args.video, device=args.device, batch_size=args.batch_size, progress=not args.quiet
+    )
+    rows, cols = result.sweep.grid_shape
+    print(f"wrote {len(result.cells)} cells ({rows}x{cols}) in {result.timings['total_s']:.1f}s")
+    print(f"sheet {result.sheet}")
+    for video in result.videos:
+        print(f"video {video}")
+    print(f"manifest {result.manifest}")
+
+
+COMMANDS = {"render": cmd_render, "store": cmd_store, "plan": cmd_plan, "beats": cmd_beats, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

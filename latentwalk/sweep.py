@@ -1,0 +1,800 @@
+"""`latentwalk sweep`: grids of stills over expression weights, seeds, guidance, steps or img2img strength.
+
+A sweep file holds a timeline's render settings, one base `prompt` (which may contain `{name}`
+placeholders that stand for numbers in a prompt expression) and one or two axes, `x` and `y`. Each
+axis walks one param: a placeholder, `seed`, `guidance`, `steps`, `prompt` or `strength` (img2img,
+with `init_image`). `seeds: {count, start}` instead renders one prompt over many seeds, numbered,
+to pick seeds for a timeline.
+
+Stages: `parse_sweep` (YAML → frozen `Sweep`, fully validated, no model) → `sweep_cells` (pure:
+one `Cell` of plain values per image) → `render_cells` (batched through render.denoise/decode) →
+`contact_sheet` (labelled PIL image) → `run_sweep` writes the PNGs, sheet, manifest and video.
+"""
+
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import yaml
+
+from latentwalk.errors import UserError
+from latentwalk.prompts import PromptSyntaxError, parse_prompt
+from latentwalk.timeline import (
+    DEVICE_NAMES,
+    DTYPE_NAMES,
+    SCHEDULER_NAMES,
+    SETTING_DEFAULTS,
+    _check_model,
+    _line_map,
+    _Reader,
+    format_path,
+)
+
+DEFAULT_OUT_DIR = Path("renders")
+SETTING_KEYS = ("model", "width", "height", "steps", "guidance", "scheduler", "negative_prompt", "device", "dtype", "batch_size")
+SWEEP_DEFAULTS: dict[str, Any] = {key: SETTING_DEFAULTS[key] for key in SETTING_KEYS} | {"seed": 0, "fps": 4, "video": False}
+TOP_KEYS = set(SWEEP_DEFAULTS) | {"prompt", "x", "y", "init_image", "strength", "seeds", "mode"}
+AXIS_KEYS = {"param", "values", "range"}
+SEEDS_KEYS = {"count", "start"}
+MODES = ("grid", "seeds")
+PARAMS = ("seed", "guidance", "steps", "prompt", "strength")  # besides placeholder names
+DEFAULT_SEED_COUNT = 16  # `mode: seeds` without a `seeds:` mapping
+MAX_SEED = 2**63  # torch.Generator.manual_seed takes a signed 64-bit seed
+
+# Contact sheet geometry, in pixels. Cells narrower than MIN_SHEET_CELL are enlarged by a whole
+# factor (nearest neighbour, so pixels stay exact) so that a value label fits under a column.
+FONT_SIZE = 12
+LINE = FONT_SIZE + 4  # height of one line of text
+PAD = 4  # outer margin and text inset
+GAP = 2  # between cells
+MIN_SHEET_CELL = 96
+MAX_LABEL_LINES = 3  # column labels (long prompts) wrap to at most this many lines
+MAX_ROW_LABEL_WIDTH = 160
+BACKGROUND, INK = (255, 255, 255), (0, 0, 0)
+
+Value = float | int | str  # one axis value: a number, a seed or step count, or a prompt
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    model: str
+    width: int
+    height: int
+    steps: int  # default for cells when `steps` is not an axis
+    guidance: float
+    scheduler: str
+    negative_prompt: str
+    device: str
+    dtype: str
+    batch_size: int
+    fps: float  # of the optional video: one cell per frame
+    video: bool
+
+
+@dataclass(frozen=True)
+class Axis:
+    param: str  # a placeholder name or one of PARAMS
+    values: tuple[Value, ...]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(format_value(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    settings: SweepSettings
+    prompt: str | None  # template with {name} placeholders; None when a `prompt` axis sets it
+    seed: int
+    strength: float | None  # img2img strength when it is not an axis; None without init_image
+    init_image: Path | None
+    mode: str  # one of MODES
+    x: Axis
+    y: Axis | None
+    source: str  # file name, for messages
+    raw: dict = field(compare=False, repr=False)  # the YAML as read, saved in the manifest
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(rows, cols): y by x, or the most nearly square grid that holds every seed."""
+        if self.mode == "seeds":
+            cols = math.ceil(math.sqrt(len(self.x.values)))
+            return math.ceil(len(self.x.values) / cols), cols
+        return (len(self.y.values) if self.y else 1), len(self.x.values)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Everything one image depends on, as plain values."""
+
+    row: int
+    col: int
+    values: tuple[tuple[str, Value], ...]  # (param, value) of each axis, x first
+    label: str  # seeds mode: the seed number; grid: "w=0.5, seed=3"
+    prompt: str  # placeholders filled in
+    seed: int
+    guidance: float
+    steps: int
+    strength: float | None  # None: text-to-image
+
+
+# --- reading and checking a sweep file ---------------------------------------------------------
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep file; a relative init_image is resolved against it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"cannot read sweep {str(path)!r}: {e.strerror}") from None
+    return parse_sweep(text, source=str(path), base_dir=path.parent)
+
+
+def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None) -> Sweep:
+    """Parse YAML text into a validated Sweep: every cell's prompt parses before any model loads."""
+    # 1. YAML, with the line of every field.
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    r = _Reader(source, _line_map(node) if node is not None else {})
+    data = r.check_keys(data if data is not None else {}, (), TOP_KEYS)
+
+    # 2. Render settings, as in a timeline.
+    settings = _parse_settings(r, data)
+    seed = _check_value(r, "seed", data.get("seed", SWEEP_DEFAULTS["seed"]), ("seed",))
+
+    # 3. Mode and axes.
+    mode = r.choice(data.get("mode", "seeds" if "seeds" in data else "grid"), ("mode",), MODES)
+    if mode == "seeds":
+        for key in ("x", "y"):
+            if key in data:
+                raise r.fail((key,), "seeds mode renders one prompt over seeds and takes no axes; remove x/y or the seeds mode")
+        x, y = _seed_axis(r, data.get("seeds") or {}, seed), None
+    else:
+        if "seeds" in data:
+            raise r.fail(("seeds",), "only used with mode: seeds")
+        if "x" not in data:
+            raise r.fail(("x",), "missing: a sweep needs an x axis, e.g. x: {param: seed, values: [1, 2, 3]}")
+        x = _parse_axis(r, data["x"], ("x",))
+        y = _parse_axis(r, data["y"], ("y",)) if data.get("y") is not None else None
+        if y is not None and y.param == x.param:
+            raise r.fail(("y", "param"), f"{y.param!r} is already the x axis; the two axes need different params")
+    axes = (x,) if y is None else (x, y)
+    by_param = {axis.param: (name, axis) for name, axis in zip(("x", "y"), axes)}
+
+    # 4. Prompts: the base prompt or a prompt axis, placeholders matched to axes.
+    prompt = data.get("prompt")
+    if "prompt" in by_param and prompt is not None:
+        name = by_param["prompt"][0]
+        raise r.fail(("prompt",), f"set twice: here and by the {name} axis (param: prompt); remove one")
+    if "prompt" not in by_param:
+        if prompt is None:
+            raise r.fail(("prompt",), "missing field 'prompt'")
+        prompt = r.text(prompt, ("prompt",))
+    templates = {("prompt",): prompt} if prompt is not None else {}
+    if "prompt" in by_param:
+        name, axis = by_param["prompt"]
+        templates = {(name, "values", i): v for i, v in enumerate(axis.values)}
+    used: set[str] = set()
+    for path, template in templates.items():
+        for name in placeholder_names(template):
+            if name in PARAMS:
+                raise r.fail(path, f"placeholder {{{name}}} is a reserved param name; rename it (e.g. {{w}})")
+            if name not in by_param:
+                raise r.fail(path, f"placeholder {{{name}}} has no axis; add e.g. x: {{param: {name}, values: [0, 0.5, 1]}}")
+            used.add(name)
+        _check_prompt(r, blank_placeholders(template), path)
+    for name, axis in zip(("x", "y"), axes):
+        if axis.param not in PARAMS and axis.param not in used:
+            hint = ", ".join(f"{{{p}}}" for p in sorted(used)) or "none"
+            raise r.fail(
+                (name, "param"),
+                f"unknown param {axis.param!r}: expected one of {', '.join(PARAMS)} or a placeholder "
+                f"used in the prompt (placeholders found: {hint})",
+            )
+        if axis.param in PARAMS:
+            continue
+        for value in map(_number_text, axis.values):  # a value can still break a prompt: a token-edit weight of 1.5
+            for path, template in templates.items():
+                filled = fill_placeholders(template, {axis.param: value}, partial=True)
+                _check_prompt(r, blank_placeholders(filled), path, f" with {axis.param}={value}")
+    negative = r.text(data.get("negative_prompt") or "", ("negative_prompt",))
+    _check_prompt(r, negative, ("negative_prompt",))
+
+    # 5. img2img: an init image and a strength, fixed or swept.
+    init_image, strength = None, data.get("strength")
+    if data.get("init_image") is not None:
+        init_image = _check_image(r, data["init_image"], base_dir or Path("."))
+        if strength is None and "strength" not in by_param:
+            raise r.fail(("init_image",), "needs a strength: a 'strength' axis or a 'strength: 0.6' setting")
+    if init_image is None and (strength is not None or "strength" in by_param):
+        path = ("strength",) if strength is not None else (by_param["strength"][0], "param")
+        raise r.fail(path, "img2img strength needs an 'init_image: picture.png'")
+    if strength is not None:
+        if "strength" in by_param:
+            raise r.fail(("strength",), f"set twice: here and by the {by_param['strength'][0]} axis; remove one")
+        strength = _check_value(r, "strength", strength, ("strength",))
+    return Sweep(settings, prompt, seed, strength, init_image, mode, x, y, source, raw=data)
+
+
+def _parse_settings(r: _Reader, data: dict) -> SweepSettings:
+    get = lambda key: data.get(key, SWEEP_DEFAULTS[key])  # noqa: E731
+    width = r.number(get("width"), ("width",), minimum=8, integer=True)
+    height = r.number(get("height"), ("height",), minimum=8, integer=True)
+    for key, size in (("width", width), ("height", height)):
+        if size % 8:
+            raise r.fail((key,), f"must be a multiple of 8, got {size}")
+    model = r.text(get("model"), ("model",))
+    _check_model(r, model)
+    video = get("video")
+    if not isinstance(video, bool):
+        raise r.fail(("video",), f"expected true or false, got {video!r}")
+    return SweepSettings(
+        model=model,
+        width=width,
+        height=height,
+        steps=r.number(get("steps"), ("steps",), minimum=1, integer=True),
+        guidance=r.number(get("guidance"), ("guidance",), minimum=0),
+        scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
+        negative_prompt=r.text(get("negative_prompt") or "", ("negative_prompt",)),
+        device=r.choice(get("device"), ("device",), DEVICE_NAMES),
+        dtype=r.choice(get("dtype"), ("dtype",), DTYPE_NAMES),
+        batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True),
+        fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True),
+        video=video,
+    )
+
+
+def _parse_axis(r: _Reader, data: Any, path: tuple) -> Axis:
+    data = r.check_keys(data, path, AXIS_KEYS)
+    if "param" not in data:
+        raise r.fail(path, "missing field 'param' (a placeholder name or one of: " + ", ".join(PARAMS) + ")")
+    param = r.text(data["param"], path + ("param",))
+    if ("values" in data) == ("range" in data):
+        raise r.fail(path, "needs exactly one of 'values' (a list) or 'range' ([start, stop, count])")
+    if "values" in data:
+        values = data["values"]
+        if not isinstance(values, list) or not values:
+            raise r.fail(path + ("values",), f"expected a non-empty list, got {values!r}")
+        return Axis(param, tuple(_check_value(r, param, v, path + ("values", i)) for i, v in enumerate(values)))
+    if param == "prompt":
+        raise r.fail(path + ("range",), "a prompt axis needs 'values' (a list of prompts), not a range")
+    spec = data["range"]
+    if not isinstance(spec, list) or len(spec) != 3:
+        raise r.fail(path + ("range",), f"expected [start, stop, count], got {spec!r}")
+    start = r.number(spec[0], path + ("range", 0))
+    stop = r.number(spec[1], path + ("range", 1))
+    count = r.number(spec[2], path + ("range", 2), minimum=1, integer=True)
+    # 12 significant digits: linspace's last-ulp noise (0.30000000000000004) would reach the labels.
+    points = [float(f"{v:.12g}") for v in np.linspace(start, stop, count)]
+    return Axis(param, tuple(_check_value(r, param, v, path + ("range",)) for v in points))
+
+
+def _seed_axis(r: _Reader, data: Any, seed: int) -> Axis:
+    data = r.check_keys(data, ("seeds",), SEEDS_KEYS)
+    count = r.number(data.get("count", DEFAULT_SEED_COUNT), ("seeds", "count"), minimum=1, integer=True)
+    start = _check_value(r, "seed", data.get("start", seed), ("seeds", "start"))
+    if start + count > MAX_SEED:
+        raise r.fail(("seeds",), f"seeds {start}..{start + count - 1} go past the largest seed {MAX_SEED - 1}")
+    return Axis("seed", tuple(range(start, start + count)))
+
+
+def _check_value(r: _Reader, param: str, value: Any, path: tuple) -> Value:
+    """One value of `param`, checked: seeds and steps are integers, strength lies in [0, 1]."""
+    if param == "prompt":
+        return r.text(value, path)
+    if param == "seed":
+        seed = r.number(value, path, minimum=0, integer=True)
+        if seed >= MAX_SEED:
+            raise r.fail(path, f"seed must be below 2**63, got {seed}")
+        return seed
+    if param == "steps":
+        return r.number(value, path, minimum=1, integer=True)
+    if param == "guidance":
+        return r.number(value, path, minimum=0)
+    number = r.number(value, path)
+    if param == "strength" and not 0 <= number <= 1:
+        raise r.fail(path, f"strength must lie in [0, 1], got {value!r}")
+    return number
+
+
+def _check_prompt(r: _Reader, prompt: str, path: tuple, suffix: str = "") -> None:
+    line = r.lines.get(path) or r.lines.get(path[:1])
+    where = f"{r.source}:{line}: {format_path(path)}{suffix}" if line else f"{format_path(path)}{suffix}"
+    try:
+        parse_prompt(prompt)
+    except PromptSyntaxError as error:
+        raise error.with_field(where) from None
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
+
+
+def _check_image(r: _Reader, value: Any, base_dir: Path) -> Path:
+    from PIL import Image
+
+    path = Path(r.text(value, ("init_image",))).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise r.fail(("init_image",), f"image file not found: {str(path)!r}")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as e:  # PIL raises many types for unreadable files
+        raise r.fail(("init_image",), f"cannot read {str(path)!r} as an image: {e}") from None
+    return path
+
+
+# --- placeholders (pure) -----------------------------------------------------------------------
+
+
+def _placeholder_spans(template: str) -> list[tuple[int, int, str]]:
+    """(start, end, name) of each `{name}`; backslash escapes are skipped, as the prompt parser does."""
+    spans, i = [], 0
+    while i < len(template):
+        if template[i] == "\\":
+            i += 2
+            continue
+        if template[i] == "{":
+            end = template.find("}", i)
+            name = template[i + 1 : end] if end > 0 else ""
+            if name.isidentifier():
+                spans.append((i, end + 1, name))
+                i = end + 1
+                continue
+        i += 1
+    return spans
+
+
+def placeholder_names(template: str) -> list[str]:
+    """Names of the `{name}` placeholders in a prompt, in order of first use."""
+    return list(dict.fromkeys(name for _, _, name in _placeholder_spans(template)))
+
+
+def fill_placeholders(template: str, values: dict[str, str], partial: bool = False) -> str:
+    """The template with each `{name}` replaced by values[name] (text, e.g. a number's repr)."""
+    out, last = [], 0
+    for start, end, name in _placeholder_spans(template):
+        if name in values or not partial:
+            out += [template[last:start], values[name]]
+            last = end
+    return "".join(out) + template[last:]
+
+
+def blank_placeholders(template: str) -> str:
+    """Each `{name}` replaced by a number of the same width ('0.0', '0.00'), so parse errors keep their column."""
+    return fill_placeholders(template, {n: "0." + "0" * (len(n)) for n in placeholder_names(template)})
+
+
+def _number_text(value: float) -> str:
+    """A weight as expression text; repr round-trips the float exactly."""
+    return repr(float(value))
+
+
+def format_value(value: Value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# --- cells (pure) ------------------------------------------------------------------------------
+
+
+def sweep_cells(sweep: Sweep) -> tuple[Cell, ...]:
+    """One Cell per image, row by row; seeds mode fills its grid row by row."""
+    rows, cols = sweep.grid_shape
+    if sweep.mode == "seeds":
+        points = [(i // cols, i % cols, ((sweep.x.param, v),)) for i, v in enumerate(sweep.x.values)]
+    else:
+        y_values = sweep.y.values if sweep.y else (None,)
+        points = [
+            (row, col, ((sweep.x.param, xv),) + (((sweep.y.param, yv),) if sweep.y else ()))
+            for row, yv in enumerate(y_values)
+            for col, xv in enumerate(sweep.x.values)
+        ]
+    cells = []
+    for row, col, values in points:
+        chosen = dict(values)
+        template = chosen.get("prompt", sweep.prompt)
+        weights = {k: _number_text(v) for k, v in chosen.items() if k not in PARAMS}
+        if sweep.mode == "seeds":
+            label = str(chosen["seed"])
+        else:
+            label = ", ".join(f"{k}={format_value(v)}" for k, v in values)
+        cells.append(
+            Cell(
+                row=row,
+                col=col,
+                values=values,
+                label=label,
+                prompt=fill_placeholders(template, weights),
+                seed=chosen.get("seed", sweep.seed),
+                guidance=chosen.get("guidance", sweep.settings.guidance),
+                steps=chosen.get("steps", sweep.settings.steps),
+                strength=chosen.get("strength", sweep.strength),
+            )
+        )
+    return tuple(cells)
+
+
+def cell_batches(cells: Sequence[Cell], batch_size: int) -> list[list[Cell]]:
+    """Cells sharing a timestep schedule (steps, strength), in chunks of batch_size, first-seen order."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.steps, cell.strength), []).append(cell)
+    return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def render_cells(
+    model, sweep: Sweep, cells: Sequence[Cell], batch_size: int, init_image: np.ndarray | None = None
+) -> Iterator[tuple[list[Cell], np.ndarray]]:
+    """Yield (cells, images (B, H, W, 3) uint8) batch by batch; a cell's pixels do not depend on its batch."""
+    import torch
+
+    from latentwalk.conditioning import TextConditioner
+    from latentwalk.interpolation import seed_noise
+    from latentwalk.render import BatchInputs, decode, denoise, latent_shape
+
+    conditioner = TextConditioner(model.tokenizer, model.text_encoder)
+    shape = latent_shape(model, sweep.settings.width, sweep.settings.height)
+    uncond = conditioner.encode(parse_prompt(sweep.settings.negative_prompt)).float()  # (1, L, D)
+    init_latents = encode_image(model, init_image) if init_image is not None else None
+    for batch in cell_batches(cells, batch_size):
+        inputs = BatchInputs(
+            noise=torch.stack([seed_noise(c.seed, shape) for c in batch]),
+            cond=torch.cat([conditioner.encode(parse_prompt(c.prompt)).float() for c in batch]),
+            uncond=uncond.expand(len(batch), -1, -1),
+            guidance=torch.tensor([c.guidance for c in batch], dtype=torch.float32),
+        )
+        steps, strength = batch[0].steps, batch[0].strength
+        if strength is None:
+            latents = denoise(model, inputs, sweep.settings.scheduler, steps)
+        else:
+            latents = denoise_from_image(model, inputs, init_latents, sweep.settings.scheduler, steps, strength)
+        yield batch, decode(model, latents)
+
+
+def load_init_image(path: Path, width: int, height: int) -> np.ndarray:
+    """(height, width, 3) uint8; resized (Lanczos) when the file has another size, as diffusers' img2img does."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.LANCZOS)
+        return np.asarray(image, dtype=np.uint8).copy()
+
+
+def encode_image(model, image: np.ndarray):
+    """(H, W, 3) uint8 → scaled latents (1, C, h, w): the posterior mean, so no generator is needed."""
+    import torch
+
+    with torch.no_grad():
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, H, W) in [-1, 1]
+        posterior = model.vae.encode(pixels.to(model.device, model.dtype)).latent_dist
+        return posterior.mean.float() * model.vae.config.scaling_factor
+
+
+def img2img_start(steps: int, strength: float) -> int:
+    """Index of the first of `steps` timesteps an img2img run denoises (diffusers' get_timesteps)."""
+    return steps - min(int(steps * strength), steps)
+
+
+def denoise_from_image(model, inputs, init_latents, scheduler_name: str, steps: int, strength: float):
+    """SDEdit (Meng et al. 2022): noise the image's latents to the timestep `strength` reaches, denoise the rest.
+
+    Mirrors diffusers' StableDiffusionImg2ImgPipeline: the schedule of `steps` is truncated at
+    `img2img_start`, and scheduler.add_noise takes the latents to its first timestep.
+    """
+    import torch
+
+    from latentwalk.render import make_scheduler
+
+    scheduler = make_scheduler(scheduler_name, model.scheduler_config)
+    scheduler.set_timesteps(steps, device=model.device)
+    begin = img2img_start(steps, strength) * scheduler.order
+    timesteps = scheduler.timesteps[begin:]
+    batch = len(inputs.noise)
+    latents = init_latents.to(model.device, torch.float32).expand(batch, -1, -1, -1)  # (B, C, h, w)
+    if len(timesteps) == 0:  # strength 0: the image through the VAE and back
+        return latents.clone()
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    latents = scheduler.add_noise(latents, inputs.noise.to(model.device, torch.float32), timesteps[:1].repeat(batch))
+    context = torch.cat([inputs.uncond, inputs.cond]).to(model.device, model.dtype)  # (2B, L, D)
+    scale = inputs.guidance.to(model.device).view(-1, 1, 1, 1)
+    # The guided loop of render.denoise, from a truncated schedule.
+    with torch.no_grad():
+        for t in timesteps:
+            x = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+            eps = model.unet(x.to(model.dtype), t, encoder_hidden_states=context).sample.float()
+            eps_uncond, eps_cond = eps.chunk(2)
+            latents = scheduler.step(eps_uncond + scale * (eps_cond - eps_uncond), t, latents).prev_sample
+    return latents
+
+
+# --- contact sheet -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SheetLayout:
+    """Where everything goes on the contact sheet; cells are enlarged `scale` times."""
+
+    rows: int
+    cols: int
+    cell_width: int  # on the sheet: the image width times scale
+    cell_height: int
+    scale: int
+    left: int  # row-label column, 0 without a y axis
+    top: int  # title, x-axis title and column labels
+    caption: int  # text under each cell (seeds mode), 0 otherwise
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the sheet."""
+        width = PAD + self.left + self.cols * self.cell_width + (self.cols - 1) * GAP + PAD
+        height = self.top + self.rows * (self.cell_height + self.caption) + (self.rows - 1) * GAP + PAD
+        return width, height
+
+    def cell_origin(self, row: int, col: int) -> tuple[int, int]:
+        """(x, y) of a cell's top-left pixel."""
+        return PAD + self.left + col * (self.cell_width + GAP), self.top + row * (self.cell_height + self.caption + GAP)
+
+
+def sheet_font(size: int = FONT_SIZE):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def wrap_text(text: str, font, width: float, max_lines: int) -> list[str]:
+    """Greedy word wrap to a pixel width; overflow is cut and marked with '...'."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    lines = lines or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] += " ..."
+    return [_fit(line, font, width) for line in lines]
+
+
+def _fit(line: str, font, width: float) -> str:
+    if font.getlength(line) <= width:
+        return line
+    while line and font.getlength(line + "...") > width:
+        line = line[:-1]
+    return line + "..."
+
+
+def sheet_layout(sweep: Sweep, font) -> tuple[SheetLayout, list[list[str]], list[list[str]]]:
+    """The layout, the wrapped column labels and the wrapped row labels."""
+    rows, cols = sweep.grid_shape
+    w, h = sweep.settings.width, sweep.settings.height
+    scale = max(1, math.ceil(MIN_SHEET_CELL / min(w, h)))
+    cw, ch = w * scale, h * scale
+    if sweep.mode == "seeds":
+        return SheetLayout(rows, cols, cw, ch, scale, left=0, top=LINE + PAD, caption=LINE), [], []
+    col_labels = [wrap_text(label, font, cw - 2, MAX_LABEL_LINES) for label in sweep.x.labels]
+    row_labels: list[list[str]] = []
+    left = 0
+    if sweep.y is not None:
+        row_labels = [wrap_text(label, font, MAX_ROW_LABEL_WIDTH, max(1, ch // LINE)) for label in sweep.y.labels]
+        texts = [line for lines in row_labels for line in lines] + [f"y: {sweep.y.param}"]
+        left = min(MAX_ROW_LABEL_WIDTH, math.ceil(max(font.getlength(t) for t in texts))) + 2 * PAD
+    top = PAD + LINE * (2 + max(len(lines) for lines in col_labels))  # title, x title, labels
+    return SheetLayout(rows, cols, cw, ch, scale, left, top, caption=0), col_labels, row_labels
+
+
+def contact_sheet(sweep: Sweep, cells: Sequence[Cell], images: np.ndarray) -> tuple[np.ndarray, SheetLayout]:
+    """A labelled grid of the cells: axis titles and values (grid), or seed numbers (seeds mode)."""
+    from PIL import Image, ImageDraw
+
+    font = sheet_font()
+    layout, col_labels, row_labels = sheet_layout(sweep, font)
+    sheet = Image.new("RGB", layout.size, BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    # 1. The prompt (or what varies it) on top, so a sheet makes sense on its own.
+    subject = sweep.prompt if sweep.prompt is not None else f"prompt: see the {'x' if sweep.x.param == 'prompt' else 'y'} axis"
+    if sweep.mode == "seeds":
+        subject = f"seeds {sweep.x.values[0]}-{sweep.x.values[-1]}: {subject}"
+    draw.text((PAD, PAD), _fit(subject, font, layout.size[0] - 2 * PAD), font=font, fill=INK)
+    # 2. The cells, enlarged with nearest-neighbour so each pixel stays a pixel.
+    for cell in cells:
+        x0, y0 = layout.cell_origin(cell.row, cell.col)
+        pixels = images[cell.row, cell.col].repeat(layout.scale, axis=0).repeat(layout.scale, axis=1)
+        sheet.paste(Image.fromarray(pixels), (x0, y0))
+        if layout.caption:
+            text = _fit(f"seed {cell.label}", font, layout.cell_width)
+            draw.text((x0 + (layout.cell_width - font.getlength(text)) / 2, y0 + layout.cell_height + 2), text, font=font, fill=INK)
+    if sweep.mode == "seeds":
+        return np.asarray(sheet), layout
+    # 3. Axis titles and values: x above the columns, y left of the rows.
+    x_left, _ = layout.cell_origin(0, 0)
+    draw.text((x_left, PAD + LINE), f"x: {sweep.x.param}", font=font, fill=INK)
+    for col, lines in enumerate(col_labels):
+        x0, _ = layout.cell_origin(0, col)
+        for k, line in enumerate(lines):
+            draw.text((x0 + (layout.cell_width - font.getlength(line)) / 2, PAD + LINE * (2 + k)), line, font=font, fill=INK)
+    if sweep.y is not None:
+        draw.text((PAD, layout.top - LINE), f"y: {sweep.y.param}", font=font, fill=INK)
+        for row, lines in enumerate(row_labels):
+            _, y0 = layout.cell_origin(row, 0)
+            middle = y0 + (layout.cell_height - LINE * len(lines)) / 2
+            for k, line in enumerate(lines):
+                draw.text((PAD, middle + LINE * k), line, font=font, fill=INK)
+    return np.asarray(sheet), layout
+
+
+# --- the edge: files, model, video -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    sweep: Sweep
+    cells: tuple[Cell, ...]
+    images: np.ndarray  # (rows, cols, H, W, 3) uint8; a seeds grid's unused last cells stay black
+    cell_paths: tuple[Path, ...]  # one per cell, in the order of `cells`
+    sheet: Path
+    manifest: Path
+    videos: tuple[Path, ...]  # along x: one mp4 per row (seeds mode: one); empty without --video
+    layout: SheetLayout
+    timings: dict[str, float]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(c.label for c in self.cells)
+
+    def image(self, row: int, col: int) -> np.ndarray:
+        return self.images[row, col]
+
+
+def as_sweep(spec: "Sweep | str | Path | dict") -> Sweep:
+    """A Sweep from a parsed sweep, a file, or a mapping shaped like the YAML (validated alike)."""
+    if isinstance(spec, Sweep):
+        return spec
+    if isinstance(spec, dict):
+        return parse_sweep(yaml.safe_dump(spec, sort_keys=False))
+    return load_sweep(spec)
+
+
+def default_out_dir(sweep: Sweep) -> Path:
+    stem = Path(sweep.source).stem if sweep.source != "<sweep>" else "sweep"
+    return DEFAULT_OUT_DIR / stem
+
+
+def run_sweep(
+    path_or_spec: "Sweep | str | Path | dict",
+    out_dir: str | Path | None = None,
+    *,
+    video: bool | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    model=None,
+    progress: bool = False,
+) -> SweepResult:
+    """Render a sweep: cell PNGs, a labelled sheet.png, sweep.json and optionally an mp4 per row.
+
+    `model` (a render.Model) skips loading `model:`, e.g. to render several sweeps with one load.
+    """
+    from PIL import Image
+    from tqdm import tqdm
+
+    from latentwalk.render import load_model
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    # 1. Check inputs: the whole sweep and every cell's prompt, before any model loads.
+    sweep = as_sweep(path_or_spec)
+    settings = sweep.settings
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"batch_size: must be at least 1, got {batch_size}")
+    cells = sweep_cells(sweep)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(sweep)
+    init_image = load_init_image(sweep.init_image, settings.width, settings.height) if sweep.init_image else None
+
+    # 2. Load the model.
+    t0 = time.perf_counter()
+    model = model if model is not None else load_model(settings.model, device or settings.device, settings.dtype)
+    timings["load_model_s"] = time.perf_counter() - t0
+
+    # 3. Render in batches, writing each cell as it arrives.
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    rows, cols = sweep.grid_shape
+    images = np.zeros((rows, cols, settings.height, settings.width, 3), np.uint8)  # (R, C, H, W, 3)
+    paths: dict[Cell, Path] = {}
+    bar = tqdm(total=len(cells), unit="cell", desc="sweep", disable=not progress, file=sys.stderr)
+    for batch, frames in render_cells(model, sweep, cells, batch_size or settings.batch_size, init_image):
+        for cell, frame in zip(batch, frames):
+            images[cell.row, cell.col] = frame
+            paths[cell] = out / f"cell_{cell.row}_{cell.col}.png"
+            Image.fromarray(frame).save(paths[cell])
+        bar.update(len(batch))
+    bar.close()
+    timings["render_s"] = time.perf_counter() - t0
+
+    # 4. The labelled contact sheet.
+    sheet, layout = contact_sheet(sweep, cells, images)
+    sheet_path = out / "sheet.png"
+    Image.fromarray(sheet).save(sheet_path)
+
+    # 5. Optional video along x: one cell per frame, one file per row.
+    videos: tuple[Path, ...] = ()
+    if settings.video if video is None else video:
+        videos = write_videos(sweep, cells, images, out)
+
+    # 6. Leave a manifest of exactly what produced the sweep.
+    timings["total_s"] = time.perf_counter() - clock
+    manifest = out / "sweep.json"
+    data = manifest_data(sweep, cells, [paths[c] for c in cells], sheet_path, videos, model, timings)
+    manifest.write_text(json.dumps(data, indent=1))
+    return SweepResult(sweep, cells, images, tuple(paths[c] for c in cells), sheet_path, manifest, videos, layout, timings)
+
+
+def write_videos(sweep: Sweep, cells: Sequence[Cell], images: np.ndarray, out: Path) -> tuple[Path, ...]:
+    from latentwalk.encode import VideoWriter
+
+    # A seeds grid is one list laid out in rows, so its video is one file of every seed in order.
+    rows = 1 if sweep.mode == "seeds" else sweep.grid_shape[0]
+    paths = []
+    for row in range(rows):
+        path = out / ("sweep.mp4" if rows == 1 else f"sweep_row{row}.mp4")
+        with VideoWriter(path, sweep.settings.width, sweep.settings.height, sweep.settings.fps) as writer:
+            for cell in cells:
+                if rows == 1 or cell.row == row:
+                    writer.write(images[cell.row, cell.col])
+        paths.append(path)
+    return tuple(paths)
+
+
+def manifest_data(sweep: Sweep, cells: Sequence[Cell], paths: Sequence[Path], sheet: Path, videos: Sequence[Path], model, timings: dict) -> dict:
+    import diffusers
+    import torch
+    import transformers
+
+    from latentwalk import __version__
+
+    def axis_data(axis: Axis | None) -> dict | None:
+        return None if axis is None else {"param": axis.param, "values": list(axis.values), "labels": list(axis.labels)}
+
+    return {
+        "sweep": {"source": sweep.source, "yaml": sweep.raw, "resolved": asdict(sweep.settings)},
+        "mode": sweep.mode,
+        "prompt": sweep.prompt,
+        "seed": sweep.seed,
+        "init_image": str(sweep.init_image) if sweep.init_image else None,
+        "strength": sweep.strength,
+        "grid": {"rows": sweep.grid_shape[0], "cols": sweep.grid_shape[1]},
+        "axes": {"x": axis_data(sweep.x), "y": axis_data(sweep.y)},
+        "cells": [
+            asdict(c) | {"values": dict(c.values), "file": p.name} for c, p in zip(cells, paths)
+        ],
+        "files": {"sheet": sheet.name, "videos": [v.name for v in videos]},
+        "model": {"spec": sweep.settings.model, "source": model.source, "device": str(model.device), "dtype": str(model.dtype)},
+        "versions": {
+            "latentwalk": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+            "numpy": np.__version__,
+        },
+        "timings": timings,
+        "command": sys.argv,
+    }
