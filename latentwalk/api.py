@@ -13,10 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from typing import TYPE_CHECKING, Sequence
+
 from latentwalk import audio as audio_stage
 from latentwalk.errors import UserError
-from latentwalk.schedule import Plan, plan_frames, video_frames
-from latentwalk.timeline import Timeline, load_timeline
+from latentwalk.schedule import FrameRecord, Plan, plan_frames, video_frames
+from latentwalk.store import FrameStore, RenderIdentity, StoreUsage, frame_inputs, frame_key, model_fingerprint
+from latentwalk.timeline import RenderSettings, Timeline, load_timeline
+
+if TYPE_CHECKING:  # render.py imports torch, which `import latentwalk` should not
+    from latentwalk.render import ModelOptions
 
 DEFAULT_OUT_DIR = Path("renders")
 
@@ -68,10 +74,119 @@ class RenderResult:
     manifest: Path
     plan: Plan
     timings: dict[str, float]
+    frames_reused: int = 0  # video frames taken from the frame store, made by an earlier run
+    frames_rendered: int = 0  # distinct frames denoised by this run
+    store: Path | None = None
 
 
 def default_output(timeline: Timeline) -> Path:
     return DEFAULT_OUT_DIR / f"{Path(timeline.source).stem}.mp4"
+
+
+def default_store(out: Path) -> Path:
+    """The frame store beside a video: renders/<name>.frames/."""
+    return out.with_suffix(".frames")
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Every video frame's store key, and which distinct frames must be rendered."""
+
+    identity: RenderIdentity
+    keys: tuple[str, ...]  # (n_frames,) in video order; held frames share a key
+    missing: tuple[FrameRecord, ...]  # first frame of each key not in the store, in video order
+    shape: tuple[int, int, int]  # (H, W, 3)
+
+
+def model_options(settings: RenderSettings) -> "ModelOptions":
+    from latentwalk.render import ModelOptions
+
+    return ModelOptions(
+        channels_last=settings.channels_last,
+        compile=settings.compile,
+        attention_slicing=settings.attention_slicing,
+        vae_tiling=settings.vae_tiling,
+        cpu_offload=settings.cpu_offload,
+    )
+
+
+def frame_plan(
+    timeline: Timeline,
+    schedule: Plan,
+    store: FrameStore,
+    *,
+    device: str | None = None,
+    batch_size: int | None = None,
+    fresh: bool = False,
+) -> FramePlan:
+    """Key every frame by what determines its pixels and look the keys up; loads no model."""
+    import diffusers
+    import torch
+
+    from latentwalk.prompts import parse_prompt
+    from latentwalk.render import pick_device, pick_dtype, resolve_model
+
+    settings = timeline.settings
+    torch_device = pick_device(device or settings.device)
+    source = resolve_model(settings.model)
+    identity = RenderIdentity(
+        model=source,
+        model_fingerprint=model_fingerprint(source),
+        width=settings.width,
+        height=settings.height,
+        steps=settings.steps,
+        scheduler=settings.scheduler,
+        interpolation=settings.interpolation,
+        dtype=str(pick_dtype(settings.dtype, torch_device)),
+        device_type=torch_device.type,
+        cpu_threads=torch.get_num_threads() if torch_device.type == "cpu" else 0,
+        batch_size=batch_size or settings.batch_size,
+        options=model_options(settings).numerics(),
+        versions=(("diffusers", diffusers.__version__), ("torch", torch.__version__)),
+    )
+    prompts = [str(parse_prompt(k.prompt)) for k in timeline.keyframes]
+    negatives = [str(parse_prompt(n)) for n in keyframe_negatives(timeline)]
+    keys = tuple(frame_key(identity, frame_inputs(r, prompts, negatives)) for r in schedule.frames)
+    shape = (settings.height, settings.width, 3)
+    first: dict[str, FrameRecord] = {}
+    for key, record in zip(keys, schedule.frames):
+        first.setdefault(key, record)
+    missing = tuple(r for key, r in first.items() if fresh or not store.has(key, shape))
+    return FramePlan(identity, keys, missing, shape)
+
+
+def keyframe_negatives(timeline: Timeline) -> list[str]:
+    default = timeline.settings.negative_prompt
+    return [k.negative_prompt if k.negative_prompt is not None else default for k in timeline.keyframes]
+
+
+class _InOrderWriter:
+    """Feeds frames to ffmpeg (and --frames PNGs) in video order as their keys become stored."""
+
+    def __init__(self, writer, frames: FramePlan, store: FrameStore, frames_dir: Path | None, waiting: set[str]):
+        self.writer, self.frames, self.store, self.frames_dir = writer, frames, store, frames_dir
+        self.waiting = waiting  # keys being rendered by this run, not yet stored
+        self.next = 0  # next video frame to write
+
+    def add(self, keys: Sequence[str], images: np.ndarray) -> None:
+        """Store a decoded batch, then write every frame that is now ready."""
+        fresh = dict(zip(keys, images))
+        for key, image in fresh.items():
+            self.store.save(key, image)
+            self.waiting.discard(key)
+        self.flush(fresh)
+
+    def flush(self, fresh: dict[str, np.ndarray] | None = None) -> None:
+        import imageio.v3 as iio
+
+        keys = self.frames.keys
+        while self.next < len(keys) and keys[self.next] not in self.waiting:
+            key = keys[self.next]
+            image = fresh[key] if fresh and key in fresh else self.store.load(key, self.frames.shape)
+            self.writer.write(image)
+            if self.frames_dir is not None:
+                iio.imwrite(self.frames_dir / f"frame_{self.next:06d}.png", image)
+            self.next += 1
 
 
 def render(
@@ -82,13 +197,21 @@ def render(
     batch_size: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    store_dir: str | Path | None = None,
+    fresh: bool = False,
+    overlap: bool = True,
+    prune: bool = False,
 ) -> RenderResult:
-    """Render a timeline to an mp4 with its audio, and a manifest JSON beside it."""
-    import imageio.v3 as iio
+    """Render a timeline to an mp4 with its audio, and a manifest JSON beside it.
+
+    Frames already in the frame store (default: beside the video, `<name>.frames/`) are
+    reused; only missing ones are denoised. `fresh` re-renders and overwrites every frame;
+    `prune` then drops stored frames this render does not use.
+    """
     from tqdm import tqdm
 
     from latentwalk.encode import AudioClip, VideoWriter
-    from latentwalk.render import encode_keyframes, load_model, render_batches
+    from latentwalk.render import decode, decode_denoised, denoised_batches, encode_keyframes, load_model, run_overlapped
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -99,55 +222,98 @@ def render(
     out = Path(out) if out is not None else default_output(timeline)
     if out.suffix.lower() != ".mp4":
         raise UserError(f"--out: the video must be an .mp4 file, got {str(out)!r}")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"batch_size: must be at least 1, got {batch_size}")
     schedule = plan(timeline)
     timings["plan_s"] = time.perf_counter() - clock
 
-    # 2. Load the model.
+    # 2. Key every frame and look it up in the frame store.
     t0 = time.perf_counter()
-    model = load_model(settings.model, device or settings.device, settings.dtype)
-    timings["load_model_s"] = time.perf_counter() - t0
+    store = FrameStore(store_dir if store_dir is not None else default_store(out))
+    frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh)
+    key_of = dict(zip((r.frame for r in schedule.frames), frames.keys))
+    missing_keys = {key_of[r.frame] for r in frames.missing}
+    timings["store_lookup_s"] = time.perf_counter() - t0
 
-    # 3. Encode every keyframe prompt and negative prompt once.
-    t0 = time.perf_counter()
-    keyframes = timeline.keyframes
-    negatives = [k.negative_prompt if k.negative_prompt is not None else settings.negative_prompt for k in keyframes]
-    conditioning = encode_keyframes(model, [k.prompt for k in keyframes], negatives)
-    timings["encode_prompts_s"] = time.perf_counter() - t0
+    # 3. Load the model and encode every keyframe prompt once, unless every frame is stored.
+    model = conditioning = None
+    options = model_options(settings)
+    if frames.missing:
+        t0 = time.perf_counter()
+        model = load_model(settings.model, device or settings.device, settings.dtype, options)
+        timings["load_model_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        conditioning = encode_keyframes(model, [k.prompt for k in timeline.keyframes], keyframe_negatives(timeline))
+        timings["encode_prompts_s"] = time.perf_counter() - t0
 
-    # 4. Denoise and decode in batches, streaming frames into ffmpeg.
+    # 4. Denoise the missing frames; a worker thread decodes batch k-1 meanwhile, stores its
+    # frames and streams every ready frame, stored or new, into ffmpeg in video order.
     t0 = time.perf_counter()
     clip = None
     if timeline.audio is not None and timeline.audio.path is not None:
         clip = AudioClip(timeline.audio.path, timeline.audio.start, schedule.duration)
     if frames_dir is not None:
-        Path(frames_dir).mkdir(parents=True, exist_ok=True)
-    batches = render_batches(
-        model,
-        schedule.frames,
-        conditioning,
-        width=settings.width,
-        height=settings.height,
-        steps=settings.steps,
-        scheduler=settings.scheduler,
-        interpolation=settings.interpolation,
-        batch_size=batch_size or settings.batch_size,
-    )
-    bar = tqdm(total=schedule.n_frames, unit="frame", desc="render", disable=not progress, file=sys.stderr)
+        frames_dir = Path(frames_dir)
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(frames.missing), unit="frame", desc="render", disable=not progress, file=sys.stderr)
+    # Offload hooks move whole components between devices per call: a concurrent decode would race them.
+    overlap = overlap and not options.cpu_offload
     with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
-        for records, frames in batches:
-            for record, frame in zip(records, frames):
-                writer.write(frame)
-                if frames_dir is not None:
-                    iio.imwrite(Path(frames_dir) / f"frame_{record.frame:06d}.png", frame)
-            bar.update(len(records))
+        in_order = _InOrderWriter(writer, frames, store, frames_dir, set(missing_keys))
+
+        def finish(item) -> None:
+            images = decode_denoised(model, item) if overlap else decode(model, item.latents)
+            in_order.add([key_of[r.frame] for r in item.records], images)
+            bar.update(len(item.records))
+
+        if frames.missing:
+            batches = denoised_batches(
+                model,
+                frames.missing,
+                conditioning,
+                width=settings.width,
+                height=settings.height,
+                steps=settings.steps,
+                scheduler=settings.scheduler,
+                interpolation=settings.interpolation,
+                batch_size=frames.identity.batch_size,
+            )
+            if overlap:
+                run_overlapped(batches, finish)
+            else:
+                for item in batches:
+                    finish(item)
+        in_order.flush()
     bar.close()
     timings["render_s"] = time.perf_counter() - t0
+
+    # 5. Optionally drop stored frames this render no longer uses.
+    pruned = store.prune(frames.keys) if prune else None
+    usage = store.usage()
     timings["total_s"] = time.perf_counter() - clock
 
-    # 5. Leave a manifest of exactly what produced the video.
+    # 6. Leave a manifest of exactly what produced the video.
+    reused = sum(k not in missing_keys for k in frames.keys)
+    store_info = {
+        "path": str(store.root),
+        "frames_reused": reused,
+        "frames_rendered": len(frames.missing),
+        "fresh": fresh,
+        "frames_stored": usage.frames,
+        "bytes": usage.bytes,
+        "pruned_frames": pruned.frames if pruned else 0,
+        "identity": to_jsonable(asdict(frames.identity)),
+    }
+    if model is not None:
+        source, device_name, dtype_name = model.source, str(model.device), str(model.dtype)
+    else:
+        source, device_name, dtype_name = frames.identity.model, frames.identity.device_type, frames.identity.dtype
+    data = manifest_data(timeline, schedule, source, device_name, dtype_name, timings)
+    data["store"] = store_info
+    data["model"]["options"] = to_jsonable(asdict(options))
     manifest = out.with_suffix(".json")
-    manifest.write_text(json.dumps(manifest_data(timeline, schedule, model.source, str(model.device), str(model.dtype), timings), indent=1))
-    return RenderResult(out, manifest, schedule, timings)
+    manifest.write_text(json.dumps(data, indent=1))
+    return RenderResult(out, manifest, schedule, timings, reused, len(frames.missing), store.root)
 
 
 def plan_data(schedule: Plan, timeline: Timeline) -> dict:
@@ -206,3 +372,19 @@ def to_jsonable(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def prune_store(
+    timeline: Timeline | str | Path,
+    out: str | Path | None = None,
+    *,
+    store_dir: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+) -> tuple[FrameStore, StoreUsage]:
+    """Delete the stored frames a render of `timeline` would not use; returns what was removed."""
+    timeline = as_timeline(timeline)
+    out = Path(out) if out is not None else default_output(timeline)
+    store = FrameStore(store_dir if store_dir is not None else default_store(out))
+    frames = frame_plan(timeline, plan(timeline), store, device=device, batch_size=batch_size)
+    return store, store.prune(frames.keys)

@@ -75,6 +75,12 @@ class RenderSettings:
     device: str
     dtype: str
     batch_size: int
+    # Options for big models and GPUs; see render.ModelOptions for what each one trades.
+    channels_last: bool
+    compile: bool
+    attention_slicing: bool
+    vae_tiling: bool
+    cpu_offload: bool
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,13 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "dtype": "auto",
     "batch_size": 8,
+    "channels_last": False,
+    "compile": False,
+    "attention_slicing": False,
+    "vae_tiling": False,
+    "cpu_offload": False,
 }
+MODEL_OPTION_KEYS = ("channels_last", "compile", "attention_slicing", "vae_tiling", "cpu_offload")
 SEGMENT_DEFAULTS: dict[str, Any] = {
     "easing": "linear",
     "noise_easing": None,
@@ -154,6 +166,11 @@ class _Reader:
     def choice(self, value: Any, path: tuple, names: tuple[str, ...]) -> str:
         if value not in names:
             raise self.fail(path, f"unknown value {value!r}; expected one of: {', '.join(names)}")
+        return value
+
+    def flag(self, value: Any, path: tuple) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"expected true or false, got {value!r}")
         return value
 
     def text(self, value: Any, path: tuple) -> str:
@@ -226,6 +243,10 @@ def _parse_settings(r: _Reader, data: dict) -> RenderSettings:
             raise r.fail((key,), f"must be a multiple of 8, got {size}")
     model = r.text(get("model"), ("model",))
     _check_model(r, model)
+    options = {key: r.flag(get(key), (key,)) for key in MODEL_OPTION_KEYS}
+    device = r.choice(get("device"), ("device",), DEVICE_NAMES)
+    if options["cpu_offload"] and device in ("cpu", "mps"):
+        raise r.fail(("cpu_offload",), f"offloads to the CPU from a CUDA device, but device is {device!r} (use device: cuda or auto)")
     return RenderSettings(
         model=model,
         width=width,
@@ -236,9 +257,10 @@ def _parse_settings(r: _Reader, data: dict) -> RenderSettings:
         scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
         negative_prompt=r.text(get("negative_prompt") or "", ("negative_prompt",)),
         interpolation=r.choice(get("interpolation"), ("interpolation",), INTERPOLATION_NAMES),
-        device=r.choice(get("device"), ("device",), DEVICE_NAMES),
+        device=device,
         dtype=r.choice(get("dtype"), ("dtype",), DTYPE_NAMES),
         batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True),
+        **options,
     )
 
 

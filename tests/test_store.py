@@ -1,0 +1,244 @@
+"""The frame store: keys, atomic writes, reuse, pruning, and resuming a render killed mid-way."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from latentwalk.api import frame_plan, plan, prune_store, render
+from latentwalk.errors import UserError
+from latentwalk.schedule import FrameRecord
+from latentwalk.store import FrameInputs, FrameStore, RenderIdentity, frame_inputs, frame_key, model_fingerprint
+from latentwalk.timeline import parse_timeline
+
+IDENTITY = RenderIdentity(
+    model="/models/sd",
+    model_fingerprint="f" * 64,
+    width=64,
+    height=48,
+    steps=20,
+    scheduler="ddim",
+    interpolation="slerp",
+    dtype="torch.float32",
+    device_type="cpu",
+    cpu_threads=2,
+    batch_size=4,
+    options=(("channels_last", False), ("compile", False), ("attention_slicing", False), ("vae_tiling", False)),
+    versions=(("diffusers", "0.42.1"), ("torch", "2.13.0")),
+)
+INPUTS = FrameInputs(
+    seed_a=1, seed_b=2, noise_t=0.25, prompt_a='"a cat"', prompt_b='"a dog"', negative_a='""', negative_b='"blur"', t=0.5, guidance=7.5
+)
+CHANGED = {
+    "model": "/models/other",
+    "model_fingerprint": "e" * 64,
+    "width": 72,
+    "height": 64,
+    "steps": 21,
+    "scheduler": "euler",
+    "interpolation": "lerp",
+    "dtype": "torch.float16",
+    "device_type": "cuda",
+    "cpu_threads": 1,
+    "batch_size": 8,
+    "options": (("channels_last", True), ("compile", False), ("attention_slicing", False), ("vae_tiling", False)),
+    "versions": (("diffusers", "0.43.0"), ("torch", "2.13.0")),
+    "seed_a": 3,
+    "seed_b": 4,
+    "noise_t": 0.25000000000000006,  # one ulp away
+    "prompt_a": '"a kitten"',
+    "prompt_b": '0.5 * "a dog" + 0.5 * "a cat"',
+    "negative_a": '"ugly"',
+    "negative_b": '""',
+    "t": 0.5000000000000001,
+    "guidance": 7.0,
+}
+FRAMES = 40
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; two OpenMP threads on a busy 2-core box crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_input_changes_the_key():
+    base = frame_key(IDENTITY, INPUTS)
+    assert base == frame_key(dataclasses.replace(IDENTITY), dataclasses.replace(INPUTS))
+    assert len(base) == 64
+    fields = [f.name for f in dataclasses.fields(RenderIdentity)] + [f.name for f in dataclasses.fields(FrameInputs)]
+    assert sorted(fields) == sorted(CHANGED)
+    keys = {base}
+    for name, value in CHANGED.items():
+        identity, inputs = IDENTITY, INPUTS
+        if name in {f.name for f in dataclasses.fields(RenderIdentity)}:
+            identity = dataclasses.replace(IDENTITY, **{name: value})
+        else:
+            inputs = dataclasses.replace(INPUTS, **{name: value})
+        keys.add(frame_key(identity, inputs))
+    assert len(keys) == 1 + len(CHANGED)
+
+
+def test_frame_position_does_not_change_the_key():
+    # A frame's index, time and beat do not reach the model: equal inputs share one image.
+    a = FrameRecord(frame=3, time=0.3, beat=0.6, segment=0, t=0.5, noise_t=0.25, seed_a=1, seed_b=2, guidance=7.5)
+    b = dataclasses.replace(a, frame=30, time=3.0, beat=6.0)
+    prompts, negatives = ['"a cat"', '"a dog"'], ['""', '"blur"']
+    assert frame_inputs(a, prompts, negatives) == frame_inputs(b, prompts, negatives) == INPUTS
+    c = dataclasses.replace(a, segment=1)  # after the last keyframe: both ends are keyframe 1
+    assert frame_inputs(c, prompts, negatives).prompt_a == frame_inputs(c, prompts, negatives).prompt_b == '"a dog"'
+
+
+def test_model_fingerprint_follows_configs_and_weights(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "model_index.json").write_text("{}")
+    weights = tmp_path / "unet" / "weights.bin"
+    weights.write_bytes(b"\0" * (2 << 20))
+    first = model_fingerprint(str(tmp_path))
+    assert first == model_fingerprint(str(tmp_path))
+    (tmp_path / "model_index.json").write_text('{"x": 1}')
+    second = model_fingerprint(str(tmp_path))
+    os.utime(weights, ns=(1, 1))  # a retrained model: same size, new mtime
+    third = model_fingerprint(str(tmp_path))
+    assert len({first, second, third}) == 3
+    assert model_fingerprint("owner/hub-model") == ""
+
+
+def test_writes_are_atomic_and_partial_files_never_read(tmp_path, monkeypatch):
+    store = FrameStore(tmp_path)
+    frame = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3)
+    key, other = "a" * 64, "b" * 64
+    store.save(key, frame)
+    assert store.has(key, frame.shape) and np.array_equal(store.load(key, frame.shape), frame)
+    assert not store.has(key, (48, 64, 4))  # a frame of another size is a miss
+    # A killed writer leaves a temp file: it is neither a key nor a frame, and prune removes it.
+    (tmp_path / f".{other}.x1y2.tmp").write_bytes(store.path(key).read_bytes()[:100])
+    assert store.keys() == {key} and not store.has(other, frame.shape)
+    # A truncated file under a key's own name (a crashed filesystem) is a miss, so it is re-rendered.
+    store.path(other).write_bytes(store.path(key).read_bytes()[:-1])
+    assert not store.has(other, frame.shape)
+    # A write that fails half-way leaves neither the key nor a temp file.
+    monkeypatch.setattr(np, "save", lambda f, *a, **k: (f.write(b"\x93NUMPY"), 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        store.save("c" * 64, frame)
+    assert not store.path("c" * 64).exists()
+    assert store.usage().temp_files == 1  # only the one planted above
+    removed = store.prune({key})
+    assert (removed.frames, removed.temp_files) == (1, 1) and store.keys() == {key}
+
+
+def timeline_yaml(model: Path, prompts: list[str], batch_size: int = 4) -> str:
+    lines = [
+        f"model: {model}",
+        "width: 32",
+        "height: 32",
+        "fps: 10",
+        "steps: 2",
+        f"batch_size: {batch_size}",
+        "device: cpu",
+        f"end: {{frame: {FRAMES}}}",
+        "keyframes:",
+    ]
+    step = (FRAMES - 1) / (len(prompts) - 1)
+    for i, prompt in enumerate(prompts):
+        lines.append(f"  - {{frame: {round(i * step)}, prompt: {prompt}, seed: {i + 1}}}")
+    return "\n".join(lines) + "\n"
+
+
+PROMPTS = ["a cat", "a dog at night", "the sea", "a city in snow", "a forest"]
+
+
+def test_editing_one_keyframe_rerenders_only_its_segments(tiny_model_dir, tmp_path):
+    store = FrameStore(tmp_path / "store")
+    before = parse_timeline(timeline_yaml(tiny_model_dir, PROMPTS))
+    schedule = plan(before)
+    keys = frame_plan(before, schedule, store).keys
+    for key in keys:
+        store.save(key, np.zeros((32, 32, 3), np.uint8))
+    assert frame_plan(before, schedule, store).missing == ()
+    edited = parse_timeline(timeline_yaml(tiny_model_dir, PROMPTS[:2] + ["the sea at sunset"] + PROMPTS[3:]))
+    missing = frame_plan(edited, plan(edited), store).missing
+    # Keyframe 2 sits at frame 20 (of 0, 10, 20, 29, 39): segments 1 and 2 are frames 10-28.
+    assert [r.frame for r in missing] == list(range(10, 29))
+    assert len(frame_plan(before, schedule, store, fresh=True).missing) == FRAMES
+
+
+@pytest.fixture(scope="module")
+def full_render(tiny_model_dir, tmp_path_factory):
+    """An uninterrupted render of the 40-frame timeline."""
+    folder = tmp_path_factory.mktemp("full")
+    path = folder / "walk.yaml"
+    path.write_text(timeline_yaml(tiny_model_dir, PROMPTS))
+    return render(path, folder / "walk.mp4", progress=False)
+
+
+def test_render_reuses_stored_frames(full_render, tmp_path):
+    assert (full_render.frames_rendered, full_render.frames_reused) == (FRAMES, 0)
+    again = render(full_render.manifest.with_suffix(".yaml"), full_render.video, progress=False)
+    assert (again.frames_rendered, again.frames_reused) == (0, FRAMES)
+    store = json.loads(again.manifest.read_text())["store"]
+    assert (store["frames_rendered"], store["frames_reused"], store["frames_stored"]) == (0, FRAMES, FRAMES)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(full_render, tiny_model_dir, tmp_path):
+    path = tmp_path / "walk.yaml"
+    path.write_text(timeline_yaml(tiny_model_dir, PROMPTS))
+    out, store = tmp_path / "walk.mp4", FrameStore(tmp_path / "walk.frames")
+    cmd = [sys.executable, "-m", "latentwalk.cli", "render", str(path), "--out", str(out), "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 60
+    while len(store.keys()) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = store.keys()
+    assert 8 <= len(stored) < FRAMES, proc.stderr.read().decode()
+    assert not out.exists()
+
+    resumed = render(path, out, progress=False)
+    assert (resumed.frames_rendered, resumed.frames_reused) == (FRAMES - len(stored), len(stored))
+    full = FrameStore(full_render.store)
+    assert store.keys() == full.keys()
+    for key in full.keys():
+        assert store.path(key).read_bytes() == full.path(key).read_bytes()
+
+
+def test_prune_keeps_only_the_current_plan(full_render, tiny_model_dir, tmp_path):
+    path = tmp_path / "walk.yaml"
+    path.write_text(timeline_yaml(tiny_model_dir, PROMPTS[:4]))  # drop the last keyframe
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    for key in FrameStore(full_render.store).keys():
+        os.link(FrameStore(full_render.store).path(key), store_dir / f"{key}.npy")
+    store, removed = prune_store(path, store_dir=store_dir)
+    # Keyframes move from 0, 10, 20, 29, 39 to 0, 13, 26, 39: only the first three keyframes'
+    # own frames (t = 0 toward the same next keyframe) keep their inputs, so their images.
+    assert removed.frames == FRAMES - 3
+    keys = frame_plan(parse_timeline(path.read_text()), plan(path), store).keys
+    assert store.keys() == {keys[0], keys[13], keys[26]}
+
+
+def test_model_options_are_validated_and_keyed(tiny_model_dir, tmp_path):
+    text = timeline_yaml(tiny_model_dir, PROMPTS)
+    with pytest.raises(UserError, match=r"<timeline>:\d+: vae_tiling: expected true or false, got 'yes'"):
+        parse_timeline(text + "vae_tiling: 'yes'\n")
+    with pytest.raises(UserError, match="cpu_offload: .*device is 'cpu'"):
+        parse_timeline(text + "cpu_offload: true\n")
+    store = FrameStore(tmp_path)
+    plain = parse_timeline(text)
+    tiled = parse_timeline(text + "vae_tiling: true\n")
+    offloaded = parse_timeline(text.replace("device: cpu", "device: auto") + "cpu_offload: true\n")
+    keys = [frame_plan(t, plan(t), store, device="cpu").keys[0] for t in (plain, tiled, offloaded)]
+    assert keys[0] != keys[1] and keys[0] == keys[2]  # offloading moves weights, not numbers
