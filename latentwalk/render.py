@@ -221,16 +221,45 @@ def batch_inputs(
     )
 
 
+def img2img_start(steps: int, strength: float) -> int:
+    """Index of the first of `steps` timesteps an img2img run denoises (diffusers' get_timesteps)."""
+    return steps - min(int(steps * strength), steps)
+
+
 @torch.no_grad()
-def denoise(model: Model, inputs: BatchInputs, scheduler_name: str, steps: int) -> torch.Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022) with one UNet call per step and per-sample scales."""
+def denoise(
+    model: Model,
+    inputs: BatchInputs,
+    scheduler_name: str,
+    steps: int,
+    init_latents: torch.Tensor | None = None,
+    strength: float = 1.0,
+) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022) with one UNet call per step and per-sample scales.
+
+    With `init_latents` (1, C, h, w), img2img as in SDEdit (Meng et al. 2022) and diffusers'
+    img2img pipeline: the image's latents are noised to the timestep that `strength` reaches
+    and only the rest of the schedule runs.
+    """
     scheduler = make_scheduler(scheduler_name, model.scheduler_config)
     # Timesteps and sigmas stay on the CPU: indexing with a device scalar would sync every step.
     scheduler.set_timesteps(steps, device="cpu")
-    latents = inputs.noise.to(model.device, torch.float32) * scheduler.init_noise_sigma  # (B, C, h, w)
+    noise = inputs.noise.to(model.device, torch.float32)  # (B, C, h, w)
+    timesteps = scheduler.timesteps
+    if init_latents is None:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        begin = img2img_start(steps, strength) * scheduler.order
+        timesteps = timesteps[begin:]
+        latents = init_latents.to(model.device, torch.float32).expand_as(noise)
+        if len(timesteps) == 0:  # strength 0: the image through the VAE and back
+            return latents.clone()
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+        latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(noise)))
     context = torch.cat([inputs.uncond, inputs.cond]).to(model.device, model.dtype)  # (2B, L, D)
     scale = inputs.guidance.to(model.device).view(-1, 1, 1, 1)
-    for t in scheduler.timesteps:
+    for t in timesteps:
         x = scheduler.scale_model_input(torch.cat([latents, latents]), t)
         eps = model.unet(x.to(model.dtype), t, encoder_hidden_states=context).sample.float()
         eps_uncond, eps_cond = eps.chunk(2)

@@ -30,9 +30,9 @@ from latentwalk.timeline import (
     DTYPE_NAMES,
     SCHEDULER_NAMES,
     SETTING_DEFAULTS,
-    _check_model,
-    _line_map,
-    _Reader,
+    check_model,
+    yaml_line_map,
+    FieldReader,
     format_path,
 )
 
@@ -147,7 +147,7 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
-    r = _Reader(source, _line_map(node) if node is not None else {})
+    r = FieldReader(source, yaml_line_map(node) if node is not None else {})
     data = r.check_keys(data if data is not None else {}, (), TOP_KEYS)
 
     # 2. Render settings, as in a timeline.
@@ -228,7 +228,7 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
     return Sweep(settings, prompt, seed, strength, init_image, mode, x, y, source, raw=data)
 
 
-def _parse_settings(r: _Reader, data: dict) -> SweepSettings:
+def _parse_settings(r: FieldReader, data: dict) -> SweepSettings:
     get = lambda key: data.get(key, SWEEP_DEFAULTS[key])  # noqa: E731
     width = r.number(get("width"), ("width",), minimum=8, integer=True)
     height = r.number(get("height"), ("height",), minimum=8, integer=True)
@@ -236,7 +236,7 @@ def _parse_settings(r: _Reader, data: dict) -> SweepSettings:
         if size % 8:
             raise r.fail((key,), f"must be a multiple of 8, got {size}")
     model = r.text(get("model"), ("model",))
-    _check_model(r, model)
+    check_model(r, model)
     video = get("video")
     if not isinstance(video, bool):
         raise r.fail(("video",), f"expected true or false, got {video!r}")
@@ -256,7 +256,7 @@ def _parse_settings(r: _Reader, data: dict) -> SweepSettings:
     )
 
 
-def _parse_axis(r: _Reader, data: Any, path: tuple) -> Axis:
+def _parse_axis(r: FieldReader, data: Any, path: tuple) -> Axis:
     data = r.check_keys(data, path, AXIS_KEYS)
     if "param" not in data:
         raise r.fail(path, "missing field 'param' (a placeholder name or one of: " + ", ".join(PARAMS) + ")")
@@ -281,7 +281,7 @@ def _parse_axis(r: _Reader, data: Any, path: tuple) -> Axis:
     return Axis(param, tuple(_check_value(r, param, v, path + ("range",)) for v in points))
 
 
-def _seed_axis(r: _Reader, data: Any, seed: int) -> Axis:
+def _seed_axis(r: FieldReader, data: Any, seed: int) -> Axis:
     data = r.check_keys(data, ("seeds",), SEEDS_KEYS)
     count = r.number(data.get("count", DEFAULT_SEED_COUNT), ("seeds", "count"), minimum=1, integer=True)
     start = _check_value(r, "seed", data.get("start", seed), ("seeds", "start"))
@@ -290,7 +290,7 @@ def _seed_axis(r: _Reader, data: Any, seed: int) -> Axis:
     return Axis("seed", tuple(range(start, start + count)))
 
 
-def _check_value(r: _Reader, param: str, value: Any, path: tuple) -> Value:
+def _check_value(r: FieldReader, param: str, value: Any, path: tuple) -> Value:
     """One value of `param`, checked: seeds and steps are integers, strength lies in [0, 1]."""
     if param == "prompt":
         return r.text(value, path)
@@ -309,7 +309,7 @@ def _check_value(r: _Reader, param: str, value: Any, path: tuple) -> Value:
     return number
 
 
-def _check_prompt(r: _Reader, prompt: str, path: tuple, suffix: str = "") -> None:
+def _check_prompt(r: FieldReader, prompt: str, path: tuple, suffix: str = "") -> None:
     line = r.lines.get(path) or r.lines.get(path[:1])
     where = f"{r.source}:{line}: {format_path(path)}{suffix}" if line else f"{format_path(path)}{suffix}"
     try:
@@ -320,7 +320,7 @@ def _check_prompt(r: _Reader, prompt: str, path: tuple, suffix: str = "") -> Non
         raise UserError(f"{where}: {error}") from None
 
 
-def _check_image(r: _Reader, value: Any, base_dir: Path) -> Path:
+def _check_image(r: FieldReader, value: Any, base_dir: Path) -> Path:
     from PIL import Image
 
     path = Path(r.text(value, ("init_image",))).expanduser()
@@ -461,7 +461,7 @@ def render_cells(
         if strength is None:
             latents = denoise(model, inputs, sweep.settings.scheduler, steps)
         else:
-            latents = denoise_from_image(model, inputs, init_latents, sweep.settings.scheduler, steps, strength)
+            latents = denoise(model, inputs, sweep.settings.scheduler, steps, init_latents, strength)
         yield batch, decode(model, latents)
 
 
@@ -484,44 +484,6 @@ def encode_image(model, image: np.ndarray):
         pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, H, W) in [-1, 1]
         posterior = model.vae.encode(pixels.to(model.device, model.dtype)).latent_dist
         return posterior.mean.float() * model.vae.config.scaling_factor
-
-
-def img2img_start(steps: int, strength: float) -> int:
-    """Index of the first of `steps` timesteps an img2img run denoises (diffusers' get_timesteps)."""
-    return steps - min(int(steps * strength), steps)
-
-
-def denoise_from_image(model, inputs, init_latents, scheduler_name: str, steps: int, strength: float):
-    """SDEdit (Meng et al. 2022): noise the image's latents to the timestep `strength` reaches, denoise the rest.
-
-    Mirrors diffusers' StableDiffusionImg2ImgPipeline: the schedule of `steps` is truncated at
-    `img2img_start`, and scheduler.add_noise takes the latents to its first timestep.
-    """
-    import torch
-
-    from latentwalk.render import make_scheduler
-
-    scheduler = make_scheduler(scheduler_name, model.scheduler_config)
-    scheduler.set_timesteps(steps, device=model.device)
-    begin = img2img_start(steps, strength) * scheduler.order
-    timesteps = scheduler.timesteps[begin:]
-    batch = len(inputs.noise)
-    latents = init_latents.to(model.device, torch.float32).expand(batch, -1, -1, -1)  # (B, C, h, w)
-    if len(timesteps) == 0:  # strength 0: the image through the VAE and back
-        return latents.clone()
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(begin)
-    latents = scheduler.add_noise(latents, inputs.noise.to(model.device, torch.float32), timesteps[:1].repeat(batch))
-    context = torch.cat([inputs.uncond, inputs.cond]).to(model.device, model.dtype)  # (2B, L, D)
-    scale = inputs.guidance.to(model.device).view(-1, 1, 1, 1)
-    # The guided loop of render.denoise, from a truncated schedule.
-    with torch.no_grad():
-        for t in timesteps:
-            x = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            eps = model.unet(x.to(model.dtype), t, encoder_hidden_states=context).sample.float()
-            eps_uncond, eps_cond = eps.chunk(2)
-            latents = scheduler.step(eps_uncond + scale * (eps_cond - eps_uncond), t, latents).prev_sample
-    return latents
 
 
 # --- contact sheet -----------------------------------------------------------------------------

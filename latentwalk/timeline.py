@@ -125,7 +125,7 @@ AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat"}
 KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | {"prompt", "seed", "negative_prompt", "guidance"}
 
 
-class _Reader:
+class FieldReader:
     """Typed access to the parsed YAML that knows each field's line for error messages."""
 
     def __init__(self, source: str, lines: dict[tuple, int]):
@@ -187,7 +187,7 @@ def format_path(path: tuple) -> str:
     return out
 
 
-def _line_map(node: yaml.Node, path: tuple = (), lines: dict | None = None) -> dict[tuple, int]:
+def yaml_line_map(node: yaml.Node, path: tuple = (), lines: dict | None = None) -> dict[tuple, int]:
     """1-based YAML line of every mapping key and sequence item, keyed by its path."""
     lines = {} if lines is None else lines
     lines.setdefault(path, node.start_mark.line + 1)
@@ -195,10 +195,10 @@ def _line_map(node: yaml.Node, path: tuple = (), lines: dict | None = None) -> d
         for key_node, value_node in node.value:
             key_path = path + (key_node.value,)
             lines[key_path] = key_node.start_mark.line + 1
-            _line_map(value_node, key_path, lines)
+            yaml_line_map(value_node, key_path, lines)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _line_map(item, path + (i,), lines)
+            yaml_line_map(item, path + (i,), lines)
     return lines
 
 
@@ -221,7 +221,7 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
-    reader = _Reader(source, _line_map(node) if node is not None else {})
+    reader = FieldReader(source, yaml_line_map(node) if node is not None else {})
     data = reader.check_keys(data if data is not None else {}, (), TOP_KEYS)
 
     settings = _parse_settings(reader, data)
@@ -234,7 +234,7 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     return Timeline(settings, audio, keyframes, end, source, raw=data)
 
 
-def _parse_settings(r: _Reader, data: dict) -> RenderSettings:
+def _parse_settings(r: FieldReader, data: dict) -> RenderSettings:
     get = lambda key: data.get(key, SETTING_DEFAULTS[key])  # noqa: E731
     width = r.number(get("width"), ("width",), minimum=8, integer=True)
     height = r.number(get("height"), ("height",), minimum=8, integer=True)
@@ -242,7 +242,7 @@ def _parse_settings(r: _Reader, data: dict) -> RenderSettings:
         if size % 8:
             raise r.fail((key,), f"must be a multiple of 8, got {size}")
     model = r.text(get("model"), ("model",))
-    _check_model(r, model)
+    check_model(r, model)
     options = {key: r.flag(get(key), (key,)) for key in MODEL_OPTION_KEYS}
     device = r.choice(get("device"), ("device",), DEVICE_NAMES)
     if options["cpu_offload"] and device in ("cpu", "mps"):
@@ -264,7 +264,7 @@ def _parse_settings(r: _Reader, data: dict) -> RenderSettings:
     )
 
 
-def _check_model(r: _Reader, model: str) -> None:
+def check_model(r: FieldReader, model: str) -> None:
     if model == "toy" or HUB_ID.match(model) and not Path(model).exists():
         return
     folder = Path(model).expanduser()
@@ -274,7 +274,7 @@ def _check_model(r: _Reader, model: str) -> None:
         raise r.fail(("model",), f"folder {model!r} is not a diffusers model (no model_index.json)")
 
 
-def _parse_audio(r: _Reader, data: Any, base_dir: Path) -> AudioSpec:
+def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
     if isinstance(data, str):
         data = {"path": data}
     data = r.check_keys(data, ("audio",), AUDIO_KEYS)
@@ -303,7 +303,7 @@ def _parse_audio(r: _Reader, data: Any, base_dir: Path) -> AudioSpec:
     )
 
 
-def _parse_position(r: _Reader, data: dict, path: tuple) -> Position:
+def _parse_position(r: FieldReader, data: dict, path: tuple) -> Position:
     units = [u for u in UNITS if u in data]
     if len(units) != 1:
         found = ", ".join(units) if units else "none"
@@ -313,7 +313,7 @@ def _parse_position(r: _Reader, data: dict, path: tuple) -> Position:
     return Position(unit, value)
 
 
-def _parse_end(r: _Reader, data: Any) -> Position | None:
+def _parse_end(r: FieldReader, data: Any) -> Position | None:
     if data == "audio":
         return None
     if not isinstance(data, dict):
@@ -322,7 +322,7 @@ def _parse_end(r: _Reader, data: Any) -> Position | None:
     return _parse_position(r, data, ("end",))
 
 
-def _parse_keyframes(r: _Reader, data: Any, defaults: dict) -> tuple[Keyframe, ...]:
+def _parse_keyframes(r: FieldReader, data: Any, defaults: dict) -> tuple[Keyframe, ...]:
     if data is None:
         raise r.fail(("keyframes",), "missing: a timeline needs at least one keyframe")
     if not isinstance(data, list) or not data:
@@ -373,7 +373,7 @@ def _parse_keyframes(r: _Reader, data: Any, defaults: dict) -> tuple[Keyframe, .
     return tuple(keyframes)
 
 
-def _check_prompt(r: _Reader, prompt: str, path: tuple) -> None:
+def _check_prompt(r: FieldReader, prompt: str, path: tuple) -> None:
     """Parse a prompt expression now, so a typo fails before any model loads."""
     from latentwalk.prompts import parse_prompt
 

@@ -178,7 +178,8 @@ def test_img2img_noises_to_the_timestep_of_its_strength(tiny_model):
 
     from latentwalk.interpolation import seed_noise
     from latentwalk.render import BatchInputs
-    from latentwalk.sweep import denoise_from_image, encode_image, img2img_start
+    from latentwalk.render import denoise, img2img_start
+    from latentwalk.sweep import encode_image
 
     model = silent_unet_model(tiny_model)
     init_latents = encode_image(model, gradient_image())  # (1, C, h, w)
@@ -192,7 +193,7 @@ def test_img2img_noises_to_the_timestep_of_its_strength(tiny_model):
     final = scheduler.alphas_cumprod[0].item() ** 0.5
     distances = []
     for strength in (0.0, 0.25, 0.5, 0.75, 1.0):
-        latents = denoise_from_image(model, inputs, init_latents, "ddim", 4, strength)
+        latents = denoise(model, inputs, "ddim", 4, init_latents, strength)
         if strength == 0:
             torch.testing.assert_close(latents, init_latents, atol=0, rtol=0)
         else:
