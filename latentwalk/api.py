@@ -339,7 +339,8 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
     }
 
 
-def manifest_data(timeline: Timeline, schedule: Plan, model_source: str, device: str, dtype: str, timings: dict) -> dict:
+def library_versions() -> dict[str, str]:
+    """Versions that can change a render's numbers, for manifests."""
     import diffusers
     import torch
     import transformers
@@ -347,18 +348,22 @@ def manifest_data(timeline: Timeline, schedule: Plan, model_source: str, device:
     from latentwalk import __version__
 
     return {
+        "latentwalk": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def manifest_data(timeline: Timeline, schedule: Plan, model_source: str, device: str, dtype: str, timings: dict) -> dict:
+    return {
         "timeline": {"source": timeline.source, "yaml": timeline.raw, "resolved": to_jsonable(asdict(timeline.settings))},
         "audio": to_jsonable(asdict(timeline.audio)) if timeline.audio else None,
         "model": {"spec": timeline.settings.model, "source": model_source, "device": device, "dtype": dtype},
         "plan": plan_data(schedule, timeline),
-        "versions": {
-            "latentwalk": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__,
-            "numpy": np.__version__,
-        },
+        "versions": library_versions(),
         "timings": timings,
         "command": sys.argv,
     }

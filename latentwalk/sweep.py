@@ -13,7 +13,6 @@ one `Cell` of plain values per image) → `render_cells` (batched through render
 
 import json
 import math
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,10 +29,11 @@ from latentwalk.timeline import (
     DTYPE_NAMES,
     SCHEDULER_NAMES,
     SETTING_DEFAULTS,
-    check_model,
-    yaml_line_map,
     FieldReader,
+    check_model,
     format_path,
+    read_text,
+    read_yaml,
 )
 
 DEFAULT_OUT_DIR = Path("renders")
@@ -130,25 +130,13 @@ class Cell:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file; a relative init_image is resolved against it."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UserError(f"cannot read sweep {str(path)!r}: {e.strerror}") from None
-    return parse_sweep(text, source=str(path), base_dir=path.parent)
+    return parse_sweep(read_text(path, "sweep"), source=str(path), base_dir=path.parent)
 
 
 def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None) -> Sweep:
     """Parse YAML text into a validated Sweep: every cell's prompt parses before any model loads."""
     # 1. YAML, with the line of every field.
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
-    r = FieldReader(source, yaml_line_map(node) if node is not None else {})
-    data = r.check_keys(data if data is not None else {}, (), TOP_KEYS)
+    data, r = read_yaml(text, source, TOP_KEYS)
 
     # 2. Render settings, as in a timeline.
     settings = _parse_settings(r, data)
@@ -726,11 +714,7 @@ def write_videos(sweep: Sweep, cells: Sequence[Cell], images: np.ndarray, out: P
 
 
 def manifest_data(sweep: Sweep, cells: Sequence[Cell], paths: Sequence[Path], sheet: Path, videos: Sequence[Path], model, timings: dict) -> dict:
-    import diffusers
-    import torch
-    import transformers
-
-    from latentwalk import __version__
+    from latentwalk.api import library_versions
 
     def axis_data(axis: Axis | None) -> dict | None:
         return None if axis is None else {"param": axis.param, "values": list(axis.values), "labels": list(axis.labels)}
@@ -749,14 +733,7 @@ def manifest_data(sweep: Sweep, cells: Sequence[Cell], paths: Sequence[Path], sh
         ],
         "files": {"sheet": sheet.name, "videos": [v.name for v in videos]},
         "model": {"spec": sweep.settings.model, "source": model.source, "device": str(model.device), "dtype": str(model.dtype)},
-        "versions": {
-            "latentwalk": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__,
-            "numpy": np.__version__,
-        },
+        "versions": library_versions(),
         "timings": timings,
         "command": sys.argv,
     }

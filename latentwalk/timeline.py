@@ -205,15 +205,18 @@ def yaml_line_map(node: yaml.Node, path: tuple = (), lines: dict | None = None) 
 def load_timeline(path: str | Path) -> Timeline:
     """Read and validate a timeline file; relative audio paths are resolved against it."""
     path = Path(path)
+    return parse_timeline(read_text(path, "timeline"), source=str(path), base_dir=path.parent)
+
+
+def read_text(path: Path, what: str) -> str:
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise UserError(f"cannot read timeline {str(path)!r}: {e.strerror}") from None
-    return parse_timeline(text, source=str(path), base_dir=path.parent)
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {what} {str(path)!r}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None = None) -> Timeline:
-    """Parse YAML text into a validated Timeline (no audio or model access)."""
+def read_yaml(text: str, source: str, allowed: set[str]) -> tuple[dict, FieldReader]:
+    """The top-level mapping of a YAML document and a reader that knows every field's line."""
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text)
@@ -222,7 +225,12 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
         where = f"{source}:{mark.line + 1}" if mark else source
         raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
     reader = FieldReader(source, yaml_line_map(node) if node is not None else {})
-    data = reader.check_keys(data if data is not None else {}, (), TOP_KEYS)
+    return reader.check_keys(data if data is not None else {}, (), allowed), reader
+
+
+def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None = None) -> Timeline:
+    """Parse YAML text into a validated Timeline (no audio or model access)."""
+    data, reader = read_yaml(text, source, TOP_KEYS)
 
     settings = _parse_settings(reader, data)
     audio = _parse_audio(reader, data["audio"], base_dir or Path(".")) if data.get("audio") is not None else None
