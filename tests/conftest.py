@@ -63,6 +63,15 @@ def build_tiny_pipeline(folder: Path) -> Path:
     return folder / "tiny"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; two OpenMP threads on a busy 2-core box crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_pipeline(tmp_path_factory.mktemp("model"))

@@ -4,7 +4,6 @@ import threading
 import time
 
 import pytest
-import torch
 
 import latentwalk.render
 from latentwalk.api import render
@@ -15,12 +14,8 @@ FRAMES = 10  # batches of 4: the last one is padded
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two OpenMP threads on a busy 2-core box crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 def write_timeline(folder, model) -> object:

@@ -1,0 +1,145 @@
+"""The committed toy model knows what its words mean.
+
+Every check renders prompt pairs that differ in one attribute, with the same seeds (so the
+same starting noise), and asserts a gap in a global picture statistic for EACH seed. The
+margins are about half the smallest gap measured on the committed weights.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from latentwalk.toy import MODEL_DIR, world
+
+SEEDS = (0, 1, 2)
+STEPS = 15
+GUIDANCE = 5.0
+NIGHT_DARKER_BY = 0.15  # mean brightness, day minus night
+SNOW_WHITER_BY = 0.08  # mean of min(R, G, B), snow minus clear
+SUNSET_WARMER_BY = 0.1  # mean R - B, sunset minus day
+FOG_FLATTER_BY = 0.03  # per-picture std, clear minus fog
+SAME_WITH_UNKNOWN_WORDS = 0.1  # max mean |difference| when unknown words are mixed in
+MAX_MEGABYTES = 25.0
+
+
+@pytest.fixture(scope="module")
+def pipe() -> StableDiffusionPipeline:
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL_DIR)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def render(pipe):
+    """prompt -> (len(SEEDS), H, W, 3) floats in [0, 1]; cached, as prompts repeat."""
+    cache: dict[str, np.ndarray] = {}
+
+    def render(prompt: str) -> np.ndarray:
+        if prompt not in cache:
+            cache[prompt] = pipe(
+                [prompt] * len(SEEDS), num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                generator=[torch.Generator().manual_seed(s) for s in SEEDS], output_type="np",
+            ).images
+        return cache[prompt]
+
+    return render
+
+
+def brightness(images: np.ndarray) -> np.ndarray:
+    return images.mean(axis=(1, 2, 3))
+
+
+def whiteness(images: np.ndarray) -> np.ndarray:
+    return images.min(axis=-1).mean(axis=(1, 2))
+
+
+def warmth(images: np.ndarray) -> np.ndarray:
+    return (images[..., 0] - images[..., 2]).mean(axis=(1, 2))
+
+
+def contrast(images: np.ndarray) -> np.ndarray:
+    return images.std(axis=(1, 2, 3))
+
+
+def test_model_folder_is_small_plain_diffusers():
+    index = json.loads((MODEL_DIR / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["safety_checker"] == [None, None] and index["requires_safety_checker"] is False
+    weights = list(MODEL_DIR.rglob("*.safetensors"))
+    assert len(weights) == 3
+    assert not list(MODEL_DIR.rglob("*.bin"))
+    assert sum(w.stat().st_size for w in weights) / 1e6 < MAX_MEGABYTES
+
+
+def test_frames_are_128_pixels(render):
+    images = render("mountains at night")
+    assert images.shape == (len(SEEDS), world.SIZE, world.SIZE, 3)
+    assert np.isfinite(images).all()
+
+
+@pytest.mark.parametrize("landscape", ["mountains", "sea", "city"])
+def test_night_is_darker_than_day(render, landscape):
+    gap = brightness(render(f"{landscape} during the day")) - brightness(render(f"{landscape} at night"))
+    assert (gap > NIGHT_DARKER_BY).all(), gap
+
+
+@pytest.mark.parametrize("landscape", ["mountains", "forest", "city"])
+def test_snow_is_whiter(render, landscape):
+    gap = whiteness(render(f"a snowy day over the {landscape}")) - whiteness(render(f"a clear day over the {landscape}"))
+    assert (gap > SNOW_WHITER_BY).all(), gap
+
+
+@pytest.mark.parametrize("landscape", ["sea", "mountains"])
+def test_sunset_is_warmer_than_day(render, landscape):
+    gap = warmth(render(f"the {landscape} at sunset")) - warmth(render(f"the {landscape} during the day"))
+    assert (gap > SUNSET_WARMER_BY).all(), gap
+
+
+def test_fog_flattens_contrast(render):
+    gap = contrast(render("a clear day over the sea")) - contrast(render("a foggy day over the sea"))
+    assert (gap > FOG_FLATTER_BY).all(), gap
+
+
+# Held-out pairs (`world.HELD_OUT`): never seen together in training, each part must show.
+
+
+def test_snowy_desert_is_whiter_than_desert(render):
+    gap = whiteness(render("a snowy day over the desert")) - whiteness(render("a clear day over the desert"))
+    assert (gap > SNOW_WHITER_BY).all(), gap
+
+
+def test_city_at_sunset_is_warmer_than_city_by_day(render):
+    gap = warmth(render("the city at sunset")) - warmth(render("the city during the day"))
+    assert (gap > SUNSET_WARMER_BY).all(), gap
+
+
+def test_foggy_forest_is_flatter_than_forest(render):
+    gap = contrast(render("a clear day over the forest")) - contrast(render("a foggy day over the forest"))
+    assert (gap > FOG_FLATTER_BY).all(), gap
+
+
+# Words outside the vocabulary are spelled out in characters; they must not derail a prompt.
+
+
+def test_unknown_words_keep_the_attributes(render):
+    day = render("a beautiful day over the mountains, 4k")
+    night = render("a beautiful night over the mountains, 4k")
+    assert (brightness(day) - brightness(night) > NIGHT_DARKER_BY).all()
+    snowy = render("cinematic snowy mountains during the day")
+    clear = render("cinematic clear mountains during the day")
+    assert (whiteness(snowy) - whiteness(clear) > SNOW_WHITER_BY).all()
+
+
+def test_unknown_words_change_little(render):
+    plain = render("snowy mountains at night")
+    noisy = render("epic snowy mountains at night, artstation")
+    assert np.abs(plain - noisy).mean() < SAME_WITH_UNKNOWN_WORDS
+
+
+def test_prompt_of_only_unknown_words_renders(render):
+    images = render("zxqv glorp wibble")
+    assert images.shape == (len(SEEDS), world.SIZE, world.SIZE, 3)
+    assert np.isfinite(images).all()
