@@ -10,6 +10,11 @@ from latentwalk.errors import UserError
 SAMPLE_RATE = 22050
 HOP_LENGTH = 512  # onset-envelope hop: 512 / 22050 ≈ 23 ms per envelope frame
 ENVELOPE_RATE = SAMPLE_RATE / HOP_LENGTH  # envelope frames per second
+# The tracker (run untrimmed: librosa's own trimming drops real first beats) extends its grid
+# into silent lead-ins. A leading or trailing beat whose loudness (RMS within BEAT_REACH) is
+# below this fraction of the median beat's is dropped, so beat 0 is the first beat you hear.
+QUIET_BEAT_FRACTION = 0.1
+BEAT_REACH = 0.07  # seconds: the MIREX tolerance between a beat and its onset
 
 
 @dataclass(frozen=True)
@@ -47,12 +52,24 @@ def analyze(y: np.ndarray, bpm: float | None = None) -> AudioAnalysis:
         onset_envelope=onset, sr=SAMPLE_RATE, hop_length=HOP_LENGTH, bpm=bpm, units="time", trim=False
     )
     tempo = float(np.atleast_1d(tempo)[0])
+    beats = audible_beats(y, np.asarray(beats, dtype=np.float64))
     percussive = librosa.effects.percussive(y)
     envelope = librosa.onset.onset_strength(y=percussive, sr=SAMPLE_RATE, hop_length=HOP_LENGTH)
     beats = np.asarray(beats, dtype=np.float64)
     if bpm is None:
         bpm = fitted_bpm(beats) or tempo
     return AudioAnalysis(duration=len(y) / SAMPLE_RATE, bpm=float(bpm), beats=beats, onset_envelope=envelope)
+
+
+def audible_beats(y: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """Beat times without the near-silent ones at either end (see QUIET_BEAT_FRACTION)."""
+    if len(beats) == 0:
+        return beats
+    reach = int(BEAT_REACH * SAMPLE_RATE)
+    centers = np.round(beats * SAMPLE_RATE).astype(int)
+    loudness = np.array([np.sqrt(np.mean(y[max(0, c - reach) : c + reach] ** 2)) if c < len(y) else 0.0 for c in centers])
+    loud = np.flatnonzero(loudness >= QUIET_BEAT_FRACTION * np.median(loudness))
+    return beats[loud[0] : loud[-1] + 1] if len(loud) else beats[:0]
 
 
 def fitted_bpm(beats: np.ndarray) -> float | None:

@@ -38,6 +38,12 @@ def test_beats_at_other_tempos_and_offsets(tmp_path, bpm, lead_in):
     analysis = analyze_audio(write_wav(track, tmp_path / "d.wav"))
     assert f_measure(track.beats, analysis.beats) >= 0.95
     assert analysis.bpm == pytest.approx(bpm, rel=0.01)
+    # beat 0 is the first hit, not a beat the tracker extrapolated into the silent lead-in
+    assert abs(analysis.beats[0] - track.beats[0]) <= WINDOW
+
+
+def test_first_beat_at_time_zero_is_kept(drum_wav):
+    assert abs(analyze_audio(drum_wav[0]).beats[0] - 0.0) <= WINDOW
 
 
 def test_start_offset_shifts_beats(drum_wav):
