@@ -32,6 +32,7 @@ from latentwalk.timeline import (
     FieldReader,
     check_model,
     format_path,
+    frame_size,
     read_text,
     read_yaml,
 )
@@ -218,11 +219,7 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
 
 def _parse_settings(r: FieldReader, data: dict) -> SweepSettings:
     get = lambda key: data.get(key, SWEEP_DEFAULTS[key])  # noqa: E731
-    width = r.number(get("width"), ("width",), minimum=8, integer=True)
-    height = r.number(get("height"), ("height",), minimum=8, integer=True)
-    for key, size in (("width", width), ("height", height)):
-        if size % 8:
-            raise r.fail((key,), f"must be a multiple of 8, got {size}")
+    width, height = frame_size(r, get("width"), get("height"))
     model = r.text(get("model"), ("model",))
     check_model(r, model)
     video = get("video")

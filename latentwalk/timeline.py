@@ -244,11 +244,7 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
 
 def _parse_settings(r: FieldReader, data: dict) -> RenderSettings:
     get = lambda key: data.get(key, SETTING_DEFAULTS[key])  # noqa: E731
-    width = r.number(get("width"), ("width",), minimum=8, integer=True)
-    height = r.number(get("height"), ("height",), minimum=8, integer=True)
-    for key, size in (("width", width), ("height", height)):
-        if size % 8:
-            raise r.fail((key,), f"must be a multiple of 8, got {size}")
+    width, height = frame_size(r, get("width"), get("height"))
     model = r.text(get("model"), ("model",))
     check_model(r, model)
     options = {key: r.flag(get(key), (key,)) for key in MODEL_OPTION_KEYS}
@@ -270,6 +266,15 @@ def _parse_settings(r: FieldReader, data: dict) -> RenderSettings:
         batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True),
         **options,
     )
+
+
+def frame_size(r: FieldReader, width: Any, height: Any) -> tuple[int, int]:
+    """Width and height in pixels: multiples of 8, the VAE's downsampling of SD models."""
+    sizes = {key: r.number(value, (key,), minimum=8, integer=True) for key, value in (("width", width), ("height", height))}
+    for key, size in sizes.items():
+        if size % 8:
+            raise r.fail((key,), f"must be a multiple of 8, got {size}")
+    return sizes["width"], sizes["height"]
 
 
 def check_model(r: FieldReader, model: str) -> None:
