@@ -222,9 +222,7 @@ def _parse_settings(r: FieldReader, data: dict) -> SweepSettings:
     width, height = frame_size(r, get("width"), get("height"))
     model = r.text(get("model"), ("model",))
     check_model(r, model)
-    video = get("video")
-    if not isinstance(video, bool):
-        raise r.fail(("video",), f"expected true or false, got {video!r}")
+    video = r.flag(get("video"), ("video",))
     return SweepSettings(
         model=model,
         width=width,
