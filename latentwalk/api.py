@@ -62,7 +62,7 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
     # 3. Percussive energy per video frame, for segments paced by the audio.
     energy = None
     if analysis is not None:
-        n_frames = video_frames(timeline, beats, duration)
+        n_frames = video_frames(timeline, beats, duration, bpm)
         energy = audio_stage.envelope_at_fps(analysis.onset_envelope, fps, n_frames)
     # 4. The schedule.
     return plan_frames(timeline, beats, bpm, duration, energy)

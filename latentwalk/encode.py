@@ -152,7 +152,10 @@ def _probe_ffmpeg(path: Path) -> VideoInfo:
     # Decoding to the null muxer counts every frame; the stream headers give the rest.
     cmd = [ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
     err = subprocess.run(cmd, capture_output=True, text=True).stderr
-    frames = int(re.findall(r"frame=\s*(\d+)", err)[-1])
+    counts = re.findall(r"frame=\s*(\d+)", err)
+    if not counts:
+        raise RuntimeError(f"ffmpeg could not read {path}: {err.strip()}")
+    frames = int(counts[-1])
     video = re.search(r"Stream #0:\d+.*?: Video: .*?, (\d+)x(\d+).*?, ([\d.]+) fps", err)
     if video is None:
         raise RuntimeError(f"no video stream in {path}: {err}")

@@ -69,27 +69,38 @@ def paced_progress(n: int, energy: np.ndarray | None = None, strength: float = 0
     return np.concatenate([[0.0], np.cumsum(steps)[:-1]]) / np.sum(steps)
 
 
-def beat_time(beat: float, beats: np.ndarray, field: str) -> float:
-    """Time in seconds of a (fractional) beat index on the tracked beat grid."""
+def beat_time(beat: float, beats: np.ndarray, field: str, bpm: float | None = None, audio_end: float | None = None) -> float:
+    """Time in seconds of a (fractional) beat index on the tracked beat grid.
+
+    Past the last tracked beat the grid continues at `bpm` (the tracker drops the silent tail,
+    so "bar 8" of an 8-bar track is the downbeat after its last beat) up to `audio_end`.
+    """
     if len(beats) == 0:
         raise UserError(f"{field}: no beats were found in the audio, so beat/bar positions cannot be used")
-    if beat > len(beats) - 1 + 1e-9:
-        last = beats[-1]
+    last = len(beats) - 1
+    if beat <= last:
+        return float(np.interp(beat, np.arange(len(beats)), beats))
+    time = float(beats[-1] + (beat - last) * 60.0 / bpm) if bpm else float("inf")
+    if audio_end is not None and time > audio_end + 1e-6 or not bpm:
         raise UserError(
             f"{field}: beat {beat:g} is past the end of the audio (it has {len(beats)} beats, "
-            f"numbered 0-{len(beats) - 1}, the last at {last:.3f}s)"
+            f"numbered 0-{last}, the last at {beats[-1]:.3f}s"
+            + (f"; the audio ends at {audio_end:.3f}s)" if audio_end is not None else ")")
         )
-    return float(np.interp(beat, np.arange(len(beats)), beats))
+    return time
 
 
-def position_time(pos: Position, beats: np.ndarray, fps: float, beats_per_bar: int, downbeat: int, field: str) -> float:
+def position_time(
+    pos: Position, beats: np.ndarray, fps: float, beats_per_bar: int, downbeat: int, field: str,
+    bpm: float | None = None, audio_end: float | None = None,
+) -> float:
     """Seconds from the video's start of a position in any unit."""
     if pos.unit == "time":
         return pos.value
     if pos.unit == "frame":
         return pos.value / fps
     beat = pos.value if pos.unit == "beat" else downbeat + pos.value * beats_per_bar
-    return beat_time(beat, beats, field)
+    return beat_time(beat, beats, field, bpm, audio_end)
 
 
 def position_frame(pos: Position, time: float, fps: float) -> int:
@@ -139,14 +150,16 @@ class Plan:
     frames: tuple[FrameRecord, ...]
 
 
-def resolve_keyframes(timeline: Timeline, beats: np.ndarray, n_frames: int) -> tuple[ResolvedKeyframe, ...]:
+def resolve_keyframes(
+    timeline: Timeline, beats: np.ndarray, n_frames: int, bpm: float | None = None, audio_duration: float | None = None
+) -> tuple[ResolvedKeyframe, ...]:
     """Place every keyframe on a frame; reject out-of-order, coinciding or late keyframes."""
     fps = timeline.settings.fps
     bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
     resolved: list[ResolvedKeyframe] = []
     for i, kf in enumerate(timeline.keyframes):
         field = f"{timeline.source}:{kf.line}: {format_path(('keyframes', i, kf.position.unit))}"
-        time = position_time(kf.position, beats, fps, bpb, down, field)
+        time = position_time(kf.position, beats, fps, bpb, down, field, bpm, audio_duration)
         frame = position_frame(kf.position, time, fps)
         if frame >= n_frames:
             raise UserError(
@@ -164,14 +177,14 @@ def resolve_keyframes(timeline: Timeline, beats: np.ndarray, n_frames: int) -> t
     return tuple(resolved)
 
 
-def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | None) -> int:
+def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | None, bpm: float | None = None) -> int:
     """Total frame count: round(duration × fps), or the `end` frame itself."""
     fps = timeline.settings.fps
     if timeline.end is None:
         return round(audio_duration * fps)
     bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
     field = f"{timeline.source}: end.{timeline.end.unit}"
-    time = position_time(timeline.end, beats, fps, bpb, down, field)
+    time = position_time(timeline.end, beats, fps, bpb, down, field, bpm, audio_duration)
     n = position_frame(timeline.end, time, fps)
     if audio_duration is not None and time > audio_duration + 1e-6:
         raise UserError(f"{field}: {timeline.end.value:g} ({time:.3f}s) is past the end of the audio ({audio_duration:.3f}s)")
@@ -189,8 +202,8 @@ def plan_frames(
 ) -> Plan:
     """The per-frame schedule. `energy`: percussive energy per video frame, for audio pacing."""
     fps = timeline.settings.fps
-    n_frames = video_frames(timeline, beats, audio_duration)
-    keys = resolve_keyframes(timeline, beats, n_frames)
+    n_frames = video_frames(timeline, beats, audio_duration, bpm)
+    keys = resolve_keyframes(timeline, beats, n_frames, bpm, audio_duration)
     frames = np.arange(n_frames)
     times = frames / fps
     beat_pos = beat_positions(times, beats, bpm) if bpm else np.full(n_frames, np.nan)

@@ -106,3 +106,13 @@ def test_bad_keyframe_positions(keyframes, message):
     with pytest.raises(UserError, match=message) as info:
         plan_frames(tl, BEATS, 120.0, 20.0)
     assert "keyframes[1]" in str(info.value)
+
+
+def test_positions_past_the_last_tracked_beat_continue_at_the_tempo_within_the_audio():
+    # the tracker drops a silent tail: "bar 10" of a 40-beat track is the downbeat after its last beat
+    tl = timeline("  - {beat: 0, prompt: a}\n  - {beat: 39.5, prompt: b}\n", end="{bar: 10}")
+    plan = plan_frames(tl, BEATS, 120.0, 20.5)
+    assert plan.keyframes[1].time == pytest.approx(BEATS[39] + 0.25)
+    assert plan.n_frames == round((BEATS[39] + 0.5) * 12)
+    with pytest.raises(UserError, match="past the end of the audio"):
+        plan_frames(tl, BEATS, 120.0, 20.0)
