@@ -28,6 +28,9 @@ from latentwalk.errors import UserError
 
 # Slack for edit weights written to sum to 1 (0.1 + 0.2 + 0.7) that land a few ulps above it.
 EDIT_SUM_TOLERANCE = 1e-9
+# Parentheses and mix( calls nest at most this deep: the parser recurses four Python frames per
+# level, and 10,000 levels hit Python's recursion limit. Unary minus signs are read in a loop.
+MAX_NESTING = 100
 ESCAPABLE = '\\"{}|:'
 # A number token is read greedily up to the next operator, so '1.2.3' and '2cats' are reported
 # whole as bad numbers instead of as a number followed by something puzzling.
@@ -337,6 +340,7 @@ class _Parser:
         self.source = source
         self.tokens = _tokenize(source)
         self.k = 0
+        self.depth = 0  # open parentheses and mix( calls around the current token
 
     def parse(self) -> PromptExpr:
         value = self.expr()
@@ -402,11 +406,20 @@ class _Parser:
         return value
 
     def unary(self) -> _Value:
-        if self.peek.kind == "-":
+        negate = False
+        while self.peek.kind == "-":  # a loop, not recursion: "- - - x" may be thousands long
             self.take()
-            value = self.unary()
-            return linear_combination([(value, -1.0)]) if isinstance(value, PromptExpr) else -value
-        return self.atom()
+            negate = not negate
+        value = self.atom()
+        if not negate:
+            return value
+        return linear_combination([(value, -1.0)]) if isinstance(value, PromptExpr) else -value
+
+    def nested(self, token: _Token) -> None:
+        """Count one more level of nesting at `token`, failing past MAX_NESTING."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self.fail(f"parentheses and mix( nested more than {MAX_NESTING} levels deep", token)
 
     def atom(self) -> _Value:
         token = self.take()
@@ -415,8 +428,10 @@ class _Parser:
         if token.kind == "number":
             return token.value
         if token.kind == "(":
+            self.nested(token)
             value = self.expr()
             self.expect(")")
+            self.depth -= 1
             return value
         if token.kind == "word" and self.peek.kind == "(":
             return self.call(token)
@@ -428,12 +443,13 @@ class _Parser:
     def call(self, name: _Token) -> _Value:
         if name.value != "mix":
             self.fail(f"unknown function '{name.value}' (the only function is mix(a, b, w))", name)
-        self.take()
+        self.nested(self.take())
         args: list[tuple[_Token, _Value]] = [(self.peek, self.expr())]
         while self.peek.kind == ",":
             self.take()
             args.append((self.peek, self.expr()))
         self.expect(")")
+        self.depth -= 1
         if len(args) != 3:
             self.fail(f"mix takes 3 arguments (a, b, w), got {len(args)}", name)
         (ta, a), (tb, b), (tw, w) = args

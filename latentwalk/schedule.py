@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from latentwalk.errors import UserError
-from latentwalk.timeline import Keyframe, Position, Timeline, format_path
+from latentwalk.timeline import MAX_FRAMES, Keyframe, Position, Timeline, format_path
 
 
 def linear(t: np.ndarray) -> np.ndarray:
@@ -181,16 +181,42 @@ def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | 
     """Total frame count: round(duration × fps), or the `end` frame itself."""
     fps = timeline.settings.fps
     if timeline.end is None:
-        return round(audio_duration * fps)
+        n = round(audio_duration * fps)
+        if n < 1:  # blame the field that made the clip short, not the first keyframe
+            spec = timeline.audio
+            key = "end" if spec.end is not None else "start" if spec.start > 0 else "path"
+            raise UserError(
+                f"{timeline.at('audio', key)}: the audio clip is {audio_duration:.3f}s long, "
+                f"shorter than one frame at {fps:g} fps"
+            )
+        return check_frame_count(n, timeline.at("fps"), fps)
     bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
-    field = f"{timeline.source}: end.{timeline.end.unit}"
+    field = timeline.at("end", timeline.end.unit)
     time = position_time(timeline.end, beats, fps, bpb, down, field, bpm, audio_duration)
     n = position_frame(timeline.end, time, fps)
     if audio_duration is not None and time > audio_duration + 1e-6:
         raise UserError(f"{field}: {timeline.end.value:g} ({time:.3f}s) is past the end of the audio ({audio_duration:.3f}s)")
     if n < 1:
         raise UserError(f"{field}: the video would have no frames ({timeline.end.value:g})")
+    return check_frame_count(n, field, fps)
+
+
+def check_frame_count(n: int, field: str, fps: float) -> int:
+    """`n`, or an error naming `field` when the video would exceed MAX_FRAMES."""
+    if n > MAX_FRAMES:
+        raise UserError(
+            f"{field}: the video would have {n:,} frames ({n / fps:,.0f}s at {fps:g} fps), "
+            f"more than the limit of {MAX_FRAMES:,}; lower fps or end sooner"
+        )
     return n
+
+
+def check_clip(timeline: Timeline, file_duration: float) -> None:
+    """Reject an audio.start or audio.end past the end of a file `file_duration` seconds long."""
+    spec = timeline.audio
+    for key, value in (("start", spec.start), ("end", spec.end)):
+        if value is not None and value > file_duration + 1e-6 or key == "start" and value >= file_duration:
+            raise UserError(f"{timeline.at('audio', key)}: {value:g}s is past the end of the audio file ({file_duration:.3f}s long)")
 
 
 def plan_frames(

@@ -26,6 +26,24 @@ DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 
+# Sane ranges, checked before any work: past these a render allocates gigabytes or runs for days
+# before failing (width 100000 loaded the model then died; fps 1e9 tried a 1e10-frame array).
+MAX_SIZE = 4096  # pixels per side; SDXL's native size is 1024, 4096 already needs vae_tiling
+MAX_FPS = 240
+MAX_STEPS = 1000  # the training schedules of SD models have 1000 timesteps
+MAX_GUIDANCE = 100
+MAX_BATCH_SIZE = 256
+MAX_BPM = 400  # fastest tempo a beat grid is laid at (speedcore tops out near 300)
+MAX_SECONDS = 24 * 3600  # any time position, audio start or end
+MAX_BEATS = 1_000_000  # beat/bar positions and the downbeat: 24 hours at 400 bpm is 576,000
+MAX_BEATS_PER_BAR = 64
+MAX_PACING_STRENGTH = 100
+MAX_FRAMES = 200_000  # video frames: 1h51m at 30 fps; each planned frame costs ~1 KB before rendering
+# YAML bounds: an alias bomb (a few lines that expand to billions of nodes) must fail fast.
+MAX_YAML_BYTES = 10_000_000
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000  # after expanding aliases
+
 
 @dataclass(frozen=True)
 class Position:
@@ -91,6 +109,13 @@ class Timeline:
     end: Position | None  # None: the end of the audio
     source: str  # file name, for messages
     raw: dict = field(compare=False, repr=False)  # the YAML as read, saved in the manifest
+    lines: dict = field(default_factory=dict, compare=False, repr=False)  # field path -> YAML line
+
+    def at(self, *path) -> str:
+        """'file:line: field' for messages about a field found wrong after parsing (e.g. against the audio)."""
+        line = next((self.lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in self.lines), None)
+        where = f"{self.source}:{line}" if line else self.source
+        return f"{where}: {format_path(path)}" if path else where
 
 
 SETTING_DEFAULTS: dict[str, Any] = {
@@ -150,7 +175,10 @@ class FieldReader:
                 raise self.fail(path + (key,), f"unknown key '{key}'{hint}")
         return mapping
 
-    def number(self, value: Any, path: tuple, *, minimum: float | None = None, exclusive: bool = False, integer: bool = False) -> float | int:
+    def number(
+        self, value: Any, path: tuple, *, minimum: float | None = None, exclusive: bool = False, integer: bool = False,
+        maximum: float | None = None,
+    ) -> float | int:
         kind = "an integer" if integer else "a number"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(path, f"expected {kind}, got {value!r}")
@@ -161,6 +189,8 @@ class FieldReader:
         if minimum is not None and (value <= minimum if exclusive else value < minimum):
             bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
             raise self.fail(path, f"must be {bound}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise self.fail(path, f"must be at most {maximum:g}, got {value!r}")
         return int(value) if integer else float(value)
 
     def choice(self, value: Any, path: tuple, names: tuple[str, ...]) -> str:
@@ -210,21 +240,81 @@ def load_timeline(path: str | Path) -> Timeline:
 
 def read_text(path: Path, what: str) -> str:
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(f"{path}: the {what} file is {path.stat().st_size:,} bytes, more than the limit {MAX_YAML_BYTES:,}")
         return path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read {what} {str(path)!r}: {getattr(e, 'strerror', None) or e}") from None
 
 
+class _KeyError(yaml.composer.ComposerError):
+    """A mapping key that is well-formed YAML but not a usable field name; `problem` starts with the key."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that rejects alias bombs, duplicate keys and non-text keys while composing."""
+
+    aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"more than {MAX_YAML_ALIASES} aliases (*name); write the values out", mark)
+        return super().compose_node(parent, index)
+
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        seen: dict[str, int] = {}
+        for key, _ in node.value:
+            line = key.start_mark.line + 1
+            if not isinstance(key, yaml.ScalarNode) or key.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"):
+                shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or mapping"
+                raise _KeyError(None, None, f"{shown}: a key must be text (a field name), not a number or a list", key.start_mark)
+            if key.value in seen and key.value != "<<":
+                problem = f"{key.value}: given twice, on line {seen[key.value]} and line {line}; remove one"
+                raise _KeyError(None, None, problem, key.start_mark)
+            seen.setdefault(key.value, line)
+        return node
+
+
+def expanded_size(node: yaml.Node, memo: dict[int, int] | None = None) -> int:
+    """Nodes in the document once every alias is expanded, counted without expanding (memoised by node)."""
+    memo = {} if memo is None else memo
+    if id(node) not in memo:
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value
+        memo[id(node)] = 1 + (sum(expanded_size(n, memo) for n in children) if isinstance(children, list) else 0)
+    return memo[id(node)]
+
+
+def compose_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """Data and node tree of one YAML document, within MAX_YAML_ALIASES and MAX_YAML_NODES."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and expanded_size(node) > MAX_YAML_NODES:
+            problem = f"the document expands to more than {MAX_YAML_NODES:,} values (aliases of aliases?)"
+            raise yaml.composer.ComposerError(None, None, problem, node.start_mark)
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, node
+
+
 def read_yaml(text: str, source: str, allowed: set[str]) -> tuple[dict, FieldReader]:
     """The top-level mapping of a YAML document and a reader that knows every field's line."""
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
+        data, node = compose_yaml(text)
+        lines = yaml_line_map(node) if node is not None else {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
-    reader = FieldReader(source, yaml_line_map(node) if node is not None else {})
+        kind = "" if isinstance(e, _KeyError) else "invalid YAML: "
+        raise UserError(f"{where}: {kind}{getattr(e, 'problem', None) or e}") from None
+    except RecursionError:  # the composer recurses per nesting level
+        raise UserError(f"{source}: invalid YAML: lists or mappings nested too deeply") from None
+    reader = FieldReader(source, lines)
     return reader.check_keys(data if data is not None else {}, (), allowed), reader
 
 
@@ -239,7 +329,7 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     end = _parse_end(reader, data.get("end", "audio"))
     if end is None and (audio is None or audio.path is None):
         raise reader.fail(("end",), "required when the timeline has no audio file (e.g. end: {time: 10})")
-    return Timeline(settings, audio, keyframes, end, source, raw=data)
+    return Timeline(settings, audio, keyframes, end, source, raw=data, lines=reader.lines)
 
 
 def _parse_settings(r: FieldReader, data: dict) -> RenderSettings:
@@ -251,26 +341,28 @@ def _parse_settings(r: FieldReader, data: dict) -> RenderSettings:
     device = r.choice(get("device"), ("device",), DEVICE_NAMES)
     if options["cpu_offload"] and device in ("cpu", "mps"):
         raise r.fail(("cpu_offload",), f"offloads to the CPU from a CUDA device, but device is {device!r} (use device: cuda or auto)")
+    negative_prompt = r.text(get("negative_prompt") or "", ("negative_prompt",))
+    _check_prompt(r, negative_prompt, ("negative_prompt",))  # now, not after the audio analysis
     return RenderSettings(
         model=model,
         width=width,
         height=height,
-        fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True),
-        steps=r.number(get("steps"), ("steps",), minimum=1, integer=True),
-        guidance=r.number(get("guidance"), ("guidance",), minimum=0),
+        fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True, maximum=MAX_FPS),
+        steps=r.number(get("steps"), ("steps",), minimum=1, integer=True, maximum=MAX_STEPS),
+        guidance=r.number(get("guidance"), ("guidance",), minimum=0, maximum=MAX_GUIDANCE),
         scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
-        negative_prompt=r.text(get("negative_prompt") or "", ("negative_prompt",)),
+        negative_prompt=negative_prompt,
         interpolation=r.choice(get("interpolation"), ("interpolation",), INTERPOLATION_NAMES),
         device=device,
         dtype=r.choice(get("dtype"), ("dtype",), DTYPE_NAMES),
-        batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True),
+        batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True, maximum=MAX_BATCH_SIZE),
         **options,
     )
 
 
 def frame_size(r: FieldReader, width: Any, height: Any) -> tuple[int, int]:
     """Width and height in pixels: multiples of 8, the VAE's downsampling of SD models."""
-    sizes = {key: r.number(value, (key,), minimum=8, integer=True) for key, value in (("width", width), ("height", height))}
+    sizes = {key: r.number(value, (key,), minimum=8, integer=True, maximum=MAX_SIZE) for key, value in (("width", width), ("height", height))}
     for key, size in sizes.items():
         if size % 8:
             raise r.fail((key,), f"must be a multiple of 8, got {size}")
@@ -297,13 +389,13 @@ def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
         path = path if path.is_absolute() else base_dir / path
         if not path.is_file():
             raise r.fail(("audio", "path"), f"audio file not found: {str(path)!r}")
-    start = r.number(data.get("start", 0.0), ("audio", "start"), minimum=0)
+    start = r.number(data.get("start", 0.0), ("audio", "start"), minimum=0, maximum=MAX_SECONDS)
     end = data.get("end")
     if end is not None:
-        end = r.number(end, ("audio", "end"), minimum=start, exclusive=True)
+        end = r.number(end, ("audio", "end"), minimum=start, exclusive=True, maximum=MAX_SECONDS)
     bpm = data.get("bpm")
     if bpm is not None:
-        bpm = r.number(bpm, ("audio", "bpm"), minimum=0, exclusive=True)
+        bpm = r.number(bpm, ("audio", "bpm"), minimum=0, exclusive=True, maximum=MAX_BPM)
     if path is None and bpm is None:
         raise r.fail(("audio",), "needs a 'path' to an audio file, or a 'bpm' for a silent beat grid")
     return AudioSpec(
@@ -311,8 +403,8 @@ def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
         start=start,
         end=end,
         bpm=bpm,
-        beats_per_bar=r.number(data.get("beats_per_bar", 4), ("audio", "beats_per_bar"), minimum=1, integer=True),
-        downbeat=r.number(data.get("downbeat", 0), ("audio", "downbeat"), minimum=0, integer=True),
+        beats_per_bar=r.number(data.get("beats_per_bar", 4), ("audio", "beats_per_bar"), minimum=1, integer=True, maximum=MAX_BEATS_PER_BAR),
+        downbeat=r.number(data.get("downbeat", 0), ("audio", "downbeat"), minimum=0, integer=True, maximum=MAX_BEATS),
     )
 
 
@@ -322,7 +414,8 @@ def _parse_position(r: FieldReader, data: dict, path: tuple) -> Position:
         found = ", ".join(units) if units else "none"
         raise r.fail(path, f"needs exactly one of {', '.join(UNITS)} (found: {found})")
     unit = units[0]
-    value = r.number(data[unit], path + (unit,), minimum=0, integer=unit == "frame")
+    limit = {"time": MAX_SECONDS, "frame": MAX_FRAMES}.get(unit, MAX_BEATS)
+    value = r.number(data[unit], path + (unit,), minimum=0, integer=unit == "frame", maximum=limit)
     return Position(unit, value)
 
 
@@ -358,7 +451,7 @@ def _parse_keyframes(r: FieldReader, data: Any, defaults: dict) -> tuple[Keyfram
                 raise r.fail(path + ("seed",), f"must be below 2**63, got {seed}")
         guidance = item.get("guidance")
         if guidance is not None:
-            guidance = r.number(guidance, path + ("guidance",), minimum=0)
+            guidance = r.number(guidance, path + ("guidance",), minimum=0, maximum=MAX_GUIDANCE)
         seg = {k: item.get(k, defaults[k]) for k in SEGMENT_DEFAULTS}
         where = lambda key: path + (key,) if key in item else (key,)  # noqa: E731
         easing = r.choice(seg["easing"], where("easing"), EASING_NAMES)
@@ -379,7 +472,7 @@ def _parse_keyframes(r: FieldReader, data: Any, defaults: dict) -> tuple[Keyfram
                 noise_easing=noise_easing,
                 hold=hold,
                 pacing=r.choice(seg["pacing"], where("pacing"), PACING_NAMES),
-                pacing_strength=r.number(seg["pacing_strength"], where("pacing_strength"), minimum=0),
+                pacing_strength=r.number(seg["pacing_strength"], where("pacing_strength"), minimum=0, maximum=MAX_PACING_STRENGTH),
                 line=r.lines.get(path, 0),
             )
         )
