@@ -4,7 +4,6 @@ These functions are the edge where files, audio decoding, models, ffmpeg and pro
 meet the pure stages; each reads as numbered steps.
 """
 
-import json
 import platform
 import sys
 import time
@@ -16,8 +15,9 @@ import numpy as np
 from typing import TYPE_CHECKING, Sequence
 
 from latentwalk import audio as audio_stage
+from latentwalk import budget, outputs
 from latentwalk.errors import UserError
-from latentwalk.schedule import FrameRecord, Plan, plan_frames, video_frames
+from latentwalk.schedule import FrameRecord, Plan, check_clip, plan_frames, video_frames
 from latentwalk.store import FrameStore, RenderIdentity, StoreUsage, frame_inputs, frame_key, model_fingerprint
 from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
@@ -43,6 +43,7 @@ def timeline_audio(timeline: Timeline) -> audio_stage.AudioAnalysis | None:
     spec = timeline.audio
     if spec is None or spec.path is None:
         return None
+    check_clip(timeline, audio_stage.file_duration(spec.path))  # blames audio.start/end with its line
     return analyze_audio(spec.path, spec.start, spec.end, spec.bpm)
 
 
@@ -194,6 +195,35 @@ def render(
     out: str | Path | None = None,
     *,
     frames_dir: str | Path | None = None,
+    store_dir: str | Path | None = None,
+    overwrite_frames: bool = False,
+    wait: bool = False,
+    **options,
+) -> RenderResult:
+    """Render a timeline to an mp4 with its audio, and a manifest JSON beside it.
+
+    Frames already in the frame store (default: beside the video, `<name>.frames/`) are
+    reused; only missing ones are denoised. `fresh` re-renders and overwrites every frame;
+    `prune` then drops stored frames this render does not use. Outputs never overwrite an
+    input or a file latentwalk did not make (see outputs.py); a second render of the same video
+    or store exits with the holder's pid, or with `wait` waits for it.
+    """
+    timeline = as_timeline(timeline)
+    out = Path(out) if out is not None else default_output(timeline)
+    store_dir = Path(store_dir) if store_dir is not None else default_store(out)
+    frames_dir = Path(frames_dir) if frames_dir is not None else None
+    if out.suffix.lower() != ".mp4":
+        raise UserError(f"--out: the video must be an .mp4 file, got {str(out)!r}")
+    targets = outputs.check_render_outputs(outputs.render_inputs(timeline), out, frames_dir, store_dir, overwrite_frames=overwrite_frames)
+    with outputs.claim(targets, wait):
+        return _render_claimed(timeline, out, frames_dir=frames_dir, store_dir=store_dir, **options)
+
+
+def _render_claimed(
+    timeline: Timeline | str | Path,
+    out: str | Path | None = None,
+    *,
+    frames_dir: str | Path | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     progress: bool = True,
@@ -202,12 +232,7 @@ def render(
     overlap: bool = True,
     prune: bool = False,
 ) -> RenderResult:
-    """Render a timeline to an mp4 with its audio, and a manifest JSON beside it.
-
-    Frames already in the frame store (default: beside the video, `<name>.frames/`) are
-    reused; only missing ones are denoised. `fresh` re-renders and overwrites every frame;
-    `prune` then drops stored frames this render does not use.
-    """
+    """`render` once its outputs are checked and locked."""
     from tqdm import tqdm
 
     from latentwalk.encode import AudioClip, VideoWriter
@@ -239,6 +264,7 @@ def render(
     model = conditioning = None
     options = model_options(settings)
     if frames.missing:
+        budget.check_render_memory(timeline, frames.identity.batch_size, frames.identity.device_type, frames.identity.dtype)
         t0 = time.perf_counter()
         model = load_model(settings.model, device or settings.device, settings.dtype, options)
         timings["load_model_s"] = time.perf_counter() - t0
@@ -311,8 +337,7 @@ def render(
     data = manifest_data(timeline, schedule, source, device_name, dtype_name, timings)
     data["store"] = store_info
     data["model"]["options"] = to_jsonable(asdict(options))
-    manifest = out.with_suffix(".json")
-    manifest.write_text(json.dumps(data, indent=1))
+    manifest = outputs.write_manifest(out.with_suffix(".json"), data)
     return RenderResult(out, manifest, schedule, timings, reused, len(frames.missing), store.root)
 
 
@@ -392,4 +417,7 @@ def prune_store(
     out = Path(out) if out is not None else default_output(timeline)
     store = FrameStore(store_dir if store_dir is not None else default_store(out))
     frames = frame_plan(timeline, plan(timeline), store, device=device, batch_size=batch_size)
-    return store, store.prune(frames.keys)
+    if store.state() not in ("store", "legacy"):
+        return store, store.prune(frames.keys)  # refuses, naming why
+    with store.lock():
+        return store, store.prune(frames.keys)

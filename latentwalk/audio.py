@@ -39,6 +39,16 @@ def load_audio(path: str | Path, start: float = 0.0, end: float | None = None) -
     return y
 
 
+def file_duration(path: str | Path) -> float | None:
+    """Seconds of audio in a file from its header, or None when it cannot be read (load_audio then says why)."""
+    import librosa
+
+    try:
+        return float(librosa.get_duration(path=str(path)))
+    except Exception:  # unreadable: load_audio reports it with its own message
+        return None
+
+
 def analyze(y: np.ndarray, bpm: float | None = None) -> AudioAnalysis:
     """Beats by dynamic programming (Ellis 2007, librosa.beat.beat_track) on the onset envelope.
 

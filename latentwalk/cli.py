@@ -1,7 +1,11 @@
 """The `latentwalk` command: render, plan, beats (and sweep)."""
 
 import argparse
+import errno
 import json
+import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -9,6 +13,8 @@ from latentwalk.errors import UserError
 from latentwalk.store import FrameStore
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+DEBUG_ENV = "LATENTWALK_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fresh", action="store_true", help="ignore stored frames: render and overwrite every frame")
     r.add_argument("--prune", action="store_true", help="afterwards delete stored frames this render does not use")
     r.add_argument("--no-overlap", action="store_true", help="decode on the main thread after each batch (for debugging)")
+    r.add_argument("--overwrite-frames", action="store_true", help="let --frames write frame_NNNNNN.png into a folder holding other files")
+    r.add_argument("--wait", action="store_true", help="if another render holds this video or store, wait for it instead of exiting")
 
     st = sub.add_parser("store", help="show a frame store's size, or prune it to what a timeline needs")
     st.add_argument("target", help="a frame store folder, or a timeline (its store beside its default --out)")
@@ -68,6 +76,7 @@ def cmd_render(args: argparse.Namespace) -> None:
     result = render(
         args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
         store_dir=args.store, fresh=args.fresh, overlap=not args.no_overlap, prune=args.prune,
+        overwrite_frames=args.overwrite_frames, wait=args.wait,
     )
     t = result.timings
     print(f"wrote {result.video} ({result.plan.n_frames} frames, {result.plan.duration:.2f}s) in {t['total_s']:.1f}s")
@@ -162,9 +171,36 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 COMMANDS = {"render": cmd_render, "store": cmd_store, "plan": cmd_plan, "beats": cmd_beats, "sweep": cmd_sweep}
 
 
+def quiet_libraries() -> None:
+    """Silence the libraries' own loading bars and notices: --quiet prints results only."""
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+        os.environ[name] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = os.environ["DIFFUSERS_VERBOSITY"] = "error"
+    for module in ("transformers", "diffusers"):  # already imported (tests, library use): tell them directly
+        if module in sys.modules:
+            sys.modules[module].logging.set_verbosity_error()
+            sys.modules[module].logging.disable_progress_bar()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every cleanup path (partial files, locks) runs."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("latentwalk: warning: %(message)s"))
+    log = logging.getLogger("latentwalk")
+    log.addHandler(handler)
+    log.propagate = False
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "quiet", False):
+            quiet_libraries()
         COMMANDS[args.command](args)
     except UserError as e:
         print(f"latentwalk: error: {e}", file=sys.stderr)
@@ -172,10 +208,43 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and cut short
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("latentwalk: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
+        print(f"latentwalk: {how}; partial files removed, frames already rendered kept in the store: run again to resume", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT)
+    except OSError as e:
+        print(f"latentwalk: error: {describe_os_error(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("latentwalk: error: out of memory; try a smaller batch_size, width and height, or vae_tiling: true", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # a bug: one line, the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"latentwalk: internal error: {type(e).__name__}: {e} (set {DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        log.removeHandler(handler)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a file-system failure; for a full disk, what was kept."""
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return (
+            f"{where}no space left on device. Nothing was replaced: an earlier video and its manifest are "
+            "untouched, and frames already stored are kept, so running again after freeing space resumes"
+        )
+    return f"{where}{e.strerror or e}"
 
 
 if __name__ == "__main__":

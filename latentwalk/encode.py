@@ -1,5 +1,6 @@
 """Stage 6: stream raw RGB frames into one ffmpeg process; mux the matching stretch of audio."""
 
+import errno
 import json
 import os
 import re
@@ -12,9 +13,18 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
+from latentwalk.errors import UserError
+
 CRF = 18  # visually lossless-ish H.264; small frames make files tiny anyway
 PRESET = "medium"
 AUDIO_BITRATE = "192k"
+# ffmpeg exits 0 after some failures (a full disk while moving the moov atom for +faststart):
+# these lines in its stderr mean the file is broken whatever the exit status says.
+FAILURE_LINES = ("Error writing trailer", "No space left on device", "Conversion failed", "Error muxing")
+
+
+class EncodeError(UserError):
+    """ffmpeg could not write a video; the earlier video, if any, is untouched."""
 
 
 def ffmpeg_exe() -> str:
@@ -51,8 +61,9 @@ def encode_command(path: Path, width: int, height: int, fps: float, audio: Audio
 class VideoWriter:
     """Write frames one at a time; memory stays constant however long the video is.
 
-    The file appears at `path` only when encoding succeeded (written beside it, then renamed),
-    so a failed or interrupted render never replaces an earlier video.
+    The file appears at `path` only when encoding succeeded and the result decodes to exactly
+    the frames written (it is encoded to a partial file unique to this writer beside it, then
+    renamed), so a failed, interrupted or lying encode never replaces an earlier video.
     """
 
     def __init__(self, path: str | Path, width: int, height: int, fps: float, audio: AudioClip | None = None):
@@ -60,7 +71,9 @@ class VideoWriter:
         self.width, self.height = width, height
         self.frames_written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        fd, partial = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}")
+        os.close(fd)
+        self._partial = Path(partial)
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
             encode_command(self._partial, width, height, fps, audio),
@@ -80,10 +93,19 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> Path:
-        """Finish encoding and move the file into place."""
-        self._proc.stdin.close()
-        if self._proc.wait() != 0:
+        """Finish encoding, check the file decodes to every frame written, and move it into place."""
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        if self._proc.wait() != 0 or any(line in self._stderr_text() for line in FAILURE_LINES):
             self._fail()
+        try:
+            info = probe(self._partial)
+        except Exception as e:  # ffprobe/ffmpeg raise several types on a broken file
+            self._fail(f"the encoded file does not decode: {e}")
+        if info.frames != self.frames_written or (info.width, info.height) != (self.width, self.height):
+            self._fail(f"the encoded file has {info.frames} {info.width}x{info.height} frames, expected {self.frames_written} {self.width}x{self.height}")
         self._stderr.close()
         os.replace(self._partial, self.path)
         return self.path
@@ -94,21 +116,33 @@ class VideoWriter:
             self._proc.kill()
             self._proc.wait()
         self._partial.unlink(missing_ok=True)
-        self._stderr.close()
+        if not self._stderr.closed:
+            self._stderr.close()
 
-    def _fail(self) -> None:
-        self._proc.wait()
+    def _stderr_text(self) -> str:
         self._stderr.seek(0)
-        message = self._stderr.read().decode(errors="replace").strip()
+        return self._stderr.read().decode(errors="replace").strip()
+
+    def _fail(self, problem: str | None = None) -> None:
+        self._proc.wait()
+        message = self._stderr_text()
+        self._stderr.close()
         self._partial.unlink(missing_ok=True)
-        raise RuntimeError(f"ffmpeg failed (exit {self._proc.returncode}): {message}")
+        if "No space left on device" in message:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        detail = problem or f"ffmpeg failed (exit {self._proc.returncode})"
+        raise EncodeError(f"{self.path}: {detail}: {message or 'no message'}; the earlier video, if any, is untouched")
 
     def __enter__(self) -> "VideoWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException:  # Ctrl-C while verifying: still no partial file left behind
+                self.abort()
+                raise
         else:
             self.abort()
 

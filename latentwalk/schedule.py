@@ -211,9 +211,11 @@ def check_frame_count(n: int, field: str, fps: float) -> int:
     return n
 
 
-def check_clip(timeline: Timeline, file_duration: float) -> None:
-    """Reject an audio.start or audio.end past the end of a file `file_duration` seconds long."""
+def check_clip(timeline: Timeline, file_duration: float | None) -> None:
+    """Reject an audio.start or audio.end past the end of a file `file_duration` seconds long (None: unknown)."""
     spec = timeline.audio
+    if file_duration is None:
+        return
     for key, value in (("start", spec.start), ("end", spec.end)):
         if value is not None and value > file_duration + 1e-6 or key == "start" and value >= file_duration:
             raise UserError(f"{timeline.at('audio', key)}: {value:g}s is past the end of the audio file ({file_duration:.3f}s long)")

@@ -27,6 +27,10 @@ from latentwalk.prompts import PromptSyntaxError, parse_prompt
 from latentwalk.timeline import (
     DEVICE_NAMES,
     DTYPE_NAMES,
+    MAX_BATCH_SIZE,
+    MAX_FPS,
+    MAX_GUIDANCE,
+    MAX_STEPS,
     SCHEDULER_NAMES,
     SETTING_DEFAULTS,
     FieldReader,
@@ -47,6 +51,7 @@ MODES = ("grid", "seeds")
 PARAMS = ("seed", "guidance", "steps", "prompt", "strength")  # besides placeholder names
 DEFAULT_SEED_COUNT = 16  # `mode: seeds` without a `seeds:` mapping
 MAX_SEED = 2**63  # torch.Generator.manual_seed takes a signed 64-bit seed
+MAX_SWEEP_CELLS = 10_000  # images in one sweep, over both axes (a range count of 1e9 allocated gigabytes)
 
 # Contact sheet geometry, in pixels. Cells narrower than MIN_SHEET_CELL are enlarged by a whole
 # factor (nearest neighbour, so pixels stay exact) so that a value label fits under a column.
@@ -160,6 +165,9 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
         if y is not None and y.param == x.param:
             raise r.fail(("y", "param"), f"{y.param!r} is already the x axis; the two axes need different params")
     axes = (x,) if y is None else (x, y)
+    if math.prod(len(axis.values) for axis in axes) > MAX_SWEEP_CELLS:
+        shape = " x ".join(str(len(axis.values)) for axis in axes)
+        raise r.fail(("y",) if y is not None else ("x",), f"the grid has {shape} cells, more than the limit of {MAX_SWEEP_CELLS:,}")
     by_param = {axis.param: (name, axis) for name, axis in zip(("x", "y"), axes)}
 
     # 4. Prompts: the base prompt or a prompt axis, placeholders matched to axes.
@@ -227,14 +235,14 @@ def _parse_settings(r: FieldReader, data: dict) -> SweepSettings:
         model=model,
         width=width,
         height=height,
-        steps=r.number(get("steps"), ("steps",), minimum=1, integer=True),
-        guidance=r.number(get("guidance"), ("guidance",), minimum=0),
+        steps=r.number(get("steps"), ("steps",), minimum=1, integer=True, maximum=MAX_STEPS),
+        guidance=r.number(get("guidance"), ("guidance",), minimum=0, maximum=MAX_GUIDANCE),
         scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
         negative_prompt=r.text(get("negative_prompt") or "", ("negative_prompt",)),
         device=r.choice(get("device"), ("device",), DEVICE_NAMES),
         dtype=r.choice(get("dtype"), ("dtype",), DTYPE_NAMES),
-        batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True),
-        fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True),
+        batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True, maximum=MAX_BATCH_SIZE),
+        fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True, maximum=MAX_FPS),
         video=video,
     )
 
@@ -258,7 +266,7 @@ def _parse_axis(r: FieldReader, data: Any, path: tuple) -> Axis:
         raise r.fail(path + ("range",), f"expected [start, stop, count], got {spec!r}")
     start = r.number(spec[0], path + ("range", 0))
     stop = r.number(spec[1], path + ("range", 1))
-    count = r.number(spec[2], path + ("range", 2), minimum=1, integer=True)
+    count = r.number(spec[2], path + ("range", 2), minimum=1, integer=True, maximum=MAX_SWEEP_CELLS)
     # 12 significant digits: linspace's last-ulp noise (0.30000000000000004) would reach the labels.
     points = [float(f"{v:.12g}") for v in np.linspace(start, stop, count)]
     return Axis(param, tuple(_check_value(r, param, v, path + ("range",)) for v in points))
@@ -266,7 +274,7 @@ def _parse_axis(r: FieldReader, data: Any, path: tuple) -> Axis:
 
 def _seed_axis(r: FieldReader, data: Any, seed: int) -> Axis:
     data = r.check_keys(data, ("seeds",), SEEDS_KEYS)
-    count = r.number(data.get("count", DEFAULT_SEED_COUNT), ("seeds", "count"), minimum=1, integer=True)
+    count = r.number(data.get("count", DEFAULT_SEED_COUNT), ("seeds", "count"), minimum=1, integer=True, maximum=MAX_SWEEP_CELLS)
     start = _check_value(r, "seed", data.get("start", seed), ("seeds", "start"))
     if start + count > MAX_SEED:
         raise r.fail(("seeds",), f"seeds {start}..{start + count - 1} go past the largest seed {MAX_SEED - 1}")
@@ -283,9 +291,9 @@ def _check_value(r: FieldReader, param: str, value: Any, path: tuple) -> Value:
             raise r.fail(path, f"seed must be below 2**63, got {seed}")
         return seed
     if param == "steps":
-        return r.number(value, path, minimum=1, integer=True)
+        return r.number(value, path, minimum=1, integer=True, maximum=MAX_STEPS)
     if param == "guidance":
-        return r.number(value, path, minimum=0)
+        return r.number(value, path, minimum=0, maximum=MAX_GUIDANCE)
     number = r.number(value, path)
     if param == "strength" and not 0 <= number <= 1:
         raise r.fail(path, f"strength must lie in [0, 1], got {value!r}")

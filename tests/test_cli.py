@@ -68,12 +68,14 @@ def test_bad_timelines_exit_2_without_traceback_or_output(body, needle, drum_wav
     timeline.write_text(body.replace("AUDIO", str(drum_wav[0])))
     out = tmp_path / "old.mp4"
     out.write_bytes(b"an earlier render")
+    manifest = json.dumps({"format": "latentwalk-manifest/1"})  # so the video is one latentwalk may replace
+    out.with_suffix(".json").write_text(manifest)
     result = run_cli("render", str(timeline), "--out", str(out), "--quiet")
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
-    assert out.read_bytes() == b"an earlier render"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "old.mp4"]
+    assert out.read_bytes() == b"an earlier render" and out.with_suffix(".json").read_text() == manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "old.json", "old.mp4"]
 
 
 def test_bad_arguments_exit_2(tmp_path):
