@@ -209,12 +209,15 @@ def render(
     or store exits with the holder's pid, or with `wait` waits for it.
     """
     timeline = as_timeline(timeline)
+    create_folder = out is None
     out = Path(out) if out is not None else default_output(timeline)
     store_dir = Path(store_dir) if store_dir is not None else default_store(out)
     frames_dir = Path(frames_dir) if frames_dir is not None else None
     if out.suffix.lower() != ".mp4":
         raise UserError(f"--out: the video must be an .mp4 file, got {str(out)!r}")
-    targets = outputs.check_render_outputs(outputs.render_inputs(timeline), out, frames_dir, store_dir, overwrite_frames=overwrite_frames)
+    targets = outputs.check_render_outputs(
+        outputs.render_inputs(timeline), out, frames_dir, store_dir, overwrite_frames=overwrite_frames, create_folder=create_folder
+    )
     with outputs.claim(targets, wait):
         return _render_claimed(timeline, out, frames_dir=frames_dir, store_dir=store_dir, **options)
 

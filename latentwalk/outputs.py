@@ -78,10 +78,18 @@ def is_manifest(path: Path) -> bool:
 
 
 def check_render_outputs(
-    inputs: tuple[Path, ...], video: Path, frames_dir: Path | None, store: Path, *, overwrite_frames: bool = False
+    inputs: tuple[Path, ...], video: Path, frames_dir: Path | None, store: Path, *,
+    overwrite_frames: bool = False, create_folder: bool = False,
 ) -> RenderOutputs:
-    """The render's output paths, each checked against the inputs and what exists; UserError if unsafe."""
+    """The render's output paths, each checked against the inputs and what exists; UserError if unsafe.
+
+    `create_folder`: the video's folder may be made (the default renders/); an --out the user
+    typed must name an existing folder, so a typo does not scatter folders.
+    """
     manifest = video.with_suffix(".json")
+    if not create_folder and not video.parent.is_dir():
+        what = "is a file, not a folder" if video.parent.exists() else "does not exist"
+        raise UserError(f"--out: the folder {video.parent} {what}; create it first or choose another --out")
     # 1. The video and its manifest: never an input, never a folder, replaced only if latentwalk made them.
     for path, flag in ((video, "--out"), (manifest, "--out")):
         what = "video" if path == video else "manifest"
