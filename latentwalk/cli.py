@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("latentwalk: warning: %(message)s"))
     log = logging.getLogger("latentwalk")
     log.addHandler(handler)
-    log.propagate = False
+    propagate, log.propagate = log.propagate, False
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         args = build_parser().parse_args(argv)
@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
     finally:
         log.removeHandler(handler)
+        log.propagate = propagate
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0

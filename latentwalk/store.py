@@ -221,15 +221,17 @@ class FrameStore:
             return True
         except FileNotFoundError:
             return False
-        except CorruptFrame as e:
+        except (CorruptFrame, OSError) as e:  # OSError: a folder or unreadable file under the key's name
             self.rejected.append(key)
-            log.warning("%s: %s; rendering it again", self.path(key), e)
+            log.warning("%s; rendering it again", e)
             return False
 
     def load(self, key: str, shape: tuple[int, int, int]) -> np.ndarray:
         try:
             return decode_frame(self._read(self.path(key), frame_size(shape) + 1), shape)
-        except CorruptFrame as e:
+        except FileNotFoundError:
+            raise
+        except (CorruptFrame, OSError) as e:
             raise CorruptFrame(f"frame store {self.root}: {key}{SUFFIX}: {e}") from None
 
     def save(self, key: str, frame: np.ndarray) -> None:

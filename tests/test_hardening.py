@@ -353,6 +353,7 @@ def test_messages_blame_the_right_field(drum_wav, tmp_path, capsys):
     cases = {
         "negative_prompt: '(\"a\" +'\nend: {time: 1}\n": "t.yaml:1: negative_prompt: unexpected end of expression",
         f"audio: {{path: {audio}, start: 30}}\n": "t.yaml:1: audio.start: 30s is past the end of the audio file",
+        f"audio:\n  path: {audio}\n  end: 40\n": "t.yaml:3: audio.end: 40s is past the end of the audio file",
         "end:\n  frame: 0\n": "t.yaml:2: end.frame: the video would have no frames",
         f"audio:\n  path: {audio}\n  start: 16.99\n": "t.yaml:3: audio.start: the audio clip is 0.010s long, shorter than one frame",
     }
