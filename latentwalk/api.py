@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Sequence
 from latentwalk import audio as audio_stage
 from latentwalk import budget, outputs
 from latentwalk.errors import UserError
-from latentwalk.schedule import FrameRecord, Plan, check_clip, plan_frames, video_frames
-from latentwalk.store import FrameStore, RenderIdentity, StoreUsage, frame_inputs, frame_key, model_fingerprint
+from latentwalk.schedule import Plan, check_clip, plan_frames, video_frames
+from latentwalk.frames import FrameInputs, RenderIdentity, file_fingerprint, frame_key, timeline_frames
+from latentwalk.store import FrameStore, StoreUsage
 from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
-if TYPE_CHECKING:  # render.py imports torch, which `import latentwalk` should not
-    from latentwalk.render import ModelOptions
+if TYPE_CHECKING:  # these import torch, which `import latentwalk` should not
+    from latentwalk.backends import ModelOptions, ModelSpec
+    from latentwalk.engine import EngineSettings
 
 DEFAULT_OUT_DIR = Path("renders")
 
@@ -91,16 +93,26 @@ def default_store(out: Path) -> Path:
 
 @dataclass(frozen=True)
 class FramePlan:
-    """Every video frame's store key, and which distinct frames must be rendered."""
+    """Every video frame's inputs and store key, and which distinct frames must be rendered."""
 
     identity: RenderIdentity
+    inputs: tuple[FrameInputs, ...]  # (n_frames,) in video order
     keys: tuple[str, ...]  # (n_frames,) in video order; held frames share a key
-    missing: tuple[FrameRecord, ...]  # first frame of each key not in the store, in video order
+    missing: tuple[FrameInputs, ...]  # first frame of each key not in the store, in video order
     shape: tuple[int, int, int]  # (H, W, 3)
+
+    def key_of(self) -> dict[FrameInputs, str]:
+        return dict(zip(self.inputs, self.keys))
+
+
+def model_spec(settings: RenderSettings) -> "ModelSpec":
+    from latentwalk.backends import ModelSpec
+
+    return ModelSpec(settings.model, settings.model_config, settings.vae)
 
 
 def model_options(settings: RenderSettings) -> "ModelOptions":
-    from latentwalk.render import ModelOptions
+    from latentwalk.backends import ModelOptions
 
     return ModelOptions(
         channels_last=settings.channels_last,
@@ -108,6 +120,51 @@ def model_options(settings: RenderSettings) -> "ModelOptions":
         attention_slicing=settings.attention_slicing,
         vae_tiling=settings.vae_tiling,
         cpu_offload=settings.cpu_offload,
+    )
+
+
+def engine_settings(settings: RenderSettings, batch_size: int | None = None) -> "EngineSettings":
+    from latentwalk.engine import EngineSettings
+
+    return EngineSettings(
+        width=settings.width,
+        height=settings.height,
+        scheduler=settings.scheduler,
+        timestep_spacing=settings.timestep_spacing,
+        interpolation=settings.interpolation,
+        batch_size=batch_size or settings.batch_size,
+    )
+
+
+def render_identity(settings: RenderSettings, *, device: str | None = None, batch_size: int | None = None) -> RenderIdentity:
+    """What every frame of a render shares; reads the model's family from its files, loads no weights."""
+    import diffusers
+    import torch
+
+    from latentwalk.backends import model_family
+    from latentwalk.device import pick_device, pick_dtype, resolve_model
+
+    spec = model_spec(settings)
+    family = model_family(spec)
+    torch_device = pick_device(device or settings.device)
+    source = resolve_model(settings.model)
+    fingerprints = [file_fingerprint(source)] + [file_fingerprint(p) for p in (settings.model_config, settings.vae) if p]
+    return RenderIdentity(
+        model=source,
+        model_fingerprint=":".join(fingerprints),
+        family=family.family,
+        width=settings.width,
+        height=settings.height,
+        scheduler=settings.scheduler,
+        timestep_spacing=settings.timestep_spacing,
+        interpolation=settings.interpolation,
+        dtype=str(pick_dtype(settings.dtype, torch_device)),
+        device_type=torch_device.type,
+        cpu_threads=torch.get_num_threads() if torch_device.type == "cpu" else 0,
+        batch_size=batch_size or settings.batch_size,
+        options=model_options(settings).numerics(),
+        adapters=(),
+        versions=(("diffusers", diffusers.__version__), ("torch", torch.__version__)),
     )
 
 
@@ -121,73 +178,16 @@ def frame_plan(
     fresh: bool = False,
 ) -> FramePlan:
     """Key every frame by what determines its pixels and look the keys up; loads no model."""
-    import diffusers
-    import torch
-
-    from latentwalk.prompts import parse_prompt
-    from latentwalk.render import pick_device, pick_dtype, resolve_model
-
     settings = timeline.settings
-    torch_device = pick_device(device or settings.device)
-    source = resolve_model(settings.model)
-    identity = RenderIdentity(
-        model=source,
-        model_fingerprint=model_fingerprint(source),
-        width=settings.width,
-        height=settings.height,
-        steps=settings.steps,
-        scheduler=settings.scheduler,
-        interpolation=settings.interpolation,
-        dtype=str(pick_dtype(settings.dtype, torch_device)),
-        device_type=torch_device.type,
-        cpu_threads=torch.get_num_threads() if torch_device.type == "cpu" else 0,
-        batch_size=batch_size or settings.batch_size,
-        options=model_options(settings).numerics(),
-        versions=(("diffusers", diffusers.__version__), ("torch", torch.__version__)),
-    )
-    prompts = [str(parse_prompt(k.prompt)) for k in timeline.keyframes]
-    negatives = [str(parse_prompt(n)) for n in keyframe_negatives(timeline)]
-    keys = tuple(frame_key(identity, frame_inputs(r, prompts, negatives)) for r in schedule.frames)
+    identity = render_identity(settings, device=device, batch_size=batch_size)
+    inputs = timeline_frames(schedule.frames, timeline.keyframes, settings.negative_prompt, settings.steps)
+    keys = tuple(frame_key(identity, i) for i in inputs)
     shape = (settings.height, settings.width, 3)
-    first: dict[str, FrameRecord] = {}
-    for key, record in zip(keys, schedule.frames):
-        first.setdefault(key, record)
-    missing = tuple(r for key, r in first.items() if fresh or not store.has(key, shape))
-    return FramePlan(identity, keys, missing, shape)
-
-
-def keyframe_negatives(timeline: Timeline) -> list[str]:
-    default = timeline.settings.negative_prompt
-    return [k.negative_prompt if k.negative_prompt is not None else default for k in timeline.keyframes]
-
-
-class _InOrderWriter:
-    """Feeds frames to ffmpeg (and --frames PNGs) in video order as their keys become stored."""
-
-    def __init__(self, writer, frames: FramePlan, store: FrameStore, frames_dir: Path | None, waiting: set[str]):
-        self.writer, self.frames, self.store, self.frames_dir = writer, frames, store, frames_dir
-        self.waiting = waiting  # keys being rendered by this run, not yet stored
-        self.next = 0  # next video frame to write
-
-    def add(self, keys: Sequence[str], images: np.ndarray) -> None:
-        """Store a decoded batch, then write every frame that is now ready."""
-        fresh = dict(zip(keys, images))
-        for key, image in fresh.items():
-            self.store.save(key, image)
-            self.waiting.discard(key)
-        self.flush(fresh)
-
-    def flush(self, fresh: dict[str, np.ndarray] | None = None) -> None:
-        import imageio.v3 as iio
-
-        keys = self.frames.keys
-        while self.next < len(keys) and keys[self.next] not in self.waiting:
-            key = keys[self.next]
-            image = fresh[key] if fresh and key in fresh else self.store.load(key, self.frames.shape)
-            self.writer.write(image)
-            if self.frames_dir is not None:
-                iio.imwrite(self.frames_dir / f"frame_{self.next:06d}.png", image)
-            self.next += 1
+    first: dict[str, FrameInputs] = {}
+    for key, frame in zip(keys, inputs):
+        first.setdefault(key, frame)
+    missing = tuple(f for key, f in first.items() if fresh or not store.has(key, shape))
+    return FramePlan(identity, inputs, keys, missing, shape)
 
 
 def render(
@@ -232,14 +232,18 @@ def _render_claimed(
     progress: bool = True,
     store_dir: str | Path | None = None,
     fresh: bool = False,
-    overlap: bool = True,
+    overlap: bool | None = None,
     prune: bool = False,
 ) -> RenderResult:
-    """`render` once its outputs are checked and locked."""
+    """`render` once its outputs are checked and locked. `overlap`: decode on a worker thread
+    (default: only on CUDA, where it helps).
+    """
     from tqdm import tqdm
 
+    from latentwalk.assemble import InOrderWriter
+    from latentwalk.backends import load_backend
     from latentwalk.encode import AudioClip, VideoWriter
-    from latentwalk.render import decode, decode_denoised, denoised_batches, encode_keyframes, load_model, run_overlapped
+    from latentwalk.engine import render_frames
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -259,24 +263,20 @@ def _render_claimed(
     t0 = time.perf_counter()
     store = FrameStore(store_dir if store_dir is not None else default_store(out))
     frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh)
-    key_of = dict(zip((r.frame for r in schedule.frames), frames.keys))
-    missing_keys = {key_of[r.frame] for r in frames.missing}
+    key_of = frames.key_of()
+    missing_keys = {key_of[f] for f in frames.missing}
     timings["store_lookup_s"] = time.perf_counter() - t0
 
-    # 3. Load the model and encode every keyframe prompt once, unless every frame is stored.
-    model = conditioning = None
-    options = model_options(settings)
+    # 3. Load the model, unless every frame is stored.
+    backend = None
     if frames.missing:
         budget.check_render_memory(timeline, frames.identity.batch_size, frames.identity.device_type, frames.identity.dtype)
         t0 = time.perf_counter()
-        model = load_model(settings.model, device or settings.device, settings.dtype, options)
+        backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
         timings["load_model_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        conditioning = encode_keyframes(model, [k.prompt for k in timeline.keyframes], keyframe_negatives(timeline))
-        timings["encode_prompts_s"] = time.perf_counter() - t0
 
-    # 4. Denoise the missing frames; a worker thread decodes batch k-1 meanwhile, stores its
-    # frames and streams every ready frame, stored or new, into ffmpeg in video order.
+    # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
+    # stored or new, into ffmpeg in video order.
     t0 = time.perf_counter()
     clip = None
     if timeline.audio is not None and timeline.audio.path is not None:
@@ -285,33 +285,15 @@ def _render_claimed(
         frames_dir = Path(frames_dir)
         frames_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(frames.missing), unit="frame", desc="render", disable=not progress, file=sys.stderr)
-    # Offload hooks move whole components between devices per call: a concurrent decode would race them.
-    overlap = overlap and not options.cpu_offload
     with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
-        in_order = _InOrderWriter(writer, frames, store, frames_dir, set(missing_keys))
+        in_order = InOrderWriter(writer, frames.keys, store, frames.shape, set(missing_keys), frames_dir)
 
-        def finish(item) -> None:
-            images = decode_denoised(model, item) if overlap else decode(model, item.latents)
-            in_order.add([key_of[r.frame] for r in item.records], images)
-            bar.update(len(item.records))
+        def stored(batch: Sequence[FrameInputs], images: np.ndarray) -> None:
+            in_order.add([key_of[f] for f in batch], images)
+            bar.update(len(batch))
 
-        if frames.missing:
-            batches = denoised_batches(
-                model,
-                frames.missing,
-                conditioning,
-                width=settings.width,
-                height=settings.height,
-                steps=settings.steps,
-                scheduler=settings.scheduler,
-                interpolation=settings.interpolation,
-                batch_size=frames.identity.batch_size,
-            )
-            if overlap:
-                run_overlapped(batches, finish)
-            else:
-                for item in batches:
-                    finish(item)
+        if backend is not None:
+            render_frames(backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap)
         in_order.flush()
     bar.close()
     timings["render_s"] = time.perf_counter() - t0
@@ -333,13 +315,14 @@ def _render_claimed(
         "pruned_frames": pruned.frames if pruned else 0,
         "identity": to_jsonable(asdict(frames.identity)),
     }
-    if model is not None:
-        source, device_name, dtype_name = model.source, str(model.device), str(model.dtype)
+    if backend is not None:
+        source, device_name, dtype_name = backend.source, str(backend.device), str(backend.dtype)
     else:
         source, device_name, dtype_name = frames.identity.model, frames.identity.device_type, frames.identity.dtype
     data = manifest_data(timeline, schedule, source, device_name, dtype_name, timings)
+    data["model"]["family"] = frames.identity.family
     data["store"] = store_info
-    data["model"]["options"] = to_jsonable(asdict(options))
+    data["model"]["options"] = to_jsonable(asdict(model_options(settings)))
     manifest = outputs.write_manifest(out.with_suffix(".json"), data)
     return RenderResult(out, manifest, schedule, timings, reused, len(frames.missing), store.root)
 

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--store", metavar="DIR", help="frame store to reuse frames from (default: <out>.frames/ beside the video)")
     r.add_argument("--fresh", action="store_true", help="ignore stored frames: render and overwrite every frame")
     r.add_argument("--prune", action="store_true", help="afterwards delete stored frames this render does not use")
-    r.add_argument("--no-overlap", action="store_true", help="decode on the main thread after each batch (for debugging)")
+    r.add_argument("--overlap", choices=["auto", "on", "off"], default="auto", help="decode batch k-1 on a worker thread while batch k denoises (auto: on CUDA only, where it helps)")
     r.add_argument("--overwrite-frames", action="store_true", help="let --frames write frame_NNNNNN.png into a folder holding other files")
     r.add_argument("--wait", action="store_true", help="if another render holds this video or store, wait for it instead of exiting")
 
@@ -75,7 +75,7 @@ def cmd_render(args: argparse.Namespace) -> None:
         raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
     result = render(
         args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
-        store_dir=args.store, fresh=args.fresh, overlap=not args.no_overlap, prune=args.prune,
+        store_dir=args.store, fresh=args.fresh, overlap={"auto": None, "on": True, "off": False}[args.overlap], prune=args.prune,
         overwrite_frames=args.overwrite_frames, wait=args.wait,
     )
     t = result.timings

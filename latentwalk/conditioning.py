@@ -22,6 +22,7 @@ The ids passed along are real ones (the first alternative's), so EOS stays where
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
+from typing import Callable
 
 import torch
 from torch import nn
@@ -43,16 +44,25 @@ class SentenceTokens:
     blends: tuple[tuple[int, tuple[tuple[int, float], ...]], ...]  # (position, ((id, weight), ...))
 
 
-def sentence_tokens(sentence: Sentence, tokenizer: PreTrainedTokenizerBase) -> SentenceTokens:
+# Rewrites text before tokenizing: textual-inversion tokens with several vectors become
+# "<tok> <tok>_1 ..." (diffusers' maybe_convert_prompt); the identity otherwise.
+Convert = Callable[[str, PreTrainedTokenizerBase], str]
+
+
+def _no_convert(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    return text
+
+
+def sentence_tokens(sentence: Sentence, tokenizer: PreTrainedTokenizerBase, convert: Convert = _no_convert) -> SentenceTokens:
     """CLIP layout [BOS, tokens, EOS, pad...], model_max_length long, truncated as usual."""
     length = tokenizer.model_max_length
     ids: list[int] = []
     blends: list[tuple[int, tuple[tuple[int, float], ...]]] = []
     for part in sentence.parts:
         if isinstance(part, str):
-            ids += _word_ids(tokenizer, part)
+            ids += _word_ids(tokenizer, convert(part, tokenizer))
             continue
-        alternatives = [(_word_ids(tokenizer, text), weight) for text, weight in part.alternatives]
+        alternatives = [(_word_ids(tokenizer, convert(text, tokenizer)), weight) for text, weight in part.alternatives]
         for (alt_ids, _), (text, _) in zip(alternatives, part.alternatives):
             if not alt_ids:
                 raise UserError(f"token edit {part.text}: alternative {text!r} has no tokens")
@@ -89,13 +99,18 @@ def _blend_slots(
 
 
 class TextConditioner:
-    """Encodes prompt expressions with a CLIP tokenizer and text encoder (SD 1.x/2.x layout)."""
+    """Encodes prompt expressions with one CLIP tokenizer and text encoder.
+
+    `layer`: None for the last hidden state (SD 1.x/2.x), or a hidden-states index (SDXL: -2).
+    """
 
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
         text_encoder: nn.Module,
         max_cached: int = DEFAULT_MAX_CACHED,
+        layer: int | None = None,
+        convert: Convert = _no_convert,
     ):
         length = tokenizer.model_max_length
         positions = text_encoder.config.max_position_embeddings
@@ -107,6 +122,8 @@ class TextConditioner:
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.max_cached = max_cached
+        self.layer = layer
+        self.convert = convert
         self.encode_count = 0  # text-encoder passes so far: one per distinct (cached) sentence
         self._cache: OrderedDict[Sentence, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
@@ -139,7 +156,7 @@ class TextConditioner:
         if sentence in self._cache:
             self._cache.move_to_end(sentence)
             return self._cache[sentence]
-        encoded = self._run(sentence_tokens(sentence, self.tokenizer))
+        encoded = self._run(sentence_tokens(sentence, self.tokenizer, self.convert))
         self.encode_count += 1
         self._cache[sentence] = encoded
         if len(self._cache) > self.max_cached:
@@ -152,9 +169,10 @@ class TextConditioner:
         input_ids = torch.tensor([tokens.input_ids], device=embedding.weight.device)  # (1, L)
         hook = embedding.register_forward_hook(partial(_blend_slots, blends=tokens.blends))
         try:
-            out = self.text_encoder(input_ids=input_ids)
+            out = self.text_encoder(input_ids=input_ids, output_hidden_states=self.layer is not None)
         finally:
             hook.remove()
+        hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
         # CLIPTextModelWithProjection (SDXL's second encoder) pools into text_embeds.
         pooled = getattr(out, "text_embeds", None)
-        return out.last_hidden_state, out.pooler_output if pooled is None else pooled
+        return hidden, out.pooler_output if pooled is None else pooled

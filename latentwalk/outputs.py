@@ -46,10 +46,12 @@ class RenderOutputs:
 
 
 def render_inputs(timeline) -> tuple[Path, ...]:
-    """Files a render reads and must never write: the timeline file and its audio."""
+    """Files a render reads and must never write: the timeline file, its audio, model files."""
     paths = [Path(timeline.source)]
     if timeline.audio is not None and timeline.audio.path is not None:
         paths.append(Path(timeline.audio.path))
+    settings = timeline.settings  # a single-file checkpoint or a config file is an input too
+    paths += [Path(p).expanduser() for p in (settings.model, getattr(settings, "model_config", None), getattr(settings, "vae", None)) if p]
     return tuple(p for p in paths if p.is_file())
 
 

@@ -132,11 +132,14 @@ class FrameRecord:
     time: float
     beat: float  # fractional position on the beat grid
     segment: int  # index of the keyframe this frame travels away from
+    target: int  # index of the keyframe it travels toward (segment + 1; the last keyframe holds itself)
     t: float  # prompt interpolation weight toward keyframe segment + 1
     noise_t: float  # noise slerp weight toward keyframe segment + 1
     seed_a: int
     seed_b: int
     guidance: float
+    # Further per-frame quantities by name, sorted: LoRA weights ("lora:<name>"), noise_shift, ...
+    params: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -255,8 +258,8 @@ def plan_frames(
     default_g = timeline.settings.guidance
     records = []
     for f in frames:
-        a = keys[segment[f]]
-        b = keys[min(segment[f] + 1, len(keys) - 1)]
+        target = min(segment[f] + 1, len(keys) - 1)
+        a, b = keys[segment[f]], keys[target]
         ga = a.keyframe.guidance if a.keyframe.guidance is not None else default_g
         gb = b.keyframe.guidance if b.keyframe.guidance is not None else default_g
         records.append(
@@ -265,6 +268,7 @@ def plan_frames(
                 time=float(times[f]),
                 beat=float(beat_pos[f]),
                 segment=int(segment[f]),
+                target=int(target),
                 t=float(t[f]),
                 noise_t=float(noise_t[f]),
                 seed_a=a.keyframe.seed,

@@ -1,8 +1,7 @@
 """The frame store: every rendered frame kept on disk, keyed by a hash of what determines it.
 
-A frame's pixels depend only on the model, the render settings that shape the computation,
-and the frame's own noise and conditioning inputs (see render.py). Hashing exactly those
-(sha256 of canonical JSON) lets a render reuse any frame an earlier run already made: a run
+A frame's pixels depend only on the render identity and the frame's own inputs (see
+frames.py, where the key is made). Keying by those lets a render reuse any frame an earlier run already made: a run
 stopped by Ctrl-C or SIGKILL resumes where it stopped, and editing one keyframe re-renders
 only the two segments that touch it. Frames are files written atomically (temp file in
 the same folder, fsync, os.replace), so a file under a key's name is always complete, and each
@@ -16,19 +15,18 @@ import os
 import re
 import struct
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
 from latentwalk.errors import UserError
-from latentwalk.schedule import FrameRecord
 
 log = logging.getLogger("latentwalk")
 
-# Bump when render.py changes which pixels a key stands for: every old frame is then a miss.
-# 2: frames carry a header with their shape and a sha256 of their pixels (1 was bare .npy).
+# The file format (written in the store's marker). 2: frames carry a header with their shape and
+# a sha256 of their pixels, under <key>.frame (1 was bare <key>.npy, never read now).
 STORE_VERSION = 2
 SUFFIX = ".frame"
 TEMP_SUFFIX = ".tmp"
@@ -41,87 +39,6 @@ LOCK = ".latentwalk-store.lock"
 STORE_FORMAT = "latentwalk-frame-store"
 MAGIC = b"LWFRAME\x02"
 HEADER = struct.Struct("<8sIII32s")  # magic, height, width, channels, sha256(pixels)
-# Model files at most this big are fingerprinted by content (configs, tokenizer files); bigger
-# ones (weights) by size and mtime, which costs a stat instead of reading gigabytes.
-CONTENT_HASH_LIMIT = 1 << 20
-
-
-@dataclass(frozen=True)
-class RenderIdentity:
-    """What every frame of a render shares and its pixels depend on."""
-
-    model: str  # the resolved source: a folder path or a hub id
-    model_fingerprint: str  # of the folder's contents; "" for a hub id
-    width: int
-    height: int
-    steps: int
-    scheduler: str
-    interpolation: str
-    dtype: str  # resolved, e.g. "torch.float16"
-    device_type: str  # "cpu", "cuda", "mps"
-    # CPU kernels split reductions by thread: 1 vs 2 threads moved 8 of 40 tiny-model frames by
-    # one level. 0 on GPUs, where the device does the arithmetic.
-    cpu_threads: int
-    # Batches are always padded to this many rows: kernels pick algorithms by shape, so the
-    # batch size (but not which frames share a batch) can change the last bit of a frame.
-    batch_size: int
-    options: tuple[tuple[str, bool], ...]  # model options that change numerics (channels_last, ...)
-    versions: tuple[tuple[str, str], ...]  # torch and diffusers: kernels change between releases
-
-
-@dataclass(frozen=True)
-class FrameInputs:
-    """A frame's own inputs: noise between two seeds, conditioning between two keyframes."""
-
-    seed_a: int
-    seed_b: int
-    noise_t: float
-    prompt_a: str  # canonical prompt text, str(parse_prompt(...))
-    prompt_b: str
-    negative_a: str
-    negative_b: str
-    t: float
-    guidance: float
-
-
-def frame_key(identity: RenderIdentity, inputs: FrameInputs) -> str:
-    """sha256 hex digest of canonical JSON of the store version, the identity and the inputs."""
-    # json writes floats with repr, which round-trips exactly, so distinct floats hash apart.
-    payload = {"store": STORE_VERSION, "render": asdict(identity), "frame": asdict(inputs)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def frame_inputs(record: FrameRecord, prompts: Sequence[str], negatives: Sequence[str]) -> FrameInputs:
-    """The inputs of one frame record, given every keyframe's canonical prompt and negative prompt."""
-    a, b = record.segment, min(record.segment + 1, len(prompts) - 1)  # as render.batch_inputs pairs them
-    return FrameInputs(
-        seed_a=record.seed_a,
-        seed_b=record.seed_b,
-        noise_t=record.noise_t,
-        prompt_a=prompts[a],
-        prompt_b=prompts[b],
-        negative_a=negatives[a],
-        negative_b=negatives[b],
-        t=record.t,
-        guidance=record.guidance,
-    )
-
-
-def model_fingerprint(source: str) -> str:
-    """sha256 over a model folder: small files by content, weight files by size and mtime."""
-    folder = Path(source)
-    if not folder.is_dir():
-        return ""  # a hub id: the id itself is part of the identity
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        if stat.st_size <= CONTENT_HASH_LIMIT:
-            digest.update(path.read_bytes())
-        else:
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

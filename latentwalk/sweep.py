@@ -24,27 +24,24 @@ import yaml
 
 from latentwalk.errors import UserError
 from latentwalk.prompts import PromptSyntaxError, parse_prompt
+from latentwalk.frames import FrameInputs
 from latentwalk.timeline import (
-    DEVICE_NAMES,
-    DTYPE_NAMES,
-    MAX_BATCH_SIZE,
-    MAX_FPS,
     MAX_GUIDANCE,
     MAX_STEPS,
-    SCHEDULER_NAMES,
     SETTING_DEFAULTS,
     FieldReader,
-    check_model,
+    RenderSettings,
     format_path,
-    frame_size,
+    parse_settings,
     read_text,
     read_yaml,
 )
 
 DEFAULT_OUT_DIR = Path("renders")
-SETTING_KEYS = ("model", "width", "height", "steps", "guidance", "scheduler", "negative_prompt", "device", "dtype", "batch_size")
-SWEEP_DEFAULTS: dict[str, Any] = {key: SETTING_DEFAULTS[key] for key in SETTING_KEYS} | {"seed": 0, "fps": 4, "video": False}
-TOP_KEYS = set(SWEEP_DEFAULTS) | {"prompt", "x", "y", "init_image", "strength", "seeds", "mode"}
+# A sweep takes every render setting a timeline takes (same reader, same checks); its video
+# shows one cell per frame, so a slower default frame rate.
+SWEEP_DEFAULTS: dict[str, Any] = SETTING_DEFAULTS | {"fps": 4}
+TOP_KEYS = set(SWEEP_DEFAULTS) | {"seed", "video", "prompt", "x", "y", "init_image", "strength", "seeds", "mode"}
 AXIS_KEYS = {"param", "values", "range"}
 SEEDS_KEYS = {"count", "start"}
 MODES = ("grid", "seeds")
@@ -68,22 +65,6 @@ Value = float | int | str  # one axis value: a number, a seed or step count, or 
 
 
 @dataclass(frozen=True)
-class SweepSettings:
-    model: str
-    width: int
-    height: int
-    steps: int  # default for cells when `steps` is not an axis
-    guidance: float
-    scheduler: str
-    negative_prompt: str
-    device: str
-    dtype: str
-    batch_size: int
-    fps: float  # of the optional video: one cell per frame
-    video: bool
-
-
-@dataclass(frozen=True)
 class Axis:
     param: str  # a placeholder name or one of PARAMS
     values: tuple[Value, ...]
@@ -95,7 +76,8 @@ class Axis:
 
 @dataclass(frozen=True)
 class Sweep:
-    settings: SweepSettings
+    settings: RenderSettings  # `steps` and `guidance`: defaults for cells when they are not an axis
+    video: bool  # also write an mp4 along x
     prompt: str | None  # template with {name} placeholders; None when a `prompt` axis sets it
     seed: int
     strength: float | None  # img2img strength when it is not an axis; None without init_image
@@ -145,8 +127,9 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
     data, r = read_yaml(text, source, TOP_KEYS)
 
     # 2. Render settings, as in a timeline.
-    settings = _parse_settings(r, data)
-    seed = _check_value(r, "seed", data.get("seed", SWEEP_DEFAULTS["seed"]), ("seed",))
+    settings = parse_settings(r, data, SWEEP_DEFAULTS)
+    video = r.flag(data.get("video", False), ("video",))
+    seed = _check_value(r, "seed", data.get("seed", 0), ("seed",))
 
     # 3. Mode and axes.
     mode = r.choice(data.get("mode", "seeds" if "seeds" in data else "grid"), ("mode",), MODES)
@@ -206,8 +189,7 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
             for path, template in templates.items():
                 filled = fill_placeholders(template, {axis.param: value}, partial=True)
                 _check_prompt(r, blank_placeholders(filled), path, f" with {axis.param}={value}")
-    negative = r.text(data.get("negative_prompt") or "", ("negative_prompt",))
-    _check_prompt(r, negative, ("negative_prompt",))
+    _check_prompt(r, settings.negative_prompt, ("negative_prompt",))
 
     # 5. img2img: an init image and a strength, fixed or swept.
     init_image, strength = None, data.get("strength")
@@ -222,29 +204,7 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
         if "strength" in by_param:
             raise r.fail(("strength",), f"set twice: here and by the {by_param['strength'][0]} axis; remove one")
         strength = _check_value(r, "strength", strength, ("strength",))
-    return Sweep(settings, prompt, seed, strength, init_image, mode, x, y, source, raw=data)
-
-
-def _parse_settings(r: FieldReader, data: dict) -> SweepSettings:
-    get = lambda key: data.get(key, SWEEP_DEFAULTS[key])  # noqa: E731
-    width, height = frame_size(r, get("width"), get("height"))
-    model = r.text(get("model"), ("model",))
-    check_model(r, model)
-    video = r.flag(get("video"), ("video",))
-    return SweepSettings(
-        model=model,
-        width=width,
-        height=height,
-        steps=r.number(get("steps"), ("steps",), minimum=1, integer=True, maximum=MAX_STEPS),
-        guidance=r.number(get("guidance"), ("guidance",), minimum=0, maximum=MAX_GUIDANCE),
-        scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
-        negative_prompt=r.text(get("negative_prompt") or "", ("negative_prompt",)),
-        device=r.choice(get("device"), ("device",), DEVICE_NAMES),
-        dtype=r.choice(get("dtype"), ("dtype",), DTYPE_NAMES),
-        batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True, maximum=MAX_BATCH_SIZE),
-        fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True, maximum=MAX_FPS),
-        video=video,
-    )
+    return Sweep(settings, video, prompt, seed, strength, init_image, mode, x, y, source, raw=data)
 
 
 def _parse_axis(r: FieldReader, data: Any, path: tuple) -> Axis:
@@ -416,44 +376,50 @@ def sweep_cells(sweep: Sweep) -> tuple[Cell, ...]:
     return tuple(cells)
 
 
+def cell_inputs(cell: Cell, negative_prompt: str, init: str | None = None) -> FrameInputs:
+    """A cell as the engine's per-frame inputs: one seed and one prompt, nothing travelling."""
+    prompt, negative = str(parse_prompt(cell.prompt)), str(parse_prompt(negative_prompt))
+    return FrameInputs(
+        seed_a=cell.seed,
+        seed_b=cell.seed,
+        noise_t=0.0,
+        prompt_a=prompt,
+        prompt_b=prompt,
+        negative_a=negative,
+        negative_b=negative,
+        t=0.0,
+        guidance=float(cell.guidance),
+        steps=int(cell.steps),
+        strength=cell.strength,
+        init=init if cell.strength is not None else None,
+    )
+
+
 def cell_batches(cells: Sequence[Cell], batch_size: int) -> list[list[Cell]]:
-    """Cells sharing a timestep schedule (steps, strength), in chunks of batch_size, first-seen order."""
-    groups: dict[tuple, list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.steps, cell.strength), []).append(cell)
-    return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+    """Cells as the engine batches them: by shared timestep schedule and guidance mode, first-seen order."""
+    from latentwalk.engine import plan_batches
 
-
-# --- rendering ---------------------------------------------------------------------------------
+    by_inputs = {cell_inputs(c, ""): c for c in cells}
+    return [[by_inputs[f] for f in batch] for batch in plan_batches(list(by_inputs), batch_size)]
 
 
 def render_cells(
-    model, sweep: Sweep, cells: Sequence[Cell], batch_size: int, init_image: np.ndarray | None = None
+    backend, sweep: Sweep, cells: Sequence[Cell], batch_size: int, init_image: np.ndarray | None = None
 ) -> Iterator[tuple[list[Cell], np.ndarray]]:
-    """Yield (cells, images (B, H, W, 3) uint8) batch by batch; a cell's pixels do not depend on its batch."""
-    import torch
+    """Yield (cells, images (B, H, W, 3) uint8) batch by batch through the shared engine."""
+    from latentwalk.api import engine_settings
+    from latentwalk.engine import denoised_batches, image_key
 
-    from latentwalk.conditioning import TextConditioner
-    from latentwalk.interpolation import seed_noise
-    from latentwalk.render import BatchInputs, decode, denoise, latent_shape
-
-    conditioner = TextConditioner(model.tokenizer, model.text_encoder)
-    shape = latent_shape(model, sweep.settings.width, sweep.settings.height)
-    uncond = conditioner.encode(parse_prompt(sweep.settings.negative_prompt)).float()  # (1, L, D)
-    init_latents = encode_image(model, init_image) if init_image is not None else None
-    for batch in cell_batches(cells, batch_size):
-        inputs = BatchInputs(
-            noise=torch.stack([seed_noise(c.seed, shape) for c in batch]),
-            cond=torch.cat([conditioner.encode(parse_prompt(c.prompt)).float() for c in batch]),
-            uncond=uncond.expand(len(batch), -1, -1),
-            guidance=torch.tensor([c.guidance for c in batch], dtype=torch.float32),
-        )
-        steps, strength = batch[0].steps, batch[0].strength
-        if strength is None:
-            latents = denoise(model, inputs, sweep.settings.scheduler, steps)
-        else:
-            latents = denoise(model, inputs, sweep.settings.scheduler, steps, init_latents, strength)
-        yield batch, decode(model, latents)
+    init_images = {image_key(init_image): init_image} if init_image is not None else None
+    init = image_key(init_image) if init_image is not None else None
+    inputs = [cell_inputs(c, sweep.settings.negative_prompt, init) for c in cells]
+    cells_of: dict[FrameInputs, list[Cell]] = {}
+    for frame, cell in zip(inputs, cells):
+        cells_of.setdefault(frame, []).append(cell)
+    for item in denoised_batches(backend, list(cells_of), engine_settings(sweep.settings, batch_size), init_images):
+        images = backend.decode(item.latents)
+        batch = [(cell, image) for frame, image in zip(item.frames, images) for cell in cells_of[frame]]
+        yield [c for c, _ in batch], np.stack([i for _, i in batch])
 
 
 def load_init_image(path: Path, width: int, height: int) -> np.ndarray:
@@ -467,14 +433,9 @@ def load_init_image(path: Path, width: int, height: int) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8).copy()
 
 
-def encode_image(model, image: np.ndarray):
+def encode_image(backend, image: np.ndarray):
     """(H, W, 3) uint8 → scaled latents (1, C, h, w): the posterior mean, so no generator is needed."""
-    import torch
-
-    with torch.no_grad():
-        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, H, W) in [-1, 1]
-        posterior = model.vae.encode(pixels.to(model.device, model.dtype)).latent_dist
-        return posterior.mean.float() * model.vae.config.scaling_factor
+    return backend.encode_images(image[None])
 
 
 # --- contact sheet -----------------------------------------------------------------------------
@@ -642,12 +603,13 @@ def run_sweep(
 ) -> SweepResult:
     """Render a sweep: cell PNGs, a labelled sheet.png, sweep.json and optionally an mp4 per row.
 
-    `model` (a render.Model) skips loading `model:`, e.g. to render several sweeps with one load.
+    `model` (a loaded backends.Backend) skips loading `model:`, e.g. to render several sweeps with one load.
     """
     from PIL import Image
     from tqdm import tqdm
 
-    from latentwalk.render import load_model
+    from latentwalk.api import model_options, model_spec
+    from latentwalk.backends import load_backend
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -663,7 +625,7 @@ def run_sweep(
 
     # 2. Load the model.
     t0 = time.perf_counter()
-    model = model if model is not None else load_model(settings.model, device or settings.device, settings.dtype)
+    model = model if model is not None else load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
     timings["load_model_s"] = time.perf_counter() - t0
 
     # 3. Render in batches, writing each cell as it arrives.
@@ -689,7 +651,7 @@ def run_sweep(
 
     # 5. Optional video along x: one cell per frame, one file per row.
     videos: tuple[Path, ...] = ()
-    if settings.video if video is None else video:
+    if sweep.video if video is None else video:
         videos = write_videos(sweep, cells, images, out)
 
     # 6. Leave a manifest of exactly what produced the sweep.
@@ -723,7 +685,7 @@ def manifest_data(sweep: Sweep, cells: Sequence[Cell], paths: Sequence[Path], sh
         return None if axis is None else {"param": axis.param, "values": list(axis.values), "labels": list(axis.labels)}
 
     return {
-        "sweep": {"source": sweep.source, "yaml": sweep.raw, "resolved": asdict(sweep.settings)},
+        "sweep": {"source": sweep.source, "yaml": sweep.raw, "resolved": asdict(sweep.settings) | {"video": sweep.video}},
         "mode": sweep.mode,
         "prompt": sweep.prompt,
         "seed": sweep.seed,
@@ -735,7 +697,7 @@ def manifest_data(sweep: Sweep, cells: Sequence[Cell], paths: Sequence[Path], sh
             asdict(c) | {"values": dict(c.values), "file": p.name} for c, p in zip(cells, paths)
         ],
         "files": {"sheet": sheet.name, "videos": [v.name for v in videos]},
-        "model": {"spec": sweep.settings.model, "source": model.source, "device": str(model.device), "dtype": str(model.dtype)},
+        "model": {"spec": sweep.settings.model, "source": model.source, "family": model.family, "device": str(model.device), "dtype": str(model.dtype)},
         "versions": library_versions(),
         "timings": timings,
         "command": sys.argv,

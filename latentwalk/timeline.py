@@ -14,16 +14,18 @@ from typing import Any
 import yaml
 
 from latentwalk.errors import UserError
+from latentwalk.sampling import SCHEDULERS, TIMESTEP_SPACINGS
 
 UNITS = ("time", "beat", "bar", "frame")
 EASING_NAMES = ("linear", "smoothstep", "cosine", "cubic_in", "cubic_out", "cubic_in_out", "hold")
 PACING_NAMES = ("uniform", "audio")
-SCHEDULER_NAMES = ("ddim", "euler", "dpmpp_2m")
 INTERPOLATION_NAMES = ("slerp", "lerp")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 # A hub id is "owner/name"; anything else that is not a folder is a typo, caught before loading.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SCHEDULER_NAMES = tuple(SCHEDULERS)
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 
 # Sane ranges, checked before any work: past these a render allocates gigabytes or runs for days
@@ -88,6 +90,7 @@ class RenderSettings:
     steps: int
     guidance: float
     scheduler: str
+    timestep_spacing: str  # auto: the model's own; few-step models want trailing
     negative_prompt: str
     interpolation: str  # how text conditioning travels: slerp or lerp
     device: str
@@ -99,6 +102,8 @@ class RenderSettings:
     attention_slicing: bool
     vae_tiling: bool
     cpu_offload: bool
+    model_config: str | None  # a local diffusers folder of the same family, for a checkpoint file
+    vae: str | None  # a diffusers VAE folder replacing the model's
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "steps": 20,
     "guidance": 7.5,
     "scheduler": "ddim",
+    "timestep_spacing": "auto",
     "negative_prompt": "",
     "interpolation": "slerp",
     "device": "auto",
@@ -136,6 +142,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "attention_slicing": False,
     "vae_tiling": False,
     "cpu_offload": False,
+    "model_config": None,
+    "vae": None,
 }
 MODEL_OPTION_KEYS = ("channels_last", "compile", "attention_slicing", "vae_tiling", "cpu_offload")
 SEGMENT_DEFAULTS: dict[str, Any] = {
@@ -322,7 +330,7 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     """Parse YAML text into a validated Timeline (no audio or model access)."""
     data, reader = read_yaml(text, source, TOP_KEYS)
 
-    settings = _parse_settings(reader, data)
+    settings = parse_settings(reader, data)
     audio = _parse_audio(reader, data["audio"], base_dir or Path(".")) if data.get("audio") is not None else None
     segment_defaults = {k: data.get(k, v) for k, v in SEGMENT_DEFAULTS.items()}
     keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults)
@@ -332,11 +340,16 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     return Timeline(settings, audio, keyframes, end, source, raw=data, lines=reader.lines)
 
 
-def _parse_settings(r: FieldReader, data: dict) -> RenderSettings:
-    get = lambda key: data.get(key, SETTING_DEFAULTS[key])  # noqa: E731
+def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTING_DEFAULTS) -> RenderSettings:
+    """The render settings of a timeline or a sweep (sweeps have their own defaults)."""
+    get = lambda key: data.get(key, defaults[key])  # noqa: E731
     width, height = frame_size(r, get("width"), get("height"))
     model = r.text(get("model"), ("model",))
     check_model(r, model)
+    model_config = _folder(r, get("model_config"), ("model_config",), "model_index.json")
+    vae = _folder(r, get("vae"), ("vae",), "config.json")
+    if model_config is not None and Path(model).suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise r.fail(("model_config",), f"only used with a checkpoint file (model: x.safetensors); {model!r} brings its own configs")
     options = {key: r.flag(get(key), (key,)) for key in MODEL_OPTION_KEYS}
     device = r.choice(get("device"), ("device",), DEVICE_NAMES)
     if options["cpu_offload"] and device in ("cpu", "mps"):
@@ -351,13 +364,26 @@ def _parse_settings(r: FieldReader, data: dict) -> RenderSettings:
         steps=r.number(get("steps"), ("steps",), minimum=1, integer=True, maximum=MAX_STEPS),
         guidance=r.number(get("guidance"), ("guidance",), minimum=0, maximum=MAX_GUIDANCE),
         scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
+        timestep_spacing=r.choice(get("timestep_spacing"), ("timestep_spacing",), TIMESTEP_SPACINGS),
         negative_prompt=negative_prompt,
         interpolation=r.choice(get("interpolation"), ("interpolation",), INTERPOLATION_NAMES),
         device=device,
         dtype=r.choice(get("dtype"), ("dtype",), DTYPE_NAMES),
         batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True, maximum=MAX_BATCH_SIZE),
         **options,
+        model_config=model_config,
+        vae=vae,
     )
+
+
+def _folder(r: FieldReader, value: Any, path: tuple, marker: str) -> str | None:
+    """An optional local diffusers folder, recognised by its `marker` file."""
+    if value is None:
+        return None
+    folder = Path(r.text(value, path)).expanduser()
+    if not (folder / marker).is_file():
+        raise r.fail(path, f"{str(folder)!r} is not a local diffusers folder (no {marker})")
+    return str(folder)
 
 
 def frame_size(r: FieldReader, width: Any, height: Any) -> tuple[int, int]:
@@ -373,8 +399,12 @@ def check_model(r: FieldReader, model: str) -> None:
     if model == "toy" or HUB_ID.match(model) and not Path(model).exists():
         return
     folder = Path(model).expanduser()
+    if folder.suffix.lower() in CHECKPOINT_SUFFIXES:
+        if not folder.is_file():
+            raise r.fail(("model",), f"checkpoint file not found: {model!r}")
+        return
     if not folder.is_dir():
-        raise r.fail(("model",), f"unknown model {model!r}: not 'toy', a hub id (owner/name) or an existing folder")
+        raise r.fail(("model",), f"unknown model {model!r}: not 'toy', a hub id (owner/name), a checkpoint file or an existing folder")
     if not (folder / "model_index.json").is_file():
         raise r.fail(("model",), f"folder {model!r} is not a diffusers model (no model_index.json)")
 

@@ -82,3 +82,62 @@ def drum_wav(tmp_path_factory) -> tuple[Path, "object"]:
     """8 bars at 120 bpm (16 s plus a 1 s tail) with drums, bass and pad; returns (path, Track)."""
     track = drum_track(120.0, 8, musical=True)
     return write_wav(track, tmp_path_factory.mktemp("audio") / "drums.wav"), track
+
+
+def build_tiny_sdxl_pipeline(folder: Path) -> Path:
+    """SDXL's layout in miniature: two CLIP encoders (the second with a projection), pooled
+    embeddings and size conditioning (`text_time`), random weights, saved as diffusers."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(1)
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(TINY_WORDS, folder / "_tokenizer_xl", max_length=16))
+
+    def encoder_config(hidden: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=16, projection_dim=24, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+
+    text_encoder = CLIPTextModel(encoder_config(16))
+    text_encoder_2 = CLIPTextModelWithProjection(encoder_config(32))
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SIZE // 2,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16 + 32,  # both encoders' features, concatenated
+        attention_head_dim=4,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 24,  # six time ids of 8 dims, plus the pooled projection
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=TINY_SIZE,
+        force_upcast=True,
+    )
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1)
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer,
+        unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
+    )
+    pipe.save_pretrained(folder / "tiny-xl")
+    return folder / "tiny-xl"
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory) -> Path:
+    return build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("model-xl"))

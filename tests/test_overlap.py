@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-import latentwalk.render
+import latentwalk.engine
 from latentwalk.api import render
-from latentwalk.render import run_overlapped
+from latentwalk.engine import run_overlapped
 from latentwalk.store import FrameStore
 
 FRAMES = 10  # batches of 4: the last one is padded
@@ -84,7 +84,7 @@ def test_interrupt_stops_the_worker():
 
 def test_interrupted_render_leaves_no_partial_video_and_keeps_frames(tiny_model_dir, tmp_path, monkeypatch):
     path = write_timeline(tmp_path, tiny_model_dir)
-    denoise, calls = latentwalk.render.denoise, []
+    denoise, calls = latentwalk.engine.denoise, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -92,9 +92,9 @@ def test_interrupted_render_leaves_no_partial_video_and_keeps_frames(tiny_model_
             raise KeyboardInterrupt
         return denoise(*args, **kwargs)
 
-    monkeypatch.setattr(latentwalk.render, "denoise", interrupted)
+    monkeypatch.setattr(latentwalk.engine, "denoise", interrupted)
     out = tmp_path / "walk.mp4"
     with pytest.raises(KeyboardInterrupt):
-        render(path, out, progress=False)
+        render(path, out, progress=False, overlap=True)
     assert list(tmp_path.glob("*.mp4")) == [] and list(tmp_path.glob(".*partial*")) == []
     assert len(FrameStore(tmp_path / "walk.frames").keys()) == 4  # batch 1 was decoded and stored

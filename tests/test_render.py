@@ -1,5 +1,6 @@
 """Rendering through a tiny random diffusers pipeline: batching, determinism and a real mp4."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,8 +9,11 @@ import torch
 
 from latentwalk.api import plan, render
 from latentwalk.encode import probe
-from latentwalk.render import batch_inputs, decode, denoise, encode_keyframes, latent_shape, load_model, render_batches
+from latentwalk.backends import ModelSpec, load_backend
+from latentwalk.engine import Conditioning, EngineSettings, batch_inputs, render_frames
+from latentwalk.frames import timeline_frames
 from latentwalk.interpolation import seed_noise
+from latentwalk.sampling import denoise
 from latentwalk.timeline import parse_timeline
 
 TOLERANCE = 2  # uint8 levels: float32 CPU kernels may differ in the last bits between batch shapes
@@ -32,62 +36,86 @@ def tiny_timeline(model_dir, wav=None, **overrides) -> str:
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    return load_model(str(tiny_model_dir), device="cpu")
+    return load_backend(ModelSpec(str(tiny_model_dir)), device="cpu")
 
 
-def frames_with_batch_size(model, timeline, batch_size):
-    schedule = plan(timeline)
-    cond = encode_keyframes(model, [k.prompt for k in timeline.keyframes], [""] * len(timeline.keyframes))
-    batches = render_batches(
-        model, schedule.frames, cond, width=32, height=32, steps=3, scheduler=timeline.settings.scheduler,
-        interpolation="slerp", batch_size=batch_size,
-    )
-    return np.concatenate([frames for _, frames in batches])
+def timeline_inputs(timeline):
+    return timeline_frames(plan(timeline).frames, timeline.keyframes, "", timeline.settings.steps)
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmpp_2m"])
+def render_inputs(model, inputs, batch_size, scheduler="ddim"):
+    settings = EngineSettings(32, 32, scheduler, "auto", "slerp", batch_size)
+    out = {}
+    render_frames(model, list(dict.fromkeys(inputs)), settings, lambda frames, images: out.update(zip(frames, images)))
+    return np.stack([out[f] for f in inputs])
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmpp_2m", "euler_a"])
 def test_frames_do_not_depend_on_batch_size(model, tiny_model_dir, scheduler):
     timeline = parse_timeline(tiny_timeline(tiny_model_dir, scheduler=scheduler))
-    one = frames_with_batch_size(model, timeline, 1)
+    inputs = timeline_inputs(timeline)
+    one = render_inputs(model, inputs, 1, scheduler)
     assert one.shape == (12, 32, 32, 3) and one.dtype == np.uint8
     assert one.std() > 5  # real images, not a constant
     for batch_size in (3, 5, 12):
-        other = frames_with_batch_size(model, timeline, batch_size)
+        other = render_inputs(model, inputs, batch_size, scheduler)
         assert np.abs(one.astype(int) - other.astype(int)).max() <= TOLERANCE
 
 
 def test_frame_does_not_depend_on_its_batch_neighbours(model, tiny_model_dir):
-    timeline = parse_timeline(tiny_timeline(tiny_model_dir))
-    records = plan(timeline).frames
-    cond = encode_keyframes(model, [k.prompt for k in timeline.keyframes], [""] * 3)
-    noise = {s: seed_noise(s, latent_shape(model, 32, 32)) for s in (1, 2, 3)}
-    alone = decode(model, denoise(model, batch_inputs([records[6]], cond, noise, "slerp"), "ddim", 3))[0]
-    for neighbours in ([records[0], records[6]], [records[6], records[11], records[2]]):
-        i = neighbours.index(records[6])
-        frames = decode(model, denoise(model, batch_inputs(neighbours, cond, noise, "slerp"), "ddim", 3))
-        assert np.abs(frames[i].astype(int) - alone.astype(int)).max() <= TOLERANCE
+    inputs = timeline_inputs(parse_timeline(tiny_timeline(tiny_model_dir)))
+    settings = EngineSettings(32, 32, "ddim", "auto", "slerp", 3)
+    conditioning = Conditioning(model, inputs)
+    shape = model.latent_shape(32, 32)
+
+    def frames(rows):
+        batch = batch_inputs(rows, conditioning, shape, "slerp")
+        return model.decode(denoise(model, batch, "ddim", 3, width=32, height=32))
+
+    alone = frames([inputs[6]] * 3)[0]
+    for neighbours in ([inputs[0], inputs[6], inputs[1]], [inputs[6], inputs[11], inputs[2]]):
+        i = neighbours.index(inputs[6])
+        assert np.abs(frames(neighbours)[i].astype(int) - alone.astype(int)).max() <= TOLERANCE
+    del settings
 
 
 def test_keyframe_frame_is_the_pure_keyframe(model, tiny_model_dir):
     """At a keyframe, noise and conditioning are exactly that keyframe's own."""
-    timeline = parse_timeline(tiny_timeline(tiny_model_dir))
-    records = plan(timeline).frames
-    cond = encode_keyframes(model, [k.prompt for k in timeline.keyframes], [""] * 3)
-    noise = {s: seed_noise(s, latent_shape(model, 32, 32)) for s in (1, 2, 3)}
-    inputs = batch_inputs([records[5]], cond, noise, "slerp")
-    assert torch.equal(inputs.noise[0], noise[2])
-    assert torch.equal(inputs.cond[0], cond.cond[1])
+    inputs = timeline_inputs(parse_timeline(tiny_timeline(tiny_model_dir)))
+    conditioning = Conditioning(model, inputs)
+    batch = batch_inputs([inputs[5]], conditioning, model.latent_shape(32, 32), "slerp")
+    assert torch.equal(batch.noise[0], seed_noise(2, model.latent_shape(32, 32)))
+    assert torch.equal(batch.cond["embeds"][0], conditioning.positive['"a dog at night"']["embeds"][0])
 
 
 def test_guidance_changes_the_image(model, tiny_model_dir):
-    timeline = parse_timeline(tiny_timeline(tiny_model_dir))
-    records = plan(timeline).frames[:1]
-    cond = encode_keyframes(model, ["a cat", "a dog"], ["", ""])
-    noise = {s: seed_noise(s, latent_shape(model, 32, 32)) for s in (1, 2, 3)}
-    base = batch_inputs(records, cond, noise, "slerp")
-    low = decode(model, denoise(model, base, "ddim", 3))
-    high = decode(model, denoise(model, type(base)(base.noise, base.cond, base.uncond, base.guidance * 4), "ddim", 3))
+    inputs = timeline_inputs(parse_timeline(tiny_timeline(tiny_model_dir)))[:1]
+    low = render_inputs(model, inputs, 1)
+    high = render_inputs(model, [dataclasses.replace(inputs[0], guidance=inputs[0].guidance * 4)], 1)
     assert np.abs(low.astype(int) - high.astype(int)).mean() > 0.5
+
+
+def test_guidance_at_most_one_skips_the_unconditional_pass(model, tiny_model_dir):
+    """Few-step models run at guidance 0 or 1: one UNet batch per step instead of two halves."""
+    frame = timeline_inputs(parse_timeline(tiny_timeline(tiny_model_dir)))[0]
+    counts = {}
+    for guidance in (0.0, 1.0, 7.5):
+        before = model.unet_calls
+        widths = []
+        hook = model.unet.register_forward_pre_hook(lambda module, args: widths.append(len(args[0])))
+        try:
+            render_inputs(model, [dataclasses.replace(frame, guidance=guidance)], 2)
+        finally:
+            hook.remove()
+        counts[guidance] = (model.unet_calls - before, sum(widths))
+    steps = frame.steps
+    # The same number of UNet calls, but guidance > 1 runs twice the rows (uncond + cond halves).
+    assert counts[0.0] == counts[1.0] == (steps, steps * 2)
+    assert counts[7.5] == (steps, steps * 4)
+    # At guidance <= 1 the prompt alone steers: 0 and 1 give the same frame.
+    zero = render_inputs(model, [dataclasses.replace(frame, guidance=0.0)], 2)
+    one = render_inputs(model, [dataclasses.replace(frame, guidance=1.0)], 2)
+    assert np.array_equal(zero, one)
 
 
 def test_render_to_mp4_with_audio(tiny_model_dir, drum_wav, tmp_path):

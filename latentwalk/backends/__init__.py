@@ -1,0 +1,170 @@
+"""Model families behind one seam. The family is read from the model, never spelled by the user:
+a diffusers folder's `model_index.json` names its pipeline class, and a single checkpoint file's
+tensor names tell SD 1.x, SD 2.x and SDXL apart.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from latentwalk.backends.base import Backend, Cond, ModelOptions
+from latentwalk.backends.sd import SDBackend
+from latentwalk.backends.sdxl import SDXLBackend
+from latentwalk.device import pick_device, pick_dtype, resolve_model
+from latentwalk.errors import UserError
+
+__all__ = ["Backend", "Cond", "ModelOptions", "ModelSpec", "load_backend", "model_family", "FAMILIES"]
+
+# Pipeline classes (model_index.json `_class_name`) each backend drives. Few-step models are
+# ordinary members: SD-Turbo and LCM folders are SD, SDXL-Turbo and Lightning are SDXL.
+FAMILIES: dict[str, type[Backend]] = {
+    "StableDiffusionPipeline": SDBackend,
+    "StableDiffusionImg2ImgPipeline": SDBackend,
+    "LatentConsistencyModelPipeline": SDBackend,
+    "StableDiffusionXLPipeline": SDXLBackend,
+    "StableDiffusionXLImg2ImgPipeline": SDXLBackend,
+}
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+# Tensor-name prefixes of the original (CompVis/Stability) single-file layouts.
+CHECKPOINT_MARKERS = (
+    ("conditioner.embedders.1.model.", SDXLBackend),  # SDXL: OpenCLIP ViT-bigG as the second encoder
+    ("cond_stage_model.model.", SDBackend),  # SD 2.x: OpenCLIP ViT-H
+    ("cond_stage_model.transformer.", SDBackend),  # SD 1.x: CLIP ViT-L
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that decides which weights a render runs."""
+
+    model: str  # `toy`, a diffusers folder, a hub id or a checkpoint file
+    model_config: str | None = None  # a local diffusers folder of the same family: configs for a checkpoint file
+    vae: str | None = None  # a diffusers VAE folder replacing the model's (e.g. an fp16-safe SDXL VAE)
+
+
+def supported() -> str:
+    return "SD 1.x/2.x (" + ", ".join(k for k, v in FAMILIES.items() if v is SDBackend) + "), SDXL (" + ", ".join(
+        k for k, v in FAMILIES.items() if v is SDXLBackend
+    ) + ")"
+
+
+def is_checkpoint(source: str) -> bool:
+    return Path(source).suffix.lower() in CHECKPOINT_SUFFIXES and Path(source).is_file()
+
+
+def model_family(spec: ModelSpec) -> type[Backend]:
+    """The backend for a model, from its own files; a clear UserError for anything unsupported."""
+    source = resolve_model(spec.model)
+    if is_checkpoint(source):
+        return checkpoint_family(Path(source))
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        index = Path(hub_file(source, "model_index.json"))
+    try:
+        class_name = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError) as e:
+        raise UserError(f"model: cannot read {index}: {e}") from None
+    if class_name not in FAMILIES:
+        raise UserError(f"model: {spec.model!r} is a {class_name}, which latentwalk does not drive; supported: {supported()}")
+    return FAMILIES[class_name]
+
+
+def checkpoint_family(path: Path) -> type[Backend]:
+    names = checkpoint_names(path)
+    for prefix, family in CHECKPOINT_MARKERS:
+        if any(name.startswith(prefix) for name in names):
+            return family
+    raise UserError(f"model: {str(path)!r} is not an SD 1.x, SD 2.x or SDXL checkpoint (no text-encoder tensors found); supported: {supported()}")
+
+
+def checkpoint_names(path: Path) -> list[str]:
+    """Tensor names of a .safetensors (header only) or .ckpt file."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        state = torch.load(path, map_location="meta", weights_only=True)
+    except Exception as e:  # corrupt or foreign files raise many types
+        raise UserError(f"model: cannot read checkpoint {str(path)!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else {}
+    return list(state)
+
+
+def hub_file(repo: str, name: str) -> str:
+    """A file of a hub model, from the local cache or the hub; one line when neither can be had."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(repo, name)
+    except Exception as e:  # offline, unknown repo, gated: all the same to the user
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"model: {repo!r} is not a local folder and could not be fetched from the model hub ({type(e).__name__}: {reason[:200]})") from None
+
+
+def load_backend(spec: ModelSpec, device: str = "auto", dtype: str = "auto", options: ModelOptions = ModelOptions()) -> Backend:
+    """Load a model as its family's backend, on `device` in `dtype`, with the options applied."""
+    import diffusers
+    import transformers
+
+    # 1. Check what can be checked before reading gigabytes: family, device, dtype, options.
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars would bury our own
+    diffusers.logging.set_verbosity_error()
+    diffusers.logging.disable_progress_bar()
+    family = model_family(spec)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    if options.cpu_offload and torch_device.type != "cuda":
+        raise UserError(f"cpu_offload: needs a CUDA device, but the render runs on {torch_device.type!r}")
+    source = resolve_model(spec.model)
+    pipeline = getattr(diffusers, family.pipeline_class)
+    extra = {}
+    if spec.vae is not None:
+        extra["vae"] = diffusers.AutoencoderKL.from_pretrained(spec.vae)
+
+    # 2. Load the pipeline: a folder or hub id, or one checkpoint file with configs from a folder.
+    try:
+        if is_checkpoint(source):
+            pipe = pipeline.from_single_file(source, config=spec.model_config, local_files_only=True, **extra)
+        else:
+            pipe = pipeline.from_pretrained(source, **extra, **({"safety_checker": None, "requires_safety_checker": False} if family is SDBackend else {}))
+    except (OSError, ValueError, EnvironmentError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if is_checkpoint(source) and spec.model_config is None:
+            first_line += "; with no model hub reachable, set model_config: to a local diffusers folder of the same family"
+        raise UserError(f"model: could not load {spec.model!r} ({source}): {first_line}") from None
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).eval().requires_grad_(False)
+
+    # 3. Place it on the device with the options applied.
+    backend = family(pipe, source, torch_device, torch_dtype, options)
+    backend.unet = apply_options(pipe, torch_device, torch_dtype, options)
+    return backend
+
+
+def apply_options(pipe, device: torch.device, dtype: torch.dtype, options: ModelOptions) -> torch.nn.Module:
+    """Place the pipeline on its device with the options applied; returns the UNet to call."""
+    if options.cpu_offload:
+        # Weights stay on the CPU; a hook moves each component to the GPU when it is called.
+        pipe.to(dtype=dtype)
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device, dtype)
+    if dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
+        # SDXL's VAE overflows in float16 (black frames); diffusers decodes it in float32 too.
+        pipe.vae.to(dtype=torch.float32)
+    if options.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if options.attention_slicing:
+        pipe.enable_attention_slicing("auto")
+    if options.vae_tiling:
+        pipe.vae.enable_tiling()
+    if options.compile:
+        return torch.compile(pipe.unet, fullgraph=False, dynamic=False)  # batches are padded: one shape
+    return pipe.unet

@@ -1,0 +1,106 @@
+"""The model seam: what the engine needs from a diffusion model family, and what every family shares.
+
+A backend wraps a loaded diffusers pipeline. It turns prompt expressions into a conditioning
+object (`Cond`: named tensors with one row each), calls the denoiser for a batch, and moves
+images in and out of latent space. Families differ only in `encode` and `unet_kwargs`.
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from latentwalk.prompts import PromptExpr
+
+# Conditioning of one prompt (each tensor (1, ...)) or of a batch (each (B, ...)): named so that
+# every operation (sums, slerp, rows) acts on all of a family's tensors alike.
+Cond = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Memory and speed switches for big models and GPUs (timeline settings of the same names)."""
+
+    channels_last: bool = False  # NHWC convolutions: faster on tensor-core GPUs
+    compile: bool = False  # torch.compile the UNet: slow first batch, faster after
+    attention_slicing: bool = False  # attention in slices: less peak memory, a little slower
+    vae_tiling: bool = False  # decode in overlapping tiles: big frames in little memory
+    cpu_offload: bool = False  # one component on the GPU at a time (accelerate hooks)
+
+    def numerics(self) -> tuple[tuple[str, bool], ...]:
+        """The options that can change a frame's pixels (offloading only moves weights)."""
+        return (
+            ("channels_last", self.channels_last),
+            ("compile", self.compile),
+            ("attention_slicing", self.attention_slicing),
+            ("vae_tiling", self.vae_tiling),
+        )
+
+
+class Backend:
+    """One model family behind the engine's interface."""
+
+    family: ClassVar[str]  # e.g. "sd", "sdxl"
+    pipeline_class: ClassVar[str]  # the diffusers class that loads it
+
+    def __init__(self, pipe, source: str, device: torch.device, dtype: torch.dtype, options: ModelOptions):
+        self.pipe = pipe
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self.options = options
+        self.unet = pipe.unet  # replaced by a compiled UNet when `compile` is on
+        self.vae = pipe.vae
+        self.scheduler_config = dict(pipe.scheduler.config)
+        self.unet_calls = 0  # UNet forward passes so far (a batch with CFG counts once)
+
+    # --- shapes --------------------------------------------------------------------------------
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.unet.config.in_channels
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
+        f = self.vae_scale_factor
+        return (self.latent_channels, height // f, width // f)
+
+    # --- the family's own parts ----------------------------------------------------------------
+
+    def encode(self, expr: PromptExpr, negative: bool = False) -> Cond:
+        """Conditioning of one prompt expression, each tensor (1, ...) in float32."""
+        raise NotImplementedError
+
+    def unet_kwargs(self, cond: Cond, width: int, height: int) -> dict:
+        """Keyword arguments of the UNet call for a batch of conditioning rows."""
+        raise NotImplementedError
+
+    # --- shared --------------------------------------------------------------------------------
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, width: int, height: int) -> torch.Tensor:
+        """The denoiser's output (noise, or v for v-prediction models) for a batch, in float32."""
+        self.unet_calls += 1
+        batch = {name: tensor.to(self.device, self.dtype) for name, tensor in cond.items()}
+        out = self.unet(x.to(self.dtype), t, **self.unet_kwargs(batch, width, height))
+        return out.sample.float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (B, C, h, w) → frames (B, H, W, 3) uint8 in one batched VAE call."""
+        vae_dtype = next(self.vae.parameters()).dtype  # float32 when the VAE is upcast
+        scaled = latents.to(self.device, vae_dtype) / self.vae.config.scaling_factor
+        images = self.vae.decode(scaled).sample.float()  # (B, 3, H, W) in [-1, 1]
+        images = ((images / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        return images.permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 → scaled latents (B, C, h, w): the posterior mean, so no generator is needed."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W)
+        posterior = self.vae.encode(pixels.to(self.device, vae_dtype)).latent_dist
+        return posterior.mean.float() * self.vae.config.scaling_factor

@@ -1,0 +1,118 @@
+"""Per-frame inputs and the render identity, defined once: what a frame's pixels depend on.
+
+Timelines (one per video frame, from the schedule) and sweeps (one per cell) both become
+`FrameInputs`; the engine renders them and the frame store keys them. Hashing exactly these
+(sha256 of canonical JSON) lets any run reuse any frame an earlier run made.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Bump when the engine changes which pixels a key stands for: every old frame is then a miss.
+KEY_VERSION = 2
+# Model files at most this big are fingerprinted by content (configs, tokenizer files); bigger
+# ones (weights) by size and mtime, which costs a stat instead of reading gigabytes.
+CONTENT_HASH_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class RenderIdentity:
+    """What every frame of a render shares and its pixels depend on."""
+
+    model: str  # the resolved source: a folder path, a checkpoint file or a hub id
+    model_fingerprint: str  # of the folder's or file's contents (and model_config, vae); "" for a hub id
+    family: str  # the backend: "sd", "sdxl"
+    width: int
+    height: int
+    scheduler: str
+    timestep_spacing: str
+    interpolation: str
+    dtype: str  # resolved, e.g. "torch.float16"
+    device_type: str  # "cpu", "cuda", "mps"
+    # CPU kernels split reductions by thread: 1 vs 2 threads moved 8 of 40 tiny-model frames by
+    # one level. 0 on GPUs, where the device does the arithmetic.
+    cpu_threads: int
+    # Batches are always padded to this many rows: kernels pick algorithms by shape, so the
+    # batch size (but not which frames share a batch) can change the last bit of a frame.
+    batch_size: int
+    options: tuple[tuple[str, bool], ...]  # model options that change numerics (channels_last, ...)
+    adapters: tuple[tuple[str, str], ...]  # (name, file fingerprint) of LoRAs and embeddings
+    versions: tuple[tuple[str, str], ...]  # torch and diffusers: kernels change between releases
+
+
+@dataclass(frozen=True)
+class FrameInputs:
+    """One frame's own inputs: noise between two seeds, conditioning between two prompts, and the rest.
+
+    Prompts are canonical expression text (`str(parse_prompt(...))`), so equal prompts written
+    differently share frames.
+    """
+
+    seed_a: int
+    seed_b: int
+    noise_t: float  # noise slerp weight toward seed_b
+    prompt_a: str
+    prompt_b: str
+    negative_a: str
+    negative_b: str
+    t: float  # conditioning interpolation weight toward prompt_b / negative_b
+    guidance: float
+    steps: int
+    strength: float | None = None  # img2img: how much of `init` is re-imagined; None: text-to-image
+    init: str | None = None  # content hash of the init image (see engine.InitImages)
+    # Further per-frame quantities by name, sorted: LoRA weights ("lora:<name>"), noise_shift, ...
+    params: tuple[tuple[str, float], ...] = ()
+
+    def param(self, name: str, default: float = 0.0) -> float:
+        return dict(self.params).get(name, default)
+
+
+def frame_key(identity: RenderIdentity, inputs: FrameInputs) -> str:
+    """sha256 hex digest of canonical JSON of the key version, the identity and the inputs."""
+    # json writes floats with repr, which round-trips exactly, so distinct floats hash apart.
+    payload = {"version": KEY_VERSION, "render": asdict(identity), "frame": asdict(inputs)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def file_fingerprint(source: str | Path) -> str:
+    """sha256 over a model folder or file: small files by content, big ones by size and mtime."""
+    root = Path(source)
+    if not root.exists():
+        return ""  # a hub id: the id itself is part of the identity
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update((str(path.relative_to(root)) if path != root else path.name).encode() + b"\0")
+        if stat.st_size <= CONTENT_HASH_LIMIT:
+            digest.update(path.read_bytes())
+        else:
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def timeline_frames(records, keyframes, default_negative: str, steps: int) -> tuple[FrameInputs, ...]:
+    """The inputs of every video frame of a schedule (schedule.FrameRecord, timeline.Keyframe)."""
+    from latentwalk.prompts import parse_prompt
+
+    prompts = [str(parse_prompt(k.prompt)) for k in keyframes]
+    negatives = [str(parse_prompt(k.negative_prompt if k.negative_prompt is not None else default_negative)) for k in keyframes]
+    return tuple(
+        FrameInputs(
+            seed_a=r.seed_a,
+            seed_b=r.seed_b,
+            noise_t=r.noise_t,
+            prompt_a=prompts[r.segment],
+            prompt_b=prompts[r.target],
+            negative_a=negatives[r.segment],
+            negative_b=negatives[r.target],
+            t=r.t,
+            guidance=r.guidance,
+            steps=steps,
+            params=r.params,
+        )
+        for r in records
+    )
