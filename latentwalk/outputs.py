@@ -76,7 +76,8 @@ def is_manifest(path: Path) -> bool:
     if data.get("format") == MANIFEST_FORMAT:
         return True
     versions = data.get("versions")
-    return {"timeline", "plan", "versions"} <= set(data) and isinstance(versions, dict) and "latentwalk" in versions
+    sections = {"timeline", "plan"} <= set(data) or {"sweep", "cells"} <= set(data)  # a render's or a sweep's
+    return sections and isinstance(versions, dict) and "latentwalk" in versions
 
 
 def check_render_outputs(
@@ -209,3 +210,22 @@ def write_manifest(path: Path, data: dict[str, Any]) -> Path:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+SWEEP_FILE = re.compile(r"^(?:cell_\d+_\d+\.png|sheet\.png|sweep\.json|sweep(?:_row\d+)?\.mp4)$")
+
+
+def check_sweep_folder(folder: Path, inputs: tuple[Path, ...]) -> None:
+    """A sweep's --out folder: new, empty, or an earlier sweep's (its sweep.json); never over an input."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out: {folder} is a file; a sweep writes a folder of images")
+    if folder.is_dir():
+        names = os.listdir(folder)
+        if names and not is_manifest(folder / "sweep.json"):
+            raise UserError(
+                f"--out: {folder} already holds {len(names)} files and no latentwalk sweep.json; use an empty or new folder"
+            )
+        for source in inputs:
+            if same_file(source.parent, folder) and SWEEP_FILE.match(source.name):
+                raise UserError(f"--out: the sweep would overwrite the input {source}; choose another --out")
+    check_writable(folder, "--out")

@@ -11,7 +11,6 @@ one `Cell` of plain values per image) → `render_cells` (batched through render
 `contact_sheet` (labelled PIL image) → `run_sweep` writes the PNGs, sheet, manifest and video.
 """
 
-import json
 import math
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import yaml
 
+from latentwalk import outputs
 from latentwalk.errors import UserError
 from latentwalk.prompts import PromptSyntaxError, parse_prompt
 from latentwalk.frames import FrameInputs
@@ -621,6 +621,7 @@ def run_sweep(
         raise UserError(f"batch_size: must be at least 1, got {batch_size}")
     cells = sweep_cells(sweep)
     out = Path(out_dir) if out_dir is not None else default_out_dir(sweep)
+    outputs.check_sweep_folder(out, tuple(p for p in (Path(sweep.source), sweep.init_image) if p is not None and p.is_file()))
     init_image = load_init_image(sweep.init_image, settings.width, settings.height) if sweep.init_image else None
 
     # 2. Load the model.
@@ -658,7 +659,7 @@ def run_sweep(
     timings["total_s"] = time.perf_counter() - clock
     manifest = out / "sweep.json"
     data = manifest_data(sweep, cells, [paths[c] for c in cells], sheet_path, videos, model, timings)
-    manifest.write_text(json.dumps(data, indent=1))
+    outputs.write_manifest(manifest, data)
     return SweepResult(sweep, cells, images, tuple(paths[c] for c in cells), sheet_path, manifest, videos, layout, timings)
 
 

@@ -387,3 +387,15 @@ def test_sigterm_cleans_up_and_the_render_resumes(tiny_model_dir, tmp_path, caps
     status, text, _ = run(capsys, "render", str(timeline), "--out", str(out), "--quiet")
     assert status == 0 and f"{len(stored)} frames reused, {40 - len(stored)} rendered" in text
     assert probe(out).frames == 40
+
+
+def test_a_sweep_never_writes_into_a_folder_of_other_files(tmp_path, capsys):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("prompt: a\nseeds: {count: 2}\n")
+    (tmp_path / "holiday.jpg").write_bytes(b"a photo")
+    before = snapshot(tmp_path)
+    status, _, err = run(capsys, "sweep", str(sweep), "--out", str(tmp_path))
+    assert status == 2 and "no latentwalk sweep.json" in err
+    status, _, err = run(capsys, "sweep", str(sweep), "--out", str(tmp_path / "holiday.jpg"))
+    assert status == 2 and "is a file" in err
+    assert snapshot(tmp_path) == before
