@@ -95,7 +95,7 @@ def _as_batch(image) -> tuple[torch.Tensor, str]:
     array = np.asarray(image, dtype=np.float32)
     kind = "hwc" if array.ndim == 3 else "bhwc"
     batch = array[None] if array.ndim == 3 else array
-    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2), kind
+    return torch.from_numpy(np.array(batch, dtype=np.float32)).permute(0, 3, 1, 2), kind  # a copy: inputs may be read-only views
 
 
 def _from_batch(batch: torch.Tensor, kind: str):

@@ -49,6 +49,7 @@ class FeedbackFrame:
     reference: int | None = None  # frame whose independent render is the colour reference; None: the chain's first
     diffused: bool = True  # False: a cadence in-between, filled by warping its diffused neighbours
     fov: float = camera.DEFAULT_FOV  # degrees; only 3D steps use it
+    border: str = "reflect"  # what the warp shows past the picture's edges: "reflect" or "replicate"
 
 
 def step_inputs(frame: FeedbackFrame, reference_key: str) -> str:
@@ -61,6 +62,7 @@ def step_inputs(frame: FeedbackFrame, reference_key: str) -> str:
         "reference": reference_key,
         "diffused": frame.diffused,
         "fov": frame.fov,
+        "border": frame.border,
     }
     return json.dumps(payload, sort_keys=True)
 
@@ -149,7 +151,7 @@ def plan_work(frames: Sequence[FeedbackFrame], stored: Callable[[str], bool]) ->
 
 def prepare_init(previous: np.ndarray, step: np.ndarray, frame: FeedbackFrame, reference: ColourStats) -> np.ndarray:
     """The init of a feedback step: the stored predecessor warped, then colour, sharpness/contrast, noise."""
-    image = camera.warp_matrix(previous.astype(np.float32) / 255, step)
+    image = camera.warp_matrix(previous.astype(np.float32) / 255, step, frame.border)
     c = frame.coherence
     if c.colour > 0:
         image = camera.match_colour(image, reference, c.colour)
@@ -254,7 +256,8 @@ def _fill_ready(frames, chain, missing: set[int], keys, frame_at, save) -> None:
         if frame_a is None or frame_b is None:
             continue  # b is not rendered yet
         path = [_step_matrix(frames[j], frame_a.shape) for j in range(a + 1, b + 1)]
-        filled = to_uint8(camera.cadence_fill(frame_a.astype(np.float32) / 255, frame_b.astype(np.float32) / 255, b - a - 1, path))
+        a_b = [frame.astype(np.float32) / 255 for frame in (frame_a, frame_b)]
+        filled = to_uint8(camera.cadence_fill(*a_b, b - a - 1, path, frames[b].border))
         for j in gap:
             save(keys[j], filled[j - a - 1])
             missing.discard(j)
