@@ -98,6 +98,8 @@ def main() -> None:
             "mean": means.tolist(),
             "std": stds.tolist(),
             "max_mean_drift": np.abs(means - means[0]).max(0).tolist(),
+            "median_mean_drift": np.median(np.abs(means - means[0]), 0).tolist(),
+            "p95_mean_drift": np.percentile(np.abs(means - means[0]), 95, 0).tolist(),
             "end_spread_ratio": (stds[-1] / stds[0]).tolist(),
         }
     # 4. The table.
@@ -109,7 +111,9 @@ def main() -> None:
             m, s = r["mean"][k], r["std"][k]
             print(f"{name:7} {k:5}   {m[0]:.3f}   {m[1]:.3f}   {m[2]:.3f}  |  {s[0]:.3f}   {s[1]:.3f}   {s[2]:.3f}")
         d, q = r["max_mean_drift"], r["end_spread_ratio"]
-        print(f"{name:7} max |mean drift| {d[0]:.3f} {d[1]:.3f} {d[2]:.3f};  end std / first std {q[0]:.2f} {q[1]:.2f} {q[2]:.2f}\n")
+        p50, p95 = r["median_mean_drift"], r["p95_mean_drift"]
+        print(f"{name:7} |mean_k - mean_0| median {p50[0]:.3f} {p50[1]:.3f} {p50[2]:.3f}, 95th percentile {p95[0]:.3f} "
+              f"{p95[1]:.3f} {p95[2]:.3f}, max {d[0]:.3f} {d[1]:.3f} {d[2]:.3f};  end std / first std {q[0]:.2f} {q[1]:.2f} {q[2]:.2f}\n")
     out = HERE / f"feedback-drift-{args.frames}.json"
     settings = {"frames": args.frames, "size": args.size, "steps": args.steps, "strength": args.strength, "prompt": args.prompt,
                 "motion": str(motion), "configs": {k: str(v) for k, v in CONFIGS.items()}, "seconds": seconds}
