@@ -5,7 +5,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from latentwalk.camera import Motion
 from latentwalk.feedback import (
