@@ -390,11 +390,14 @@ def cell_inputs(cell: Cell, negative_prompt: str, init: str | None = None) -> Fr
 
 
 def cell_batches(cells: Sequence[Cell], batch_size: int) -> list[list[Cell]]:
-    """Cells as the engine batches them: by shared timestep schedule and guidance mode, first-seen order."""
+    """Cells as the engine batches them: by shared timestep schedule and guidance mode, first-seen
+    order; cells with identical inputs are one frame, rendered once."""
     from latentwalk.engine import plan_batches
 
-    by_inputs = {cell_inputs(c, ""): c for c in cells}
-    return [[by_inputs[f] for f in batch] for batch in plan_batches(list(by_inputs), batch_size)]
+    cells_of: dict[FrameInputs, list[Cell]] = {}
+    for cell in cells:
+        cells_of.setdefault(cell_inputs(cell, ""), []).append(cell)
+    return [[c for f in batch for c in cells_of[f]] for batch in plan_batches(list(cells_of), batch_size)]
 
 
 def render_cells(
