@@ -59,13 +59,19 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
         beats, bpm, duration = audio_stage.beat_grid(timeline.audio.bpm, 24 * 3600), timeline.audio.bpm, None
     else:
         beats, bpm, duration = np.zeros(0), None, None
-    # 3. Percussive energy per video frame, for segments paced by the audio.
-    energy = None
+    # 3. Percussive energy per video frame, for segments paced by the audio; features for tracks.
+    energy, features = None, None
     if analysis is not None:
         n_frames = video_frames(timeline, beats, duration, bpm)
         energy = audio_stage.envelope_at_fps(analysis.onset_envelope, fps, n_frames)
+        features = audio_features(analysis)
     # 4. The schedule.
-    return plan_frames(timeline, beats, bpm, duration, energy)
+    return plan_frames(timeline, beats, bpm, duration, energy, features)
+
+
+def audio_features(analysis: audio_stage.AudioAnalysis) -> dict[str, np.ndarray]:
+    """Track variables' audio features at ENVELOPE_RATE: the analysis's own, else its onset envelope."""
+    return dict(getattr(analysis, "features", None) or {"onset": analysis.onset_envelope})
 
 
 @dataclass(frozen=True)
@@ -332,11 +338,21 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
                 "position": k.keyframe.position.value,
                 "prompt": k.keyframe.prompt,
                 "seed": k.keyframe.seed,
+                "origin": k.keyframe.origin or None,
             }
             for k in schedule.keyframes
         ],
-        "frames": [{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(r).items()} for r in schedule.frames],
+        "tracks": list(schedule.tracks),
+        "frames": [frame_data(r, schedule.tracks) for r in schedule.frames],
     }
+
+
+def frame_data(record: FrameRecord, tracks: Sequence[str]) -> dict:
+    """One frame record as JSON-ready data, with the value of every track the timeline sets."""
+    from latentwalk.schedule import track_value
+
+    data = {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(record).items() if k != "params"}
+    return data | {name: track_value(record, name) for name in tracks}
 
 
 def library_versions() -> dict[str, str]:
