@@ -83,10 +83,11 @@ def snap_times(times: np.ndarray, mode: str, beats: np.ndarray, bpm: float, beat
     if mode == "none":
         return times
     position = beat_positions(times, beats, bpm)
+    # floor(x + 0.5): halfway rounds up (later), where np.round would round half to even.
     if mode == "beat":
-        snapped = np.round(position)
+        snapped = np.floor(position + 0.5)
     else:
-        snapped = downbeat + np.round((position - downbeat) / beats_per_bar) * beats_per_bar
+        snapped = downbeat + np.floor((position - downbeat) / beats_per_bar + 0.5) * beats_per_bar
     return np.maximum(beat_to_time(snapped, beats, bpm), 0.0)
 
 

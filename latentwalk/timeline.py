@@ -296,7 +296,7 @@ def _parse_settings(r: FieldReader, data: dict) -> RenderSettings:
         height=height,
         fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True),
         steps=r.number(get("steps"), ("steps",), minimum=1, integer=True),
-        guidance=get("guidance") if isinstance(get("guidance"), str) else r.number(get("guidance"), ("guidance",), minimum=0),
+        guidance=_setting(r.track(get("guidance"), ("guidance",), minimum=0)),
         scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
         negative_prompt=r.text(get("negative_prompt") or "", ("negative_prompt",)),
         interpolation=r.choice(get("interpolation"), ("interpolation",), INTERPOLATION_NAMES),
@@ -305,6 +305,11 @@ def _parse_settings(r: FieldReader, data: dict) -> RenderSettings:
         batch_size=r.number(get("batch_size"), ("batch_size",), minimum=1, integer=True),
         **options,
     )
+
+
+def _setting(track: Track) -> float | str:
+    """A track as a plain setting for manifests: the number, or the expression's text."""
+    return track if isinstance(track, float) else str(track)
 
 
 def frame_size(r: FieldReader, width: Any, height: Any) -> tuple[int, int]:

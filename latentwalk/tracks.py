@@ -290,8 +290,8 @@ def one_pole(x: Array, rise: Array, fall: Array, fps: float) -> Array:
     """Exponential follower: moves toward x with time constant `rise` (x above) or `fall` (below).
 
     y[0] = x[0]; y[k] = y[k-1] + a·(x[k] - y[k-1]) with a = 1 - exp(-1 / (fps·tau)), the
-    sampled one-pole low-pass filter, so a step reaches 1 - 1/e of its height after tau seconds;
-    tau = 0 follows x exactly.
+    sampled one-pole low-pass filter: a step reaches 1 - 1/e of its height tau·fps frames on,
+    counting the step's own frame (tau seconds after that frame starts); tau = 0 follows x.
     """
     with np.errstate(divide="ignore"):
         a_rise = np.where(rise > 0, -np.expm1(-1.0 / (fps * np.maximum(rise, 1e-300))), 1.0)
