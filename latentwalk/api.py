@@ -150,8 +150,8 @@ def frame_plan(
         options=model_options(settings).numerics(),
         versions=(("diffusers", diffusers.__version__), ("torch", torch.__version__)),
     )
-    prompts = [str(parse_prompt(k.prompt)) for k in timeline.keyframes]
-    negatives = [str(parse_prompt(n)) for n in keyframe_negatives(timeline)]
+    prompts = [str(parse_prompt(k.keyframe.prompt)) for k in schedule.keyframes]
+    negatives = [str(parse_prompt(n)) for n in keyframe_negatives(timeline, schedule)]
     keys = tuple(frame_key(identity, frame_inputs(r, prompts, negatives)) for r in schedule.frames)
     shape = (settings.height, settings.width, 3)
     first: dict[str, FrameRecord] = {}
@@ -161,9 +161,10 @@ def frame_plan(
     return FramePlan(identity, keys, missing, shape)
 
 
-def keyframe_negatives(timeline: Timeline) -> list[str]:
+def keyframe_negatives(timeline: Timeline, schedule: Plan) -> list[str]:
+    """Each planned keyframe's negative prompt (the plan's list: lyric keyframes included)."""
     default = timeline.settings.negative_prompt
-    return [k.negative_prompt if k.negative_prompt is not None else default for k in timeline.keyframes]
+    return [k.keyframe.negative_prompt if k.keyframe.negative_prompt is not None else default for k in schedule.keyframes]
 
 
 class _InOrderWriter:
@@ -249,7 +250,7 @@ def render(
         model = load_model(settings.model, device or settings.device, settings.dtype, options)
         timings["load_model_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        conditioning = encode_keyframes(model, [k.prompt for k in timeline.keyframes], keyframe_negatives(timeline))
+        conditioning = encode_keyframes(model, [k.keyframe.prompt for k in schedule.keyframes], keyframe_negatives(timeline, schedule))
         timings["encode_prompts_s"] = time.perf_counter() - t0
 
     # 4. Denoise the missing frames; a worker thread decodes batch k-1 meanwhile, stores its
