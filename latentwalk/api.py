@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from latentwalk import audio as audio_stage
 from latentwalk.errors import UserError
-from latentwalk.schedule import Plan, plan_frames, video_frames
+from latentwalk.schedule import FrameRecord, Plan, plan_frames, video_frames
 from latentwalk.frames import FrameInputs, RenderIdentity, file_fingerprint, frame_key, timeline_frames
 from latentwalk.store import FrameStore, StoreUsage
 from latentwalk.timeline import RenderSettings, Timeline, load_timeline
@@ -61,13 +61,19 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
         beats, bpm, duration = audio_stage.beat_grid(timeline.audio.bpm, 24 * 3600), timeline.audio.bpm, None
     else:
         beats, bpm, duration = np.zeros(0), None, None
-    # 3. Percussive energy per video frame, for segments paced by the audio.
-    energy = None
+    # 3. Percussive energy per video frame, for segments paced by the audio; features for tracks.
+    energy, features = None, None
     if analysis is not None:
         n_frames = video_frames(timeline, beats, duration, bpm)
         energy = audio_stage.envelope_at_fps(analysis.onset_envelope, fps, n_frames)
+        features = audio_features(analysis)
     # 4. The schedule.
-    return plan_frames(timeline, beats, bpm, duration, energy)
+    return plan_frames(timeline, beats, bpm, duration, energy, features)
+
+
+def audio_features(analysis: audio_stage.AudioAnalysis) -> dict[str, np.ndarray]:
+    """Track variables' audio features at ENVELOPE_RATE: the analysis's own, else its onset envelope."""
+    return dict(getattr(analysis, "features", None) or {"onset": analysis.onset_envelope})
 
 
 @dataclass(frozen=True)
@@ -179,7 +185,9 @@ def frame_plan(
     """Key every frame by what determines its pixels and look the keys up; loads no model."""
     settings = timeline.settings
     identity = render_identity(settings, device=device, batch_size=batch_size)
-    inputs = timeline_frames(schedule.frames, timeline.keyframes, settings.negative_prompt, settings.steps)
+    inputs = timeline_frames(
+        schedule.frames, [k.keyframe for k in schedule.keyframes], settings.negative_prompt, settings.steps, timeline.noise_shift_seed
+    )
     keys = tuple(frame_key(identity, i) for i in inputs)
     shape = (settings.height, settings.width, 3)
     first: dict[str, FrameInputs] = {}
@@ -314,11 +322,21 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
                 "position": k.keyframe.position.value,
                 "prompt": k.keyframe.prompt,
                 "seed": k.keyframe.seed,
+                "origin": k.keyframe.origin or None,
             }
             for k in schedule.keyframes
         ],
-        "frames": [{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(r).items()} for r in schedule.frames],
+        "tracks": list(schedule.tracks),
+        "frames": [frame_data(r, schedule.tracks) for r in schedule.frames],
     }
+
+
+def frame_data(record: FrameRecord, tracks: Sequence[str]) -> dict:
+    """One frame record as JSON-ready data, with the value of every track the timeline sets."""
+    from latentwalk.schedule import track_value
+
+    data = {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(record).items() if k != "params"}
+    return data | {name: track_value(record, name) for name in tracks}
 
 
 def library_versions() -> dict[str, str]:

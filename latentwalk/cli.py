@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the per-frame schedule without rendering")
     p.add_argument("timeline")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", metavar="FILE", help="also draw the plan (waveform, beats, keyframes, tracks) into a .png/.svg/.pdf")
 
     b = sub.add_parser("beats", help="print the tempo and beat times of an audio file")
     b.add_argument("audio")
@@ -99,10 +100,17 @@ def cmd_store(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from latentwalk.api import as_timeline, plan, plan_data
+    from latentwalk.api import as_timeline, plan, plan_data, timeline_audio
 
     timeline = as_timeline(args.timeline)
-    schedule = plan(timeline)
+    if args.plot:
+        from latentwalk.plot import check_plot_path
+
+        check_plot_path(args.plot)  # a bad path fails before the audio analysis
+    analysis = timeline_audio(timeline)
+    schedule = plan(timeline, analysis)
+    if args.plot:
+        write_plot(schedule, timeline, args.plot)
     if args.json:
         json.dump(plan_data(schedule, timeline), sys.stdout)
         print()
@@ -110,20 +118,42 @@ def cmd_plan(args: argparse.Namespace) -> None:
     print(format_plan(schedule))
 
 
+def write_plot(schedule, timeline, path: str) -> None:
+    """Draw the plan with the timeline's audio clip as its waveform; say where it went on stderr."""
+    from latentwalk.plot import plot_plan
+
+    samples, bpb, down = None, 4, 0
+    if timeline.audio is not None:
+        bpb, down = timeline.audio.beats_per_bar, timeline.audio.downbeat
+        if timeline.audio.path is not None:
+            from latentwalk.audio import load_audio
+
+            samples = load_audio(timeline.audio.path, timeline.audio.start, timeline.audio.end)
+    out = plot_plan(schedule, path, samples=samples, beats_per_bar=bpb, downbeat=down, title=Path(timeline.source).name)
+    print(f"plot {out}", file=sys.stderr)
+
+
 def format_plan(schedule) -> str:
     """A table for people: one row per frame, keyframes marked with their prompt."""
+    from latentwalk.schedule import track_value
+
     bpm = f", {schedule.bpm:.2f} bpm" if schedule.bpm else ""
     lines = [f"{schedule.n_frames} frames at {schedule.fps:g} fps = {schedule.duration:.3f}s{bpm}", ""]
     for k in schedule.keyframes:
         pos = k.keyframe.position
-        lines.append(f"keyframe {k.index}: {pos.unit} {pos.value:g} -> frame {k.frame} ({k.time:.3f}s) seed {k.keyframe.seed}: {k.keyframe.prompt}")
-    lines += ["", f"{'frame':>6} {'time':>8} {'beat':>7} {'seg':>4} {'t':>6} {'noise_t':>7} {'seeds':>11} {'guid':>5}"]
+        origin = f" [{k.keyframe.origin}]" if k.keyframe.origin else ""
+        lines.append(f"keyframe {k.index}: {pos.unit} {pos.value:g} -> frame {k.frame} ({k.time:.3f}s) seed {k.keyframe.seed}{origin}: {k.keyframe.prompt}")
+    others = [name for name in schedule.tracks if name != "guidance"]
+    header = f"{'frame':>6} {'time':>8} {'beat':>7} {'seg':>4} {'t':>6} {'noise_t':>7} {'seeds':>11} {'guid':>5}"
+    lines += ["", header + "".join(f" {name:>{max(7, len(name))}}" for name in others)]
     key_frames = {k.frame for k in schedule.keyframes}
     for r in schedule.frames:
         mark = " *" if r.frame in key_frames else ""
         lines.append(
             f"{r.frame:>6} {r.time:>8.3f} {r.beat:>7.2f} {r.segment:>4} {r.t:>6.3f} {r.noise_t:>7.3f} "
-            f"{f'{r.seed_a}->{r.seed_b}':>11} {r.guidance:>5.2f}{mark}"
+            f"{f'{r.seed_a}->{r.seed_b}':>11} {r.guidance:>5.2f}"
+            + "".join(f" {track_value(r, name):>{max(7, len(name))}.3f}" for name in others)
+            + mark
         )
     return "\n".join(lines)
 

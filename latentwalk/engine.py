@@ -28,8 +28,7 @@ from latentwalk.prompts import parse_prompt
 from latentwalk.sampling import STEP_NOISE_SALT, BatchInputs, denoise, uses_guidance
 
 OVERLAP_DEPTH = 2  # denoised batches waiting for the decoder: bounds memory at ~3 batches
-# noise_shift moves a frame's noise toward the noise of its seeds XOR this (a second direction).
-SHIFT_SEED_XOR = 0x7F4A7C15
+MAX_SEED = 2**63  # torch.Generator.manual_seed takes a signed 64-bit seed
 T = TypeVar("T")
 
 
@@ -81,14 +80,24 @@ def interpolate_cond(a: Cond, b: Cond, t: float, interpolation: str) -> Cond:
 
 
 def frame_noise(frame: FrameInputs, shape: tuple[int, int, int]) -> torch.Tensor:
-    """(1, C, h, w): the slerp of the two seeds' noise, moved `noise_shift` toward a second direction."""
+    """(1, C, h, w): the slerp of the two seeds' noise, moved `noise_shift` toward a second direction.
+
+    The second direction is the noise of `noise_shift_seed` when the timeline sets one, else
+    that of each seed + 1, travelling with the frame's noise weight; a shift of 0 is the frame's
+    own noise exactly.
+    """
     noise_t = torch.tensor([frame.noise_t], dtype=torch.float64)
     noise = slerp_noise(seed_noise(frame.seed_a, shape), seed_noise(frame.seed_b, shape), noise_t)
     shift = frame.param("noise_shift")
-    if shift != 0:
-        other = slerp_noise(seed_noise(frame.seed_a ^ SHIFT_SEED_XOR, shape), seed_noise(frame.seed_b ^ SHIFT_SEED_XOR, shape), noise_t)
-        noise = slerp_noise(noise[0], other[0], torch.tensor([shift], dtype=torch.float64))
-    return noise
+    if shift == 0:
+        return noise
+    params = dict(frame.params)
+    if "noise_shift_seed" in params:
+        other = seed_noise(int(params["noise_shift_seed"]), shape)
+    else:
+        a, b = ((s + 1) % MAX_SEED for s in (frame.seed_a, frame.seed_b))
+        other = slerp_noise(seed_noise(a, shape), seed_noise(b, shape), noise_t)[0]
+    return slerp_noise(noise[0], other, torch.tensor([shift], dtype=torch.float64))
 
 
 def batch_inputs(

@@ -94,7 +94,7 @@ def file_fingerprint(source: str | Path) -> str:
     return digest.hexdigest()
 
 
-def timeline_frames(records, keyframes, default_negative: str, steps: int) -> tuple[FrameInputs, ...]:
+def timeline_frames(records, keyframes, default_negative: str, steps: int, noise_shift_seed: int | None = None) -> tuple[FrameInputs, ...]:
     """The inputs of every video frame of a schedule (schedule.FrameRecord, timeline.Keyframe)."""
     from latentwalk.prompts import parse_prompt
 
@@ -112,7 +112,14 @@ def timeline_frames(records, keyframes, default_negative: str, steps: int) -> tu
             t=r.t,
             guidance=r.guidance,
             steps=steps,
-            params=r.params,
+            params=shift_seed_param(r.params, noise_shift_seed),
         )
         for r in records
     )
+
+
+def shift_seed_param(params: tuple[tuple[str, float], ...], seed: int | None) -> tuple[tuple[str, float], ...]:
+    """A frame's params with the timeline's noise_shift_seed added where its noise is shifted."""
+    if seed is None or not dict(params).get("noise_shift"):
+        return params
+    return tuple(sorted(params + (("noise_shift_seed", float(seed)),)))

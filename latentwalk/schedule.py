@@ -4,13 +4,14 @@ No torch, no files. A segment runs from keyframe k (inclusive) to keyframe k+1 (
 so a keyframe's own image appears exactly once: at its frame, with t = 0 of its segment.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
+from latentwalk import tracks as track_math
 from latentwalk.errors import UserError
-from latentwalk.timeline import Keyframe, Position, Timeline, format_path
+from latentwalk.timeline import TRACK_DEFAULTS, Keyframe, Position, Timeline, format_path
 
 
 def linear(t: np.ndarray) -> np.ndarray:
@@ -138,7 +139,8 @@ class FrameRecord:
     seed_a: int
     seed_b: int
     guidance: float
-    # Further per-frame quantities by name, sorted: LoRA weights ("lora:<name>"), noise_shift, ...
+    # Every other track the timeline sets, as sorted (name, value) pairs, left out where the value
+    # is its no-effect default, so frames of a timeline without tracks keep their keys.
     params: tuple[tuple[str, float], ...] = ()
 
 
@@ -151,6 +153,12 @@ class Plan:
     beats: np.ndarray  # beat times in seconds used for placement
     keyframes: tuple[ResolvedKeyframe, ...]
     frames: tuple[FrameRecord, ...]
+    tracks: tuple[str, ...] = ()  # names of the tracks the timeline sets (guidance always)
+
+
+def track_value(record: FrameRecord, name: str) -> float:
+    """A frame's value of any track, the default where `params` leaves it out."""
+    return record.guidance if name == "guidance" else dict(record.params).get(name, TRACK_DEFAULTS[name])
 
 
 def resolve_keyframes(
@@ -177,7 +185,44 @@ def resolve_keyframes(
                 f"(frame {prev.frame}); keyframes must be in order and at distinct frames"
             )
         resolved.append(ResolvedKeyframe(i, frame, time, kf))
+    if timeline.lyrics:
+        resolved = merge_lyrics(timeline, resolved, beats, n_frames, bpm)
     return tuple(resolved)
+
+
+def merge_lyrics(
+    timeline: Timeline, ordinary: list[ResolvedKeyframe], beats: np.ndarray, n_frames: int, bpm: float | None
+) -> list[ResolvedKeyframe]:
+    """Ordinary and lyric keyframes in time order; lyric lines past the video's end are left out."""
+    from latentwalk.lyrics import snap_times
+
+    fps = timeline.settings.fps
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
+    # 1. Lyric times, snapped to the grid when asked.
+    lyrics = timeline.lyrics
+    times = np.array([kf.position.value for kf in lyrics])
+    snap = lyrics[0].snap
+    if snap != "none":
+        if not bpm:
+            raise UserError(f"{timeline.source}: lyrics_snap: {snap} needs a beat grid (an audio file, or audio: {{bpm: ...}})")
+        times = snap_times(times, snap, beats, bpm, bpb, down)
+    # 2. Merge by frame; two keyframes on one frame are an error that names both.
+    merged = [(k.frame, k.time, k.keyframe) for k in ordinary]
+    merged += [(round(t * fps), float(t), kf) for t, kf in zip(times, lyrics) if round(t * fps) < n_frames]
+    merged.sort(key=lambda m: m[0])
+    name = lambda kf: kf.origin or f"{timeline.source}:{kf.line}: keyframe"  # noqa: E731
+    for (f0, _, a), (f1, _, b) in zip(merged, merged[1:]):
+        if f0 == f1:
+            hint = " (try lyrics_snap: beat or none)" if snap == "bar" else ""
+            raise UserError(f"{name(b)}: lyrics: lands on frame {f0}, the same frame as {name(a)} {a.prompt!r}{hint}")
+    # 3. A lyric keyframe without a seed keeps the noise of the keyframe before it.
+    out, seed = [], next((kf.seed for _, _, kf in merged if kf.seed is not None), 0)
+    for i, (frame, time, kf) in enumerate(merged):
+        if kf.seed is None:
+            kf = replace(kf, seed=seed)
+        seed = kf.seed
+        out.append(ResolvedKeyframe(i, frame, time, kf))
+    return out
 
 
 def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | None, bpm: float | None = None) -> int:
@@ -202,8 +247,10 @@ def plan_frames(
     bpm: float | None,
     audio_duration: float | None,
     energy: np.ndarray | None = None,
+    features: dict[str, np.ndarray] | None = None,
 ) -> Plan:
-    """The per-frame schedule. `energy`: percussive energy per video frame, for audio pacing."""
+    """The per-frame schedule. `energy`: percussive energy per video frame, for audio pacing;
+    `features`: audio features at audio.ENVELOPE_RATE (onset, rms, low, mid, high) for tracks."""
     fps = timeline.settings.fps
     n_frames = video_frames(timeline, beats, audio_duration, bpm)
     keys = resolve_keyframes(timeline, beats, n_frames, bpm, audio_duration)
@@ -227,13 +274,20 @@ def plan_frames(
         t[key.frame : stop] = EASINGS[kf.easing](u)
         noise_t[key.frame : stop] = EASINGS[kf.noise_easing](u)
 
-    default_g = timeline.settings.guidance
+    # Tracks: every keyframe's value at every frame, blended along the segment like the prompt.
+    variables = frame_variables(timeline, times, beats, bpm, features)
+    seg_b = np.minimum(segment + 1, len(keys) - 1)
+    values = {name: track_values(timeline, keys, name, variables, segment, seg_b, t) for name in TRACK_DEFAULTS}
+    # Offsets push the travel weights, inside segments only: lead-in and final hold stay put.
+    travelling = (frames >= keys[0].frame) & (segment < len(keys) - 1)
+    t = np.where(travelling, np.clip(t + values["prompt_offset"], 0.0, 1.0), t)
+    noise_t = np.where(travelling, np.clip(noise_t + values["noise_offset"], 0.0, 1.0), noise_t)
+    used = set_tracks(timeline, keys)
+    params = [name for name in sorted(used) if name != "guidance"]
     records = []
     for f in frames:
-        target = min(segment[f] + 1, len(keys) - 1)
+        target = int(seg_b[f])
         a, b = keys[segment[f]], keys[target]
-        ga = a.keyframe.guidance if a.keyframe.guidance is not None else default_g
-        gb = b.keyframe.guidance if b.keyframe.guidance is not None else default_g
         records.append(
             FrameRecord(
                 frame=int(f),
@@ -245,7 +299,56 @@ def plan_frames(
                 noise_t=float(noise_t[f]),
                 seed_a=a.keyframe.seed,
                 seed_b=b.keyframe.seed,
-                guidance=float(ga + (gb - ga) * t[f]),
+                guidance=float(values["guidance"][f]),
+                params=tuple((n, float(values[n][f])) for n in params if values[n][f] != TRACK_DEFAULTS[n]),
             )
         )
-    return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records))
+    return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records), tuple(sorted(used)))
+
+
+def set_tracks(timeline: Timeline, keys: tuple[ResolvedKeyframe, ...]) -> set[str]:
+    """Names of the tracks a timeline sets anywhere, guidance always included."""
+    top = {name for name, value in timeline.tracks if name in timeline.raw}
+    return {"guidance"} | top | {name for k in keys for name, _ in k.keyframe.tracks}
+
+
+def frame_variables(
+    timeline: Timeline, times: np.ndarray, beats: np.ndarray, bpm: float | None, features: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """Expression variables per frame (tracks.frame_variables with the timeline's bar layout)."""
+    from latentwalk.audio import ENVELOPE_RATE
+
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
+    return track_math.frame_variables(times, beats, bpm, bpb, down, features or {}, ENVELOPE_RATE, timeline.settings.fps)
+
+
+def track_values(
+    timeline: Timeline,
+    keys: tuple[ResolvedKeyframe, ...],
+    name: str,
+    variables: dict[str, np.ndarray],
+    segment: np.ndarray,
+    seg_b: np.ndarray,
+    t: np.ndarray,
+) -> np.ndarray:
+    """(n_frames,) values of one track: keyframe a's value travelling to keyframe b's by t."""
+    fps, n = timeline.settings.fps, len(t)
+    top = dict(timeline.tracks).get(name, TRACK_DEFAULTS[name])
+    cache: dict = {}
+    rows = []
+    for key in keys:
+        value = dict(key.keyframe.tracks).get(name, top)
+        if value not in cache:
+            cache[value] = track_math.evaluate(value, variables, fps, n, track_math.MISSING_REASONS)
+        rows.append(cache[value])
+    table = np.stack(rows)  # (n_keyframes, n_frames)
+    frames = np.arange(n)
+    a, b = table[segment, frames], table[seg_b, frames]
+    out = a + (b - a) * t
+    if name == "guidance" and np.any(out < 0):
+        f = int(np.flatnonzero(out < 0)[0])
+        raise UserError(
+            f"{timeline.source}: guidance: must be at least 0, but its expression gives {out[f]:g} "
+            f"at frame {f} ({f / fps:.3f}s, segment {segment[f]}); clip it, e.g. max(0, ...)"
+        )
+    return out

@@ -125,6 +125,8 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
 
     # 2. Render settings, as in a timeline.
     settings = parse_settings(r, data, SWEEP_DEFAULTS)
+    if isinstance(settings.guidance, str):
+        raise r.fail(("guidance",), "a sweep's guidance is a number (or a guidance axis); audio expressions belong in timelines")
     video = r.flag(data.get("video", False), ("video",))
     seed = _check_value(r, "seed", data.get("seed", 0), ("seed",))
 

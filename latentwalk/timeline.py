@@ -15,6 +15,7 @@ import yaml
 
 from latentwalk.errors import UserError
 from latentwalk.sampling import SCHEDULERS, TIMESTEP_SPACINGS
+from latentwalk.tracks import Track, parse_expression
 
 UNITS = ("time", "beat", "bar", "frame")
 EASING_NAMES = ("linear", "smoothstep", "cosine", "cubic_in", "cubic_out", "cubic_in_out", "hold")
@@ -27,6 +28,13 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SCHEDULER_NAMES = tuple(SCHEDULERS)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
+# Per-frame numeric tracks: a number or an expression (see tracks.py), at top level or per keyframe,
+# travelling between keyframes with the segment's easing. The default of each has no effect:
+# noise_shift slerps a frame's noise toward a second noise direction (0 = today's noise);
+# prompt_offset and noise_offset are added to the prompt and noise travel weights t and noise_t.
+TRACK_DEFAULTS: dict[str, float] = {"guidance": 7.5, "noise_shift": 0.0, "prompt_offset": 0.0, "noise_offset": 0.0}
+LYRICS_KEYS = {"lyrics", "lyrics_snap", "lyrics_template", "lyrics_vars", "lyrics_overrides", "lyrics_seed"}
+DEFAULT_LYRICS_TEMPLATE = "{line}"
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,6 @@ class Keyframe:
     seed: int
     position: Position
     negative_prompt: str | None  # None: the timeline's negative_prompt
-    guidance: float | None  # None: the timeline's guidance
     # How the segment leaving this keyframe travels to the next one.
     easing: str
     noise_easing: str  # easing of the noise slerp; defaults to `easing`
@@ -51,6 +58,14 @@ class Keyframe:
     pacing: str
     pacing_strength: float
     line: int  # YAML line of the keyframe, for error messages
+    tracks: tuple[tuple[str, Track], ...] = ()  # track values set on this keyframe, sorted by name
+    snap: str = "none"  # lyric keyframes: snap the time to the nearest "beat" or "bar"
+    origin: str = ""  # where a generated keyframe comes from ("song.lrc:12"); "" for the YAML list
+
+    @property
+    def guidance(self) -> Track | None:
+        """This keyframe's guidance, or None for the timeline's."""
+        return dict(self.tracks).get("guidance")
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,7 @@ class RenderSettings:
     height: int
     fps: float
     steps: int
-    guidance: float
+    guidance: float | str  # the top-level guidance track: a number, or an expression's text
     scheduler: str
     timestep_spacing: str  # auto: the model's own; few-step models want trailing
     negative_prompt: str
@@ -96,6 +111,9 @@ class Timeline:
     end: Position | None  # None: the end of the audio
     source: str  # file name, for messages
     raw: dict = field(compare=False, repr=False)  # the YAML as read, saved in the manifest
+    tracks: tuple[tuple[str, Track], ...] = ()  # top-level value of every track in TRACK_DEFAULTS
+    lyrics: tuple[Keyframe, ...] = ()  # keyframes from the lyrics file, merged in by the schedule
+    noise_shift_seed: int | None = None  # noise_shift's second noise; None: each frame's seed_a + 1
 
 
 SETTING_DEFAULTS: dict[str, Any] = {
@@ -128,9 +146,11 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
     "pacing": "uniform",
     "pacing_strength": 0.5,
 }
-TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | {"audio", "keyframes", "end"}
+TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | {"audio", "keyframes", "end", "noise_shift_seed"}
 AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat"}
-KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | {"prompt", "seed", "negative_prompt", "guidance"}
+KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt"}
+# What a lyrics override may set: a keyframe without its position.
+LYRIC_OVERRIDE_KEYS = KEYFRAME_KEYS - set(UNITS)
 
 
 class FieldReader:
@@ -185,6 +205,15 @@ class FieldReader:
         if not isinstance(value, str):
             raise self.fail(path, f"expected a string, got {value!r}")
         return value
+
+    def track(self, value: Any, path: tuple, *, minimum: float | None = None) -> Track:
+        """A track field: a number (checked against `minimum` now) or an expression (parsed now)."""
+        if isinstance(value, str):
+            line = self.lines.get(path)
+            return parse_expression(value, f"{self.source}:{line}: {format_path(path)}" if line else format_path(path))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(path, f"expected a number or an expression string, got {value!r}")
+        return self.number(value, path, minimum=minimum)
 
 
 def format_path(path: tuple) -> str:
@@ -243,11 +272,21 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     settings = parse_settings(reader, data)
     audio = _parse_audio(reader, data["audio"], base_dir or Path(".")) if data.get("audio") is not None else None
     segment_defaults = {k: data.get(k, v) for k, v in SEGMENT_DEFAULTS.items()}
-    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults)
+    base = base_dir or Path(".")
+    lyrics = _parse_lyrics(reader, data, segment_defaults, audio, base) if data.get("lyrics") is not None else ()
+    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults, optional=bool(lyrics))
     end = _parse_end(reader, data.get("end", "audio"))
     if end is None and (audio is None or audio.path is None):
         raise reader.fail(("end",), "required when the timeline has no audio file (e.g. end: {time: 10})")
-    return Timeline(settings, audio, keyframes, end, source, raw=data)
+    tracks = tuple((name, reader.track(data.get(name, default), (name,), minimum=_track_minimum(name))) for name, default in sorted(TRACK_DEFAULTS.items()))
+    shift_seed = data.get("noise_shift_seed")
+    if shift_seed is not None:
+        shift_seed = reader.number(shift_seed, ("noise_shift_seed",), minimum=0, integer=True)
+    return Timeline(settings, audio, keyframes, end, source, raw=data, tracks=tracks, lyrics=lyrics, noise_shift_seed=shift_seed)
+
+
+def _track_minimum(name: str) -> float | None:
+    return 0.0 if name == "guidance" else None
 
 
 def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTING_DEFAULTS) -> RenderSettings:
@@ -270,7 +309,7 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         height=height,
         fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True),
         steps=r.number(get("steps"), ("steps",), minimum=1, integer=True),
-        guidance=r.number(get("guidance"), ("guidance",), minimum=0),
+        guidance=_setting(r.track(get("guidance"), ("guidance",), minimum=0)),
         scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
         timestep_spacing=r.choice(get("timestep_spacing"), ("timestep_spacing",), TIMESTEP_SPACINGS),
         negative_prompt=r.text(get("negative_prompt") or "", ("negative_prompt",)),
@@ -292,6 +331,11 @@ def _folder(r: FieldReader, value: Any, path: tuple, marker: str) -> str | None:
     if not (folder / marker).is_file():
         raise r.fail(path, f"{str(folder)!r} is not a local diffusers folder (no {marker})")
     return str(folder)
+
+
+def _setting(track: Track) -> float | str:
+    """A track as a plain setting for manifests: the number, or the expression's text."""
+    return track if isinstance(track, float) else str(track)
 
 
 def frame_size(r: FieldReader, width: Any, height: Any) -> tuple[int, int]:
@@ -365,9 +409,11 @@ def _parse_end(r: FieldReader, data: Any) -> Position | None:
     return _parse_position(r, data, ("end",))
 
 
-def _parse_keyframes(r: FieldReader, data: Any, defaults: dict) -> tuple[Keyframe, ...]:
+def _parse_keyframes(r: FieldReader, data: Any, defaults: dict, optional: bool = False) -> tuple[Keyframe, ...]:
+    if data is None and optional:
+        return ()
     if data is None:
-        raise r.fail(("keyframes",), "missing: a timeline needs at least one keyframe")
+        raise r.fail(("keyframes",), "missing: a timeline needs at least one keyframe (or lyrics)")
     if not isinstance(data, list) or not data:
         raise r.fail(("keyframes",), f"expected a non-empty list of keyframes, got {data!r}")
     keyframes: list[Keyframe] = []
@@ -377,42 +423,96 @@ def _parse_keyframes(r: FieldReader, data: Any, defaults: dict) -> tuple[Keyfram
         item = r.check_keys(item, path, KEYFRAME_KEYS)
         if "prompt" not in item:
             raise r.fail(path, "missing field 'prompt'")
-        prompt = r.text(item["prompt"], path + ("prompt",))
-        _check_prompt(r, prompt, path + ("prompt",))
-        negative = item.get("negative_prompt")
-        if negative is not None:
-            _check_prompt(r, r.text(negative, path + ("negative_prompt",)), path + ("negative_prompt",))
-        if "seed" in item:
-            seed = r.number(item["seed"], path + ("seed",), minimum=0, integer=True)
-            if seed >= 2**63:
-                raise r.fail(path + ("seed",), f"must be below 2**63, got {seed}")
-        guidance = item.get("guidance")
-        if guidance is not None:
-            guidance = r.number(guidance, path + ("guidance",), minimum=0)
-        seg = {k: item.get(k, defaults[k]) for k in SEGMENT_DEFAULTS}
-        where = lambda key: path + (key,) if key in item else (key,)  # noqa: E731
-        easing = r.choice(seg["easing"], where("easing"), EASING_NAMES)
-        noise_easing = easing if seg["noise_easing"] is None else r.choice(seg["noise_easing"], where("noise_easing"), EASING_NAMES)
-        hold = seg["hold"]
-        hold = (DEFAULT_HOLD if "hold" in (easing, noise_easing) else 0.0) if hold is None else hold
-        hold = r.number(hold, where("hold"), minimum=0)
-        if hold >= 1:
-            raise r.fail(where("hold"), f"must be below 1 (a fraction of the segment), got {hold}")
-        keyframes.append(
-            Keyframe(
-                prompt=prompt,
-                seed=seed,
-                position=_parse_position(r, item, path),
-                negative_prompt=negative,
-                guidance=guidance,
-                easing=easing,
-                noise_easing=noise_easing,
-                hold=hold,
-                pacing=r.choice(seg["pacing"], where("pacing"), PACING_NAMES),
-                pacing_strength=r.number(seg["pacing_strength"], where("pacing_strength"), minimum=0),
-                line=r.lines.get(path, 0),
-            )
-        )
+        keyframe = _parse_keyframe(r, item, path, defaults, seed, _parse_position(r, item, path))
+        seed = keyframe.seed
+        keyframes.append(keyframe)
+    return tuple(keyframes)
+
+
+def _parse_keyframe(r: FieldReader, item: dict, path: tuple, defaults: dict, seed: int | None, position: Position, **extra: Any) -> Keyframe:
+    """One keyframe's fields; a missing seed is `seed` (the previous keyframe's, or None: decided later)."""
+    prompt = r.text(item["prompt"], path + ("prompt",))
+    _check_prompt(r, prompt, path + ("prompt",))
+    negative = item.get("negative_prompt")
+    if negative is not None:
+        _check_prompt(r, r.text(negative, path + ("negative_prompt",)), path + ("negative_prompt",))
+    if "seed" in item:
+        seed = r.number(item["seed"], path + ("seed",), minimum=0, integer=True)
+        if seed >= 2**63:
+            raise r.fail(path + ("seed",), f"must be below 2**63, got {seed}")
+    tracks = tuple((name, r.track(item[name], path + (name,), minimum=_track_minimum(name))) for name in sorted(TRACK_DEFAULTS) if item.get(name) is not None)
+    seg = {k: item.get(k, defaults[k]) for k in SEGMENT_DEFAULTS}
+    where = lambda key: path + (key,) if key in item else (key,)  # noqa: E731
+    easing = r.choice(seg["easing"], where("easing"), EASING_NAMES)
+    noise_easing = easing if seg["noise_easing"] is None else r.choice(seg["noise_easing"], where("noise_easing"), EASING_NAMES)
+    hold = seg["hold"]
+    hold = (DEFAULT_HOLD if "hold" in (easing, noise_easing) else 0.0) if hold is None else hold
+    hold = r.number(hold, where("hold"), minimum=0)
+    if hold >= 1:
+        raise r.fail(where("hold"), f"must be below 1 (a fraction of the segment), got {hold}")
+    return Keyframe(
+        prompt=prompt,
+        seed=seed,
+        position=position,
+        negative_prompt=negative,
+        easing=easing,
+        noise_easing=noise_easing,
+        hold=hold,
+        pacing=r.choice(seg["pacing"], where("pacing"), PACING_NAMES),
+        pacing_strength=r.number(seg["pacing_strength"], where("pacing_strength"), minimum=0),
+        line=r.lines.get(path, 0),
+        tracks=tracks,
+        **extra,
+    )
+
+
+def _parse_lyrics(r: FieldReader, data: dict, defaults: dict, audio: AudioSpec | None, base_dir: Path) -> tuple[Keyframe, ...]:
+    """Keyframes from `lyrics: song.lrc`: one per timed line inside the audio clip, in video seconds."""
+    from latentwalk.lyrics import SNAP_MODES, fill_template, parse_lrc, template_names
+
+    # 1. The file, its lines, and the settings that turn lines into prompts.
+    path = Path(r.text(data["lyrics"], ("lyrics",))).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise r.fail(("lyrics",), f"lyrics file not found: {str(path)!r}")
+    lines = parse_lrc(read_text(path, "lyrics"), str(path))
+    snap = r.choice(data.get("lyrics_snap", "none"), ("lyrics_snap",), SNAP_MODES)
+    template = r.text(data.get("lyrics_template", DEFAULT_LYRICS_TEMPLATE), ("lyrics_template",))
+    variables = data.get("lyrics_vars") or {}
+    if not isinstance(variables, dict):
+        raise r.fail(("lyrics_vars",), f"expected a mapping of template words, e.g. {{style: ink wash}}, got {variables!r}")
+    values = {str(key): r.text(value, ("lyrics_vars", key)) for key, value in variables.items()}
+    for name in template_names(template):
+        if name not in values and name not in ("line", "n"):
+            raise r.fail(("lyrics_template",), f"unknown placeholder {{{name}}}: use {{line}}, {{n}} or a key of lyrics_vars")
+    seed = data.get("lyrics_seed")
+    if seed is not None:
+        seed = r.number(seed, ("lyrics_seed",), minimum=0, integer=True)
+    # 2. Overrides, keyed by the LRC file's line number or by the line's exact text.
+    overrides = data.get("lyrics_overrides") or {}
+    if not isinstance(overrides, dict):
+        raise r.fail(("lyrics_overrides",), f"expected a mapping from LRC line numbers or lyric text to prompts, got {overrides!r}")
+    known = {e.line for e in lines} | {e.text for e in lines}
+    for key in overrides:
+        if key not in known:
+            raise r.fail(("lyrics_overrides", key), f"no lyric line {key!r} in {str(path)!r} (use its line number in the file, or its exact text)")
+    # 3. One keyframe per sung line inside the clip; gap markers (empty lines) make none.
+    start = audio.start if audio else 0.0
+    stop = audio.end if audio and audio.end is not None else float("inf")
+    keyframes = []
+    for n, entry in enumerate(lines, start=1):
+        if not entry.text or not start <= entry.time < stop:
+            continue
+        key = entry.line if entry.line in overrides else entry.text if entry.text in overrides else None
+        item = overrides[key] if key is not None else {}
+        opath = ("lyrics_overrides", key) if key is not None else ("lyrics",)
+        item = {"prompt": item} if isinstance(item, str) else r.check_keys(item, opath, LYRIC_OVERRIDE_KEYS)
+        item = {"prompt": fill_template(template, values | {"line": entry.text, "n": str(n)})} | item
+        try:
+            keyframe = _parse_keyframe(r, item, opath, defaults, seed, Position("time", entry.time - start), snap=snap, origin=f"{path.name}:{entry.line}")
+        except UserError as error:
+            raise UserError(f"{path}:{entry.line}: lyrics: {error}") from None
+        keyframes.append(keyframe)
     return tuple(keyframes)
 
 
