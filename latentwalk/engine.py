@@ -135,6 +135,7 @@ def denoised_batches(
     for batch in plan_batches(frames, settings.batch_size):
         padded = list(batch) + [batch[-1]] * (settings.batch_size - len(batch))
         inputs = batch_inputs(padded, conditioning, shape, settings.interpolation, init_latents)
+        backend.set_rows(padded)  # per-row quantities inside the model: LoRA weights
         first = batch[0]
         latents = denoise(
             backend, inputs, settings.scheduler, first.steps, width=settings.width, height=settings.height,

@@ -10,7 +10,8 @@ from typing import Callable
 import numpy as np
 
 from latentwalk.errors import UserError
-from latentwalk.timeline import Keyframe, Position, Timeline, format_path
+from latentwalk.frames import LORA_PARAM
+from latentwalk.timeline import Keyframe, LoraSpec, Position, Timeline, format_path
 
 
 def linear(t: np.ndarray) -> np.ndarray:
@@ -196,6 +197,19 @@ def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | 
     return n
 
 
+def travel(a: float, b: float, t: float) -> float:
+    """A per-keyframe quantity between two keyframes at eased progress t: exactly `a` at t = 0."""
+    return float(a + (b - a) * t)
+
+
+def lora_params(loras: tuple[LoraSpec, ...], a: Keyframe, b: Keyframe, t: float) -> tuple[tuple[str, float], ...]:
+    """("lora:<name>", weight) of every LoRA, travelling from keyframe a's weight to b's; sorted by name."""
+    def weight(keyframe: Keyframe, lora: LoraSpec) -> float:
+        return dict(keyframe.loras).get(lora.name, lora.weight)
+
+    return tuple(sorted((LORA_PARAM + lora.name, travel(weight(a, lora), weight(b, lora), t)) for lora in loras))
+
+
 def plan_frames(
     timeline: Timeline,
     beats: np.ndarray,
@@ -245,7 +259,8 @@ def plan_frames(
                 noise_t=float(noise_t[f]),
                 seed_a=a.keyframe.seed,
                 seed_b=b.keyframe.seed,
-                guidance=float(ga + (gb - ga) * t[f]),
+                guidance=travel(ga, gb, t[f]),
+                params=lora_params(timeline.settings.loras, a.keyframe, b.keyframe, float(t[f])),
             )
         )
     return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records))

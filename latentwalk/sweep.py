@@ -124,7 +124,7 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
     data, r = read_yaml(text, source, TOP_KEYS)
 
     # 2. Render settings, as in a timeline.
-    settings = parse_settings(r, data, SWEEP_DEFAULTS)
+    settings = parse_settings(r, data, SWEEP_DEFAULTS, base_dir=base_dir)
     video = r.flag(data.get("video", False), ("video",))
     seed = _check_value(r, "seed", data.get("seed", 0), ("seed",))
 

@@ -6,6 +6,7 @@ error names the field, the value and the YAML line. Checks that need the beat gr
 """
 
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SCHEDULER_NAMES = tuple(SCHEDULERS)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")  # textual inversion: diffusers' and A1111's files
+LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a LoRA's name in keyframes and frame params
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 
 
@@ -51,6 +54,9 @@ class Keyframe:
     pacing: str
     pacing_strength: float
     line: int  # YAML line of the keyframe, for error messages
+    # LoRA weights set at this keyframe, (name, weight) in the order written; a LoRA not set
+    # here is at its top-level weight. Each travels to the next keyframe's like guidance.
+    loras: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,25 @@ class AudioSpec:
     bpm: float | None  # override: beats are tracked at this tempo (or laid on a grid without a file)
     beats_per_bar: int
     downbeat: int  # beat index of bar 0
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA file applied to the model (`loras:` at the top of a timeline or sweep)."""
+
+    name: str  # how keyframes refer to it; the file's stem unless given
+    path: str  # resolved against the timeline's folder
+    # Weight of every keyframe that does not set its own, and the fixed weight of the LoRA's
+    # text-encoder layers (prompts are encoded once per render, not once per weight).
+    weight: float
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """A textual-inversion file whose token can be used in prompts (`embeddings:`)."""
+
+    path: str  # resolved against the timeline's folder
+    token: str  # e.g. "<my-style>"; a file with several vectors expands to "<my-style> <my-style>_1 ..."
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,8 @@ class RenderSettings:
     cpu_offload: bool
     model_config: str | None  # a local diffusers folder of the same family, for a checkpoint file
     vae: str | None  # a diffusers VAE folder replacing the model's
+    loras: tuple[LoraSpec, ...] = ()  # in the order written, which is the order their updates add up
+    embeddings: tuple[EmbeddingSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +146,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "cpu_offload": False,
     "model_config": None,
     "vae": None,
+    "loras": (),
+    "embeddings": (),
 }
 MODEL_OPTION_KEYS = ("channels_last", "compile", "attention_slicing", "vae_tiling", "cpu_offload")
 SEGMENT_DEFAULTS: dict[str, Any] = {
@@ -130,7 +159,9 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
 }
 TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | {"audio", "keyframes", "end"}
 AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat"}
-KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | {"prompt", "seed", "negative_prompt", "guidance"}
+KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | {"prompt", "seed", "negative_prompt", "guidance", "loras"}
+LORA_KEYS = {"path", "weight", "name"}
+EMBEDDING_KEYS = {"path", "token"}
 
 
 class FieldReader:
@@ -240,18 +271,21 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     """Parse YAML text into a validated Timeline (no audio or model access)."""
     data, reader = read_yaml(text, source, TOP_KEYS)
 
-    settings = parse_settings(reader, data)
+    settings = parse_settings(reader, data, base_dir=base_dir)
     audio = _parse_audio(reader, data["audio"], base_dir or Path(".")) if data.get("audio") is not None else None
     segment_defaults = {k: data.get(k, v) for k, v in SEGMENT_DEFAULTS.items()}
-    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults)
+    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults, {lora.name for lora in settings.loras})
     end = _parse_end(reader, data.get("end", "audio"))
     if end is None and (audio is None or audio.path is None):
         raise reader.fail(("end",), "required when the timeline has no audio file (e.g. end: {time: 10})")
     return Timeline(settings, audio, keyframes, end, source, raw=data)
 
 
-def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTING_DEFAULTS) -> RenderSettings:
-    """The render settings of a timeline or a sweep (sweeps have their own defaults)."""
+def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTING_DEFAULTS, base_dir: Path | None = None) -> RenderSettings:
+    """The render settings of a timeline or a sweep (sweeps have their own defaults).
+
+    Relative LoRA and embedding paths are resolved against `base_dir` (the file's folder).
+    """
     get = lambda key: data.get(key, defaults[key])  # noqa: E731
     width, height = frame_size(r, get("width"), get("height"))
     model = r.text(get("model"), ("model",))
@@ -281,7 +315,86 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         **options,
         model_config=model_config,
         vae=vae,
+        loras=_parse_loras(r, get("loras"), base_dir or Path(".")),
+        embeddings=_parse_embeddings(r, get("embeddings"), base_dir or Path(".")),
     )
+
+
+def safetensors_names(path: Path) -> list[str]:
+    """Tensor names from a .safetensors header (8-byte little-endian length, then JSON); reads no tensors."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if size < 8 or not 2 <= length <= size - 8:
+            raise ValueError(f"not a safetensors file (header length {length}, file size {size})")
+        header = json.loads(f.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file (header is not a mapping)")
+    return [name for name in header if name != "__metadata__"]
+
+
+def _adapter_file(r: FieldReader, value: Any, path: tuple, base_dir: Path, suffixes: tuple[str, ...]) -> Path:
+    """An existing adapter file with a known suffix; a .safetensors one must have a readable header with tensors."""
+    file = Path(r.text(value, path)).expanduser()
+    file = file if file.is_absolute() else base_dir / file
+    if file.suffix.lower() not in suffixes:
+        raise r.fail(path, f"expected a {' or '.join(suffixes)} file, got {str(file)!r}")
+    if not file.is_file():
+        raise r.fail(path, f"file not found: {str(file)!r}")
+    if file.suffix.lower() == ".safetensors":
+        try:
+            names = safetensors_names(file)
+        except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise r.fail(path, f"cannot read {str(file)!r}: {e}") from None
+        if not names:
+            raise r.fail(path, f"{str(file)!r} holds no tensors")
+    return file
+
+
+def _items(r: FieldReader, value: Any, path: tuple, example: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise r.fail(path, f"expected a list such as {example}, got {value!r}")
+    return list(value)
+
+
+def _parse_loras(r: FieldReader, data: Any, base_dir: Path) -> tuple[LoraSpec, ...]:
+    """`loras: [{path: style.safetensors, weight: 0.8, name: style}]`; names unique, used by keyframes."""
+    loras: list[LoraSpec] = []
+    for i, item in enumerate(_items(r, data, ("loras",), "[{path: style.safetensors, weight: 0.8}]")):
+        path = ("loras", i)
+        item = r.check_keys({"path": item} if isinstance(item, str) else item, path, LORA_KEYS)
+        if "path" not in item:
+            raise r.fail(path, "missing field 'path' (a LoRA .safetensors file)")
+        file = _adapter_file(r, item["path"], path + ("path",), base_dir, (".safetensors",))
+        name = r.text(item.get("name", file.stem), path + ("name",))
+        if not LORA_NAME.match(name):
+            raise r.fail(path + ("name",), f"{name!r} is not a usable name: letters, digits, '_', '-' and '.' only (set name: to one)")
+        if any(lora.name == name for lora in loras):
+            raise r.fail(path + ("name",) if "name" in item else path, f"a second LoRA named {name!r}; give each one its own name:")
+        weight = r.number(item.get("weight", 1.0), path + ("weight",))
+        loras.append(LoraSpec(name, str(file), weight))
+    return tuple(loras)
+
+
+def _parse_embeddings(r: FieldReader, data: Any, base_dir: Path) -> tuple[EmbeddingSpec, ...]:
+    """`embeddings: [{path: style.safetensors, token: "<style>"}]`; tokens unique and one word."""
+    embeddings: list[EmbeddingSpec] = []
+    for i, item in enumerate(_items(r, data, ("embeddings",), '[{path: style.safetensors, token: "<style>"}]')):
+        path = ("embeddings", i)
+        item = r.check_keys(item, path, EMBEDDING_KEYS)
+        for key in EMBEDDING_KEYS:
+            if key not in item:
+                raise r.fail(path, f"missing field '{key}'")
+        file = _adapter_file(r, item["path"], path + ("path",), base_dir, EMBEDDING_SUFFIXES)
+        token = r.text(item["token"], path + ("token",))
+        if not token or token != token.strip() or len(token.split()) != 1 or any(c in token for c in '"{}|()'):
+            raise r.fail(path + ("token",), f"{token!r} must be one word without quotes, braces, '|' or parentheses, e.g. \"<my-style>\"")
+        if any(e.token == token for e in embeddings):
+            raise r.fail(path + ("token",), f"token {token!r} is used twice")
+        embeddings.append(EmbeddingSpec(str(file), token))
+    return tuple(embeddings)
 
 
 def _folder(r: FieldReader, value: Any, path: tuple, marker: str) -> str | None:
@@ -365,7 +478,7 @@ def _parse_end(r: FieldReader, data: Any) -> Position | None:
     return _parse_position(r, data, ("end",))
 
 
-def _parse_keyframes(r: FieldReader, data: Any, defaults: dict) -> tuple[Keyframe, ...]:
+def _parse_keyframes(r: FieldReader, data: Any, defaults: dict, lora_names: set[str] = frozenset()) -> tuple[Keyframe, ...]:
     if data is None:
         raise r.fail(("keyframes",), "missing: a timeline needs at least one keyframe")
     if not isinstance(data, list) or not data:
@@ -411,9 +524,20 @@ def _parse_keyframes(r: FieldReader, data: Any, defaults: dict) -> tuple[Keyfram
                 pacing=r.choice(seg["pacing"], where("pacing"), PACING_NAMES),
                 pacing_strength=r.number(seg["pacing_strength"], where("pacing_strength"), minimum=0),
                 line=r.lines.get(path, 0),
+                loras=_keyframe_loras(r, item.get("loras"), path + ("loras",), lora_names),
             )
         )
     return tuple(keyframes)
+
+
+def _keyframe_loras(r: FieldReader, data: Any, path: tuple, names: set[str]) -> tuple[tuple[str, float], ...]:
+    """`loras: {style: 0.2}`: weights of top-level LoRAs at this keyframe."""
+    if data is None:
+        return ()
+    data = r.check_keys(data, path, set(names)) if names else data
+    if not names:
+        raise r.fail(path, "no LoRA to weight: list the files at the top level first (loras: [{path: style.safetensors}])")
+    return tuple((name, r.number(weight, path + (name,))) for name, weight in data.items())
 
 
 def _check_prompt(r: FieldReader, prompt: str, path: tuple) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import torch
 
+from latentwalk.backends.adapters import LoraRows, load_embeddings
 from latentwalk.backends.base import Backend, Cond, ModelOptions
 from latentwalk.backends.sd import SDBackend
 from latentwalk.backends.sdxl import SDXLBackend
 from latentwalk.device import pick_device, pick_dtype, resolve_model
 from latentwalk.errors import UserError
+from latentwalk.timeline import EmbeddingSpec, LoraSpec
 
 __all__ = ["Backend", "Cond", "ModelOptions", "ModelSpec", "load_backend", "model_family", "FAMILIES"]
 
@@ -42,6 +44,8 @@ class ModelSpec:
     model: str  # `toy`, a diffusers folder, a hub id or a checkpoint file
     model_config: str | None = None  # a local diffusers folder of the same family: configs for a checkpoint file
     vae: str | None = None  # a diffusers VAE folder replacing the model's (e.g. an fp16-safe SDXL VAE)
+    loras: tuple[LoraSpec, ...] = ()  # applied in this order, weights per frame (see backends.adapters)
+    embeddings: tuple[EmbeddingSpec, ...] = ()  # textual-inversion tokens added to the tokenizers
 
 
 def supported() -> str:
@@ -141,8 +145,14 @@ def load_backend(spec: ModelSpec, device: str = "auto", dtype: str = "auto", opt
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).eval().requires_grad_(False)
 
-    # 3. Place it on the device with the options applied.
+    # 3. Adapters: textual-inversion tokens before the backend's tokenizers are wrapped, LoRAs
+    # before the weights move, so their layers follow the model to its device and dtype.
+    load_embeddings(pipe, spec.embeddings)
+    loras = LoraRows(pipe, spec.loras) if spec.loras else None
+
+    # 4. Place it on the device with the options applied.
     backend = family(pipe, source, torch_device, torch_dtype, options)
+    backend.loras = loras
     backend.unet = apply_options(pipe, torch_device, torch_dtype, options)
     return backend
 
