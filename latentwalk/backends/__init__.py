@@ -131,16 +131,14 @@ def load_backend(spec: ModelSpec, device: str = "auto", dtype: str = "auto", opt
         extra["vae"] = diffusers.AutoencoderKL.from_pretrained(spec.vae)
 
     # 2. Load the pipeline: a folder or hub id, or one checkpoint file with configs from a folder.
-    try:
-        if is_checkpoint(source):
-            pipe = pipeline.from_single_file(source, config=spec.model_config, local_files_only=True, **extra)
-        else:
+    if is_checkpoint(source):
+        pipe = load_checkpoint(pipeline, source, spec, extra)
+    else:
+        try:
             pipe = pipeline.from_pretrained(source, **extra, **({"safety_checker": None, "requires_safety_checker": False} if family is SDBackend else {}))
-    except (OSError, ValueError, EnvironmentError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if is_checkpoint(source) and spec.model_config is None:
-            first_line += "; with no model hub reachable, set model_config: to a local diffusers folder of the same family"
-        raise UserError(f"model: could not load {spec.model!r} ({source}): {first_line}") from None
+        except (OSError, ValueError, EnvironmentError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"model: could not load {spec.model!r} ({source}): {first_line}") from None
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).eval().requires_grad_(False)
@@ -155,6 +153,26 @@ def load_backend(spec: ModelSpec, device: str = "auto", dtype: str = "auto", opt
     backend.loras = loras
     backend.unet = apply_options(pipe, torch_device, torch_dtype, options)
     return backend
+
+
+def load_checkpoint(pipeline, source: str, spec: ModelSpec, extra: dict):
+    """A single-file checkpoint through diffusers' loader, its configs from `model_config` (a folder).
+
+    Without model_config diffusers fetches the configs of its reference model for the family
+    from the model hub (even with local_files_only); offline that fails, and the message says
+    what to set.
+    """
+    try:
+        return pipeline.from_single_file(source, config=spec.model_config, local_files_only=True, **extra)
+    except Exception as e:  # diffusers raises many types for a foreign or mismatched checkpoint
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if spec.model_config is None:
+            raise UserError(
+                f"model_config: needed for the checkpoint {spec.model!r}: its layer sizes, scheduler and tokenizer "
+                f"come from a diffusers folder of the same family, and none could be fetched from the model hub "
+                f"({reason}); set model_config: to a local diffusers folder (e.g. an SD 1.5 or SDXL download)"
+            ) from None
+        raise UserError(f"model: could not load the checkpoint {spec.model!r} with the configs of {spec.model_config!r}: {reason}") from None
 
 
 def apply_options(pipe, device: torch.device, dtype: torch.dtype, options: ModelOptions) -> torch.nn.Module:
