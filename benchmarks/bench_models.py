@@ -128,6 +128,7 @@ def timed_pipeline(backend, frames, settings, steps: int, guidance: float) -> tu
     from latentwalk.sampling import make_scheduler
 
     pipe = backend.pipe
+    pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = make_scheduler(settings.scheduler, backend.scheduler_config, settings.timestep_spacing)
     conditioning = Conditioning(backend, frames)
     shape = backend.latent_shape(settings.width, settings.height)
