@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 from latentwalk import audio as audio_stage
 from latentwalk.errors import UserError
 from latentwalk.schedule import FrameRecord, Plan, plan_frames, video_frames
-from latentwalk.frames import FrameInputs, RenderIdentity, file_fingerprint, frame_key, timeline_frames
+from latentwalk.frames import FrameInputs, RenderIdentity, adapter_identity, file_fingerprint, frame_key, timeline_frames
 from latentwalk.store import FrameStore, StoreUsage
 from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
@@ -113,7 +113,7 @@ class FramePlan:
 def model_spec(settings: RenderSettings) -> "ModelSpec":
     from latentwalk.backends import ModelSpec
 
-    return ModelSpec(settings.model, settings.model_config, settings.vae)
+    return ModelSpec(settings.model, settings.model_config, settings.vae, settings.loras, settings.embeddings)
 
 
 def model_options(settings: RenderSettings) -> "ModelOptions":
@@ -168,7 +168,7 @@ def render_identity(settings: RenderSettings, *, device: str | None = None, batc
         cpu_threads=torch.get_num_threads() if torch_device.type == "cpu" else 0,
         batch_size=batch_size or settings.batch_size,
         options=model_options(settings).numerics(),
-        adapters=(),
+        adapters=adapter_identity(settings.loras, settings.embeddings),
         versions=(("diffusers", diffusers.__version__), ("torch", torch.__version__)),
     )
 

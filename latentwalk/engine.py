@@ -125,7 +125,9 @@ class Denoised:
     """One denoised batch on its way to the decoder."""
 
     frames: Sequence[FrameInputs]
-    latents: torch.Tensor  # (b, C, h, w) on the model's device; padding rows already dropped
+    # (batch_size, C, h, w) on the model's device, padding rows included: the VAE, too, may pick
+    # another algorithm for another batch shape, so decoding drops them only afterwards.
+    latents: torch.Tensor
     ready: "torch.cuda.Event | None"  # CUDA: recorded after the last step, for the decode stream
 
 
@@ -144,6 +146,7 @@ def denoised_batches(
     for batch in plan_batches(frames, settings.batch_size):
         padded = list(batch) + [batch[-1]] * (settings.batch_size - len(batch))
         inputs = batch_inputs(padded, conditioning, shape, settings.interpolation, init_latents)
+        backend.set_rows(padded)  # per-row quantities inside the model: LoRA weights
         first = batch[0]
         latents = denoise(
             backend, inputs, settings.scheduler, first.steps, width=settings.width, height=settings.height,
@@ -153,18 +156,19 @@ def denoised_batches(
         if latents.device.type == "cuda":
             ready = torch.cuda.Event()
             ready.record()
-        yield Denoised(batch, latents[: len(batch)], ready)
+        yield Denoised(batch, latents, ready)
 
 
 def decode_denoised(backend: Backend, item: Denoised) -> np.ndarray:
-    """`decode` on any thread; on CUDA on a side stream that first waits for the batch."""
+    """`decode` (the padded batch, then only its real rows) on any thread; on CUDA on a side
+    stream that first waits for the batch."""
     if item.ready is None:
-        return backend.decode(item.latents)
+        return backend.decode(item.latents)[: len(item.frames)]
     stream = torch.cuda.Stream(backend.device)
     stream.wait_event(item.ready)
     item.latents.record_stream(stream)  # keep the allocator from reusing it under the decode
     with torch.cuda.stream(stream):
-        return backend.decode(item.latents)
+        return backend.decode(item.latents)[: len(item.frames)]
 
 
 def render_frames(
@@ -188,7 +192,7 @@ def render_frames(
     batches = denoised_batches(backend, frames, settings, init_images)
 
     def finish(item: Denoised) -> None:
-        images = decode_denoised(backend, item) if overlap else backend.decode(item.latents)
+        images = decode_denoised(backend, item) if overlap else backend.decode(item.latents)[: len(item.frames)]
         on_batch(item.frames, images)
 
     if overlap:

@@ -11,7 +11,8 @@ import numpy as np
 
 from latentwalk import tracks as track_math
 from latentwalk.errors import UserError
-from latentwalk.timeline import TRACK_DEFAULTS, Keyframe, Position, Timeline, format_path
+from latentwalk.frames import LORA_PARAM
+from latentwalk.timeline import TRACK_DEFAULTS, Keyframe, LoraSpec, Position, Timeline, format_path
 
 
 def linear(t: np.ndarray) -> np.ndarray:
@@ -241,6 +242,19 @@ def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | 
     return n
 
 
+def travel(a: float, b: float, t: float) -> float:
+    """A per-keyframe quantity between two keyframes at eased progress t: exactly `a` at t = 0."""
+    return float(a + (b - a) * t)
+
+
+def lora_params(loras: tuple[LoraSpec, ...], a: Keyframe, b: Keyframe, t: float) -> tuple[tuple[str, float], ...]:
+    """("lora:<name>", weight) of every LoRA, travelling from keyframe a's weight to b's; sorted by name."""
+    def weight(keyframe: Keyframe, lora: LoraSpec) -> float:
+        return dict(keyframe.loras).get(lora.name, lora.weight)
+
+    return tuple(sorted((LORA_PARAM + lora.name, travel(weight(a, lora), weight(b, lora), t)) for lora in loras))
+
+
 def plan_frames(
     timeline: Timeline,
     beats: np.ndarray,
@@ -300,7 +314,12 @@ def plan_frames(
                 seed_a=a.keyframe.seed,
                 seed_b=b.keyframe.seed,
                 guidance=float(values["guidance"][f]),
-                params=tuple((n, float(values[n][f])) for n in params if values[n][f] != TRACK_DEFAULTS[n]),
+                params=tuple(
+                    sorted(
+                        tuple((n, float(values[n][f])) for n in params if values[n][f] != TRACK_DEFAULTS[n])
+                        + lora_params(timeline.settings.loras, a.keyframe, b.keyframe, float(t[f]))
+                    )
+                ),
             )
         )
     return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records), tuple(sorted(used)))

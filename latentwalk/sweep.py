@@ -124,7 +124,7 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
     data, r = read_yaml(text, source, TOP_KEYS)
 
     # 2. Render settings, as in a timeline.
-    settings = parse_settings(r, data, SWEEP_DEFAULTS)
+    settings = parse_settings(r, data, SWEEP_DEFAULTS, base_dir=base_dir)
     if isinstance(settings.guidance, str):
         raise r.fail(("guidance",), "a sweep's guidance is a number (or a guidance axis); audio expressions belong in timelines")
     video = r.flag(data.get("video", False), ("video",))
@@ -416,7 +416,7 @@ def render_cells(
     for frame, cell in zip(inputs, cells):
         cells_of.setdefault(frame, []).append(cell)
     for item in denoised_batches(backend, list(cells_of), engine_settings(sweep.settings, batch_size), init_images):
-        images = backend.decode(item.latents)
+        images = backend.decode(item.latents)[: len(item.frames)]
         batch = [(cell, image) for frame, image in zip(item.frames, images) for cell in cells_of[frame]]
         yield [c for c, _ in batch], np.stack([i for _, i in batch])
 

@@ -6,6 +6,7 @@ error names the field, the value and the YAML line. Checks that need the beat gr
 """
 
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SCHEDULER_NAMES = tuple(SCHEDULERS)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")  # textual inversion: diffusers' and A1111's files
+LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a LoRA's name in keyframes and frame params
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 # Per-frame numeric tracks: a number or an expression (see tracks.py), at top level or per keyframe,
 # travelling between keyframes with the segment's easing. The default of each has no effect:
@@ -66,6 +69,9 @@ class Keyframe:
     def guidance(self) -> Track | None:
         """This keyframe's guidance, or None for the timeline's."""
         return dict(self.tracks).get("guidance")
+    # LoRA weights set at this keyframe, (name, weight) in the order written; a LoRA not set
+    # here is at its top-level weight. Each travels to the next keyframe's like guidance.
+    loras: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,25 @@ class AudioSpec:
     bpm: float | None  # override: beats are tracked at this tempo (or laid on a grid without a file)
     beats_per_bar: int
     downbeat: int  # beat index of bar 0
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA file applied to the model (`loras:` at the top of a timeline or sweep)."""
+
+    name: str  # how keyframes refer to it; the file's stem unless given
+    path: str  # resolved against the timeline's folder
+    # Weight of every keyframe that does not set its own, and the fixed weight of the LoRA's
+    # text-encoder layers (prompts are encoded once per render, not once per weight).
+    weight: float
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """A textual-inversion file whose token can be used in prompts (`embeddings:`)."""
+
+    path: str  # resolved against the timeline's folder
+    token: str  # e.g. "<my-style>"; a file with several vectors expands to "<my-style> <my-style>_1 ..."
 
 
 @dataclass(frozen=True)
@@ -101,6 +126,8 @@ class RenderSettings:
     cpu_offload: bool
     model_config: str | None  # a local diffusers folder of the same family, for a checkpoint file
     vae: str | None  # a diffusers VAE folder replacing the model's
+    loras: tuple[LoraSpec, ...] = ()  # in the order written, which is the order their updates add up
+    embeddings: tuple[EmbeddingSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +164,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "cpu_offload": False,
     "model_config": None,
     "vae": None,
+    "loras": (),
+    "embeddings": (),
 }
 MODEL_OPTION_KEYS = ("channels_last", "compile", "attention_slicing", "vae_tiling", "cpu_offload")
 SEGMENT_DEFAULTS: dict[str, Any] = {
@@ -148,9 +177,11 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
 }
 TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | {"audio", "keyframes", "end", "noise_shift_seed"}
 AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat"}
-KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt"}
+KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt", "loras"}
 # What a lyrics override may set: a keyframe without its position.
 LYRIC_OVERRIDE_KEYS = KEYFRAME_KEYS - set(UNITS)
+LORA_KEYS = {"path", "weight", "name"}
+EMBEDDING_KEYS = {"path", "token"}
 
 
 class FieldReader:
@@ -269,12 +300,13 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     """Parse YAML text into a validated Timeline (no audio or model access)."""
     data, reader = read_yaml(text, source, TOP_KEYS)
 
-    settings = parse_settings(reader, data)
+    settings = parse_settings(reader, data, base_dir=base_dir)
     audio = _parse_audio(reader, data["audio"], base_dir or Path(".")) if data.get("audio") is not None else None
     segment_defaults = {k: data.get(k, v) for k, v in SEGMENT_DEFAULTS.items()}
     base = base_dir or Path(".")
-    lyrics = _parse_lyrics(reader, data, segment_defaults, audio, base) if data.get("lyrics") is not None else ()
-    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults, optional=bool(lyrics))
+    lora_names = {lora.name for lora in settings.loras}
+    lyrics = _parse_lyrics(reader, data, segment_defaults, audio, base, lora_names) if data.get("lyrics") is not None else ()
+    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults, optional=bool(lyrics), lora_names=lora_names)
     end = _parse_end(reader, data.get("end", "audio"))
     if end is None and (audio is None or audio.path is None):
         raise reader.fail(("end",), "required when the timeline has no audio file (e.g. end: {time: 10})")
@@ -289,8 +321,11 @@ def _track_minimum(name: str) -> float | None:
     return 0.0 if name == "guidance" else None
 
 
-def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTING_DEFAULTS) -> RenderSettings:
-    """The render settings of a timeline or a sweep (sweeps have their own defaults)."""
+def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTING_DEFAULTS, base_dir: Path | None = None) -> RenderSettings:
+    """The render settings of a timeline or a sweep (sweeps have their own defaults).
+
+    Relative LoRA and embedding paths are resolved against `base_dir` (the file's folder).
+    """
     get = lambda key: data.get(key, defaults[key])  # noqa: E731
     width, height = frame_size(r, get("width"), get("height"))
     model = r.text(get("model"), ("model",))
@@ -320,7 +355,86 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         **options,
         model_config=model_config,
         vae=vae,
+        loras=_parse_loras(r, get("loras"), base_dir or Path(".")),
+        embeddings=_parse_embeddings(r, get("embeddings"), base_dir or Path(".")),
     )
+
+
+def safetensors_names(path: Path) -> list[str]:
+    """Tensor names from a .safetensors header (8-byte little-endian length, then JSON); reads no tensors."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if size < 8 or not 2 <= length <= size - 8:
+            raise ValueError(f"not a safetensors file (header length {length}, file size {size})")
+        header = json.loads(f.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file (header is not a mapping)")
+    return [name for name in header if name != "__metadata__"]
+
+
+def _adapter_file(r: FieldReader, value: Any, path: tuple, base_dir: Path, suffixes: tuple[str, ...]) -> Path:
+    """An existing adapter file with a known suffix; a .safetensors one must have a readable header with tensors."""
+    file = Path(r.text(value, path)).expanduser()
+    file = file if file.is_absolute() else base_dir / file
+    if file.suffix.lower() not in suffixes:
+        raise r.fail(path, f"expected a {' or '.join(suffixes)} file, got {str(file)!r}")
+    if not file.is_file():
+        raise r.fail(path, f"file not found: {str(file)!r}")
+    if file.suffix.lower() == ".safetensors":
+        try:
+            names = safetensors_names(file)
+        except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise r.fail(path, f"cannot read {str(file)!r}: {e}") from None
+        if not names:
+            raise r.fail(path, f"{str(file)!r} holds no tensors")
+    return file
+
+
+def _items(r: FieldReader, value: Any, path: tuple, example: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise r.fail(path, f"expected a list such as {example}, got {value!r}")
+    return list(value)
+
+
+def _parse_loras(r: FieldReader, data: Any, base_dir: Path) -> tuple[LoraSpec, ...]:
+    """`loras: [{path: style.safetensors, weight: 0.8, name: style}]`; names unique, used by keyframes."""
+    loras: list[LoraSpec] = []
+    for i, item in enumerate(_items(r, data, ("loras",), "[{path: style.safetensors, weight: 0.8}]")):
+        path = ("loras", i)
+        item = r.check_keys({"path": item} if isinstance(item, str) else item, path, LORA_KEYS)
+        if "path" not in item:
+            raise r.fail(path, "missing field 'path' (a LoRA .safetensors file)")
+        file = _adapter_file(r, item["path"], path + ("path",), base_dir, (".safetensors",))
+        name = r.text(item.get("name", file.stem), path + ("name",))
+        if not LORA_NAME.match(name):
+            raise r.fail(path + ("name",), f"{name!r} is not a usable name: letters, digits, '_', '-' and '.' only (set name: to one)")
+        if any(lora.name == name for lora in loras):
+            raise r.fail(path + ("name",) if "name" in item else path, f"a second LoRA named {name!r}; give each one its own name:")
+        weight = r.number(item.get("weight", 1.0), path + ("weight",))
+        loras.append(LoraSpec(name, str(file), weight))
+    return tuple(loras)
+
+
+def _parse_embeddings(r: FieldReader, data: Any, base_dir: Path) -> tuple[EmbeddingSpec, ...]:
+    """`embeddings: [{path: style.safetensors, token: "<style>"}]`; tokens unique and one word."""
+    embeddings: list[EmbeddingSpec] = []
+    for i, item in enumerate(_items(r, data, ("embeddings",), '[{path: style.safetensors, token: "<style>"}]')):
+        path = ("embeddings", i)
+        item = r.check_keys(item, path, EMBEDDING_KEYS)
+        for key in EMBEDDING_KEYS:
+            if key not in item:
+                raise r.fail(path, f"missing field '{key}'")
+        file = _adapter_file(r, item["path"], path + ("path",), base_dir, EMBEDDING_SUFFIXES)
+        token = r.text(item["token"], path + ("token",))
+        if not token or token != token.strip() or len(token.split()) != 1 or any(c in token for c in '"{}|()'):
+            raise r.fail(path + ("token",), f"{token!r} must be one word without quotes, braces, '|' or parentheses, e.g. \"<my-style>\"")
+        if any(e.token == token for e in embeddings):
+            raise r.fail(path + ("token",), f"token {token!r} is used twice")
+        embeddings.append(EmbeddingSpec(str(file), token))
+    return tuple(embeddings)
 
 
 def _folder(r: FieldReader, value: Any, path: tuple, marker: str) -> str | None:
@@ -409,7 +523,7 @@ def _parse_end(r: FieldReader, data: Any) -> Position | None:
     return _parse_position(r, data, ("end",))
 
 
-def _parse_keyframes(r: FieldReader, data: Any, defaults: dict, optional: bool = False) -> tuple[Keyframe, ...]:
+def _parse_keyframes(r: FieldReader, data: Any, defaults: dict, optional: bool = False, lora_names: set[str] = frozenset()) -> tuple[Keyframe, ...]:
     if data is None and optional:
         return ()
     if data is None:
@@ -423,13 +537,15 @@ def _parse_keyframes(r: FieldReader, data: Any, defaults: dict, optional: bool =
         item = r.check_keys(item, path, KEYFRAME_KEYS)
         if "prompt" not in item:
             raise r.fail(path, "missing field 'prompt'")
-        keyframe = _parse_keyframe(r, item, path, defaults, seed, _parse_position(r, item, path))
+        keyframe = _parse_keyframe(r, item, path, defaults, seed, _parse_position(r, item, path), lora_names)
         seed = keyframe.seed
         keyframes.append(keyframe)
     return tuple(keyframes)
 
 
-def _parse_keyframe(r: FieldReader, item: dict, path: tuple, defaults: dict, seed: int | None, position: Position, **extra: Any) -> Keyframe:
+def _parse_keyframe(
+    r: FieldReader, item: dict, path: tuple, defaults: dict, seed: int | None, position: Position, lora_names: set[str] = frozenset(), **extra: Any
+) -> Keyframe:
     """One keyframe's fields; a missing seed is `seed` (the previous keyframe's, or None: decided later)."""
     prompt = r.text(item["prompt"], path + ("prompt",))
     _check_prompt(r, prompt, path + ("prompt",))
@@ -462,11 +578,14 @@ def _parse_keyframe(r: FieldReader, item: dict, path: tuple, defaults: dict, see
         pacing_strength=r.number(seg["pacing_strength"], where("pacing_strength"), minimum=0),
         line=r.lines.get(path, 0),
         tracks=tracks,
+        loras=_keyframe_loras(r, item.get("loras"), path + ("loras",), lora_names),
         **extra,
     )
 
 
-def _parse_lyrics(r: FieldReader, data: dict, defaults: dict, audio: AudioSpec | None, base_dir: Path) -> tuple[Keyframe, ...]:
+def _parse_lyrics(
+    r: FieldReader, data: dict, defaults: dict, audio: AudioSpec | None, base_dir: Path, lora_names: set[str] = frozenset()
+) -> tuple[Keyframe, ...]:
     """Keyframes from `lyrics: song.lrc`: one per timed line inside the audio clip, in video seconds."""
     from latentwalk.lyrics import SNAP_MODES, fill_template, parse_lrc, template_names
 
@@ -509,11 +628,21 @@ def _parse_lyrics(r: FieldReader, data: dict, defaults: dict, audio: AudioSpec |
         item = {"prompt": item} if isinstance(item, str) else r.check_keys(item, opath, LYRIC_OVERRIDE_KEYS)
         item = {"prompt": fill_template(template, values | {"line": entry.text, "n": str(n)})} | item
         try:
-            keyframe = _parse_keyframe(r, item, opath, defaults, seed, Position("time", entry.time - start), snap=snap, origin=f"{path.name}:{entry.line}")
+            keyframe = _parse_keyframe(r, item, opath, defaults, seed, Position("time", entry.time - start), lora_names, snap=snap, origin=f"{path.name}:{entry.line}")
         except UserError as error:
             raise UserError(f"{path}:{entry.line}: lyrics: {error}") from None
         keyframes.append(keyframe)
     return tuple(keyframes)
+
+
+def _keyframe_loras(r: FieldReader, data: Any, path: tuple, names: set[str]) -> tuple[tuple[str, float], ...]:
+    """`loras: {style: 0.2}`: weights of top-level LoRAs at this keyframe."""
+    if data is None:
+        return ()
+    data = r.check_keys(data, path, set(names)) if names else data
+    if not names:
+        raise r.fail(path, "no LoRA to weight: list the files at the top level first (loras: [{path: style.safetensors}])")
+    return tuple((name, r.number(weight, path + (name,))) for name, weight in data.items())
 
 
 def _check_prompt(r: FieldReader, prompt: str, path: tuple) -> None:
