@@ -82,3 +82,15 @@ def drum_wav(tmp_path_factory) -> tuple[Path, "object"]:
     """8 bars at 120 bpm (16 s plus a 1 s tail) with drums, bass and pad; returns (path, Track)."""
     track = drum_track(120.0, 8, musical=True)
     return write_wav(track, tmp_path_factory.mktemp("audio") / "drums.wav"), track
+
+
+@pytest.fixture(scope="session")
+def _audio_cache_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("audio-cache")
+
+
+@pytest.fixture(autouse=True)
+def audio_cache(_audio_cache_root, monkeypatch) -> Path:
+    """Audio analyses cache into a folder of this test session, never the user's ~/.cache."""
+    monkeypatch.setenv("LATENTWALK_CACHE", str(_audio_cache_root))
+    return _audio_cache_root
