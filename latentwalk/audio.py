@@ -6,6 +6,7 @@ fixed budget whatever the song's length. Analyses are cached by the file's conte
 """
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -54,8 +55,9 @@ BEAT_REACH = 0.07  # seconds: the MIREX tolerance between a beat and its onset
 # reach 0.36 s, the onset difference 5 frames), in samples that are whole hops.
 BLOCK = HOP_LENGTH * 1280
 MARGIN = HOP_LENGTH * 128
+LEAD = HOP_LENGTH * 8  # samples of silence analysed before the audio (see stream_analysis)
 TRACKERS = ("auto", "librosa", "madmom")
-ANALYSIS_VERSION = "5"  # bump when any analysis result changes: old cache entries stop matching
+ANALYSIS_VERSION = "6"  # bump when any analysis result changes: old cache entries stop matching
 TEMPO_SPAN = 8  # beats: `bpm` is 60 / the median period over spans of this many beats
 LOCAL_BEATS = 2  # beats either side used for the local tempo of the `tempo` curve
 
@@ -263,18 +265,22 @@ def block_features(y: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def stream_analysis(blocks: Iterator[np.ndarray], with_tracking_onset: bool) -> tuple[int, dict[str, np.ndarray], np.ndarray]:
-    """(samples, FEATURES, tracking onset envelope) of a whole stream, block by block."""
+    """(samples, FEATURES, tracking onset envelope) of a whole stream, block by block.
+
+    The stream is analysed after LEAD samples of silence, then those frames are dropped: a
+    hit at time 0 otherwise has no "before" for the onset flux, and its beat comes late.
+    """
     parts: dict[str, list[np.ndarray]] = {name: [] for name in FEATURES}
     tracking: list[np.ndarray] = []
-    samples = 0
-    for segment, offset, core, last in windows(blocks, BLOCK, MARGIN):
+    samples = -LEAD
+    for segment, offset, core, last in windows(itertools.chain([np.zeros(LEAD, np.float32)], blocks), BLOCK, MARGIN):
         samples += core
         for name, values in block_features(segment).items():
             parts[name].append(core_frames(values, offset, core, last, HOP_LENGTH))
         if with_tracking_onset:
             tracking.append(core_frames(tracking_onset(segment), offset, core, last, TRACK_HOP))
-    features = {name: np.concatenate(p).astype(np.float32) for name, p in parts.items()}
-    return samples, features, (np.concatenate(tracking) if tracking else np.zeros(0))
+    features = {name: np.concatenate(p)[LEAD // HOP_LENGTH :].astype(np.float32) for name, p in parts.items()}
+    return samples, features, (np.concatenate(tracking)[LEAD // TRACK_HOP :] if tracking else np.zeros(0))
 
 
 # 4. Trackers ------------------------------------------------------------------------------
