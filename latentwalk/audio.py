@@ -291,7 +291,7 @@ def tempogram_chunks(onset: np.ndarray, hop: int) -> Iterator[np.ndarray]:
     import librosa
 
     width = int(round(TEMPO_WINDOW * SAMPLE_RATE / hop))
-    chunk = 20 * width
+    chunk = 4 * width  # columns per chunk: ~25 MB of tempogram, whatever the length
     for a in range(0, max(1, len(onset)), chunk):
         lo = max(0, a - width)
         gram = librosa.feature.tempogram(onset_envelope=onset[lo : a + chunk + width], sr=SAMPLE_RATE, hop_length=hop, win_length=width)
