@@ -8,7 +8,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +33,19 @@ def as_timeline(timeline: Timeline | str | Path) -> Timeline:
     return timeline if isinstance(timeline, Timeline) else load_timeline(timeline)
 
 
-def analyze_audio(path: str | Path, start: float = 0.0, end: float | None = None, bpm: float | None = None) -> audio_stage.AudioAnalysis:
-    """Tempo, beat times (seconds from `start`) and percussive envelope of an audio file."""
+def analyze_audio(
+    path: str | Path,
+    start: float = 0.0,
+    end: float | None = None,
+    bpm: float | None = None,
+    tracker: str = "auto",
+    beats_per_bar: int = 4,
+) -> audio_stage.AudioAnalysis:
+    """Tempo, beats and downbeats (seconds from `start`) and features of an audio file; cached by content."""
     if not Path(path).is_file():
         raise UserError(f"audio file not found: {str(path)!r}")
-    return audio_stage.analyze(audio_stage.load_audio(path, start, end), bpm=bpm)
+    settings = audio_stage.AnalysisSettings(start, end, bpm, tracker, beats_per_bar)
+    return audio_stage.cached_analysis(path, settings)
 
 
 def timeline_audio(timeline: Timeline) -> audio_stage.AudioAnalysis | None:
@@ -45,7 +53,17 @@ def timeline_audio(timeline: Timeline) -> audio_stage.AudioAnalysis | None:
     spec = timeline.audio
     if spec is None or spec.path is None:
         return None
-    return analyze_audio(spec.path, spec.start, spec.end, spec.bpm)
+    try:
+        return analyze_audio(spec.path, spec.start, spec.end, spec.bpm, spec.tracker, spec.beats_per_bar)
+    except audio_stage.AudioReadError as e:  # blame the timeline's line for the field
+        raise UserError(f"{timeline.source}:{spec.lines.get(e.field, 0)}: {e}") from None
+
+
+def with_tracked_downbeat(timeline: Timeline, analysis: audio_stage.AudioAnalysis | None) -> Timeline:
+    """The timeline with bar 0 on the tracked downbeat, unless `audio.downbeat` sets it."""
+    if analysis is None or timeline.audio is None or timeline.audio.downbeat is not None:
+        return timeline
+    return replace(timeline, audio=replace(timeline.audio, downbeat=analysis.downbeat_index or 0))
 
 
 def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | None = None) -> Plan:
@@ -54,6 +72,7 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
     timeline = as_timeline(timeline)
     # 2. Beat grid: tracked from the audio, or laid at `bpm` for a silent timeline.
     analysis = analysis if analysis is not None else timeline_audio(timeline)
+    timeline = with_tracked_downbeat(timeline, analysis)
     fps = timeline.settings.fps
     if analysis is not None:
         beats, bpm, duration = analysis.beats, analysis.bpm, analysis.duration

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bpm", type=float, help="track beats at this tempo instead of estimating it")
     b.add_argument("--start", type=float, default=0.0, help="seconds into the file to start at")
     b.add_argument("--end", type=float, help="seconds into the file to stop at")
-    b.add_argument("--json", action="store_true", help='print {"bpm": ..., "beats": [...]}')
+    b.add_argument("--tracker", default="auto", choices=["auto", "librosa", "madmom"], help="beat tracker (auto: madmom when the beats extra is installed, else librosa)")
+    b.add_argument("--beats-per-bar", type=int, default=4, help="meter used to find downbeats (madmom)")
+    b.add_argument("--json", action="store_true", help='print {"bpm", "tracker", "beats", "downbeats", "tempo"}')
 
     s = sub.add_parser("sweep", help="render a labelled grid over prompt weights, seeds, guidance, steps or strength")
     s.add_argument("sweep")
@@ -160,17 +162,23 @@ def format_plan(schedule) -> str:
 
 def cmd_beats(args: argparse.Namespace) -> None:
     from latentwalk.api import analyze_audio
+    from latentwalk.audio import AnalysisSettings, check_settings
 
-    if args.bpm is not None and args.bpm <= 0:
-        raise UserError(f"--bpm: must be positive, got {args.bpm}")
-    analysis = analyze_audio(args.audio, args.start, args.end, args.bpm)
+    settings = AnalysisSettings(args.start, args.end, args.bpm, args.tracker, args.beats_per_bar)
+    check_settings(settings, {"start": "--start", "end": "--end", "bpm": "--bpm"})
+    analysis = analyze_audio(args.audio, args.start, args.end, args.bpm, args.tracker, args.beats_per_bar)
     beats = [round(float(b), 4) for b in analysis.beats]
+    downbeats = [round(float(b), 4) for b in analysis.downbeats]
     if args.json:
-        print(json.dumps({"bpm": round(analysis.bpm, 3), "beats": beats}))
+        tempo = [round(float(t), 3) for t in analysis.tempo]
+        print(json.dumps({"bpm": round(analysis.bpm, 3), "tracker": analysis.tracker, "beats": beats, "downbeats": downbeats, "tempo": tempo}))
         return
-    print(f"tempo: {analysis.bpm:.2f} bpm, {len(beats)} beats in {analysis.duration:.2f}s")
+    print(f"tempo: {analysis.bpm:.2f} bpm (median), {len(beats)} beats in {analysis.duration:.2f}s, tracker: {analysis.tracker}")
+    if analysis.downbeat_index is not None:
+        print(f"first downbeat: beat {analysis.downbeat_index} ({len(downbeats)} bars)")
+    bar_starts = set(downbeats)
     for i, b in enumerate(beats):
-        print(f"{i:5d} {b:9.3f}")
+        print(f"{i:5d} {b:9.3f}" + (" |" if b in bar_starts else ""))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

@@ -71,19 +71,32 @@ def paced_progress(n: int, energy: np.ndarray | None = None, strength: float = 0
     return np.concatenate([[0.0], np.cumsum(steps)[:-1]]) / np.sum(steps)
 
 
+LOCAL_SPAN = 4  # beats: extrapolation past either end of the grid uses the tempo of the nearest span
+
+
+def edge_period(beats: np.ndarray, bpm: float | None, last: bool = True) -> float | None:
+    """Seconds per beat at the end (or start) of the grid: its local tempo, else `bpm`."""
+    if len(beats) >= 2:
+        k = min(LOCAL_SPAN, len(beats) - 1)
+        return float(beats[-1] - beats[-1 - k]) / k if last else float(beats[k] - beats[0]) / k
+    return 60.0 / bpm if bpm else None
+
+
 def beat_time(beat: float, beats: np.ndarray, field: str, bpm: float | None = None, audio_end: float | None = None) -> float:
     """Time in seconds of a (fractional) beat index on the tracked beat grid.
 
-    Past the last tracked beat the grid continues at `bpm` (the tracker drops the silent tail,
-    so "bar 8" of an 8-bar track is the downbeat after its last beat) up to `audio_end`.
+    Past the last tracked beat the grid continues at the local tempo of its last beats (the
+    tracker drops the silent tail, so "bar 8" of an 8-bar track is the downbeat after its last
+    beat) up to `audio_end`.
     """
     if len(beats) == 0:
         raise UserError(f"{field}: no beats were found in the audio, so beat/bar positions cannot be used")
     last = len(beats) - 1
     if beat <= last:
         return float(np.interp(beat, np.arange(len(beats)), beats))
-    time = float(beats[-1] + (beat - last) * 60.0 / bpm) if bpm else float("inf")
-    if audio_end is not None and time > audio_end + 1e-6 or not bpm:
+    period = edge_period(beats, bpm) if bpm else None
+    time = float(beats[-1] + (beat - last) * period) if period else float("inf")
+    if audio_end is not None and time > audio_end + 1e-6 or not period:
         raise UserError(
             f"{field}: beat {beat:g} is past the end of the audio (it has {len(beats)} beats, "
             f"numbered 0-{last}, the last at {beats[-1]:.3f}s"
@@ -111,13 +124,12 @@ def position_frame(pos: Position, time: float, fps: float) -> int:
 
 
 def beat_positions(times: np.ndarray, beats: np.ndarray, bpm: float) -> np.ndarray:
-    """Fractional beat index of each time, extrapolated at `bpm` before the first/after the last beat."""
+    """Fractional beat index of each time, extrapolated at the local tempo before the first/after the last beat."""
     if len(beats) == 0:
         return times * bpm / 60.0
-    period = 60.0 / bpm
     index = np.interp(times, beats, np.arange(len(beats)))
-    index = np.where(times < beats[0], (times - beats[0]) / period, index)
-    return np.where(times > beats[-1], len(beats) - 1 + (times - beats[-1]) / period, index)
+    index = np.where(times < beats[0], (times - beats[0]) / edge_period(beats, bpm, last=False), index)
+    return np.where(times > beats[-1], len(beats) - 1 + (times - beats[-1]) / edge_period(beats, bpm), index)
 
 
 @dataclass(frozen=True)
@@ -167,7 +179,7 @@ def resolve_keyframes(
 ) -> tuple[ResolvedKeyframe, ...]:
     """Place every keyframe on a frame; reject out-of-order, coinciding or late keyframes."""
     fps = timeline.settings.fps
-    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
     resolved: list[ResolvedKeyframe] = []
     for i, kf in enumerate(timeline.keyframes):
         field = f"{timeline.source}:{kf.line}: {format_path(('keyframes', i, kf.position.unit))}"
@@ -231,7 +243,7 @@ def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | 
     fps = timeline.settings.fps
     if timeline.end is None:
         return round(audio_duration * fps)
-    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
     field = f"{timeline.source}: end.{timeline.end.unit}"
     time = position_time(timeline.end, beats, fps, bpb, down, field, bpm, audio_duration)
     n = position_frame(timeline.end, time, fps)

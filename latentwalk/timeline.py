@@ -81,7 +81,9 @@ class AudioSpec:
     end: float | None  # seconds into the file where the audio used stops; None: end of file
     bpm: float | None  # override: beats are tracked at this tempo (or laid on a grid without a file)
     beats_per_bar: int
-    downbeat: int  # beat index of bar 0
+    downbeat: int | None  # beat index of bar 0; None: the tracked downbeat, else beat 0
+    tracker: str = "auto"  # beat tracker: audio.TRACKERS
+    lines: dict[str, int] = field(default_factory=dict, compare=False)  # YAML line of each audio field, for errors
 
 
 @dataclass(frozen=True)
@@ -176,12 +178,13 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
     "pacing_strength": 0.5,
 }
 TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | {"audio", "keyframes", "end", "noise_shift_seed"}
-AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat"}
+AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat", "tracker"}
 KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt", "loras"}
 # What a lyrics override may set: a keyframe without its position.
 LYRIC_OVERRIDE_KEYS = KEYFRAME_KEYS - set(UNITS)
 LORA_KEYS = {"path", "weight", "name"}
 EMBEDDING_KEYS = {"path", "token"}
+TRACKER_NAMES = ("auto", "librosa", "madmom")  # audio.TRACKERS (audio imports librosa lazily; kept equal by a test)
 
 
 class FieldReader:
@@ -500,7 +503,9 @@ def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
         end=end,
         bpm=bpm,
         beats_per_bar=r.number(data.get("beats_per_bar", 4), ("audio", "beats_per_bar"), minimum=1, integer=True),
-        downbeat=r.number(data.get("downbeat", 0), ("audio", "downbeat"), minimum=0, integer=True),
+        downbeat=r.number(data["downbeat"], ("audio", "downbeat"), minimum=0, integer=True) if data.get("downbeat") is not None else None,
+        tracker=r.choice(data.get("tracker", "auto"), ("audio", "tracker"), TRACKER_NAMES),
+        lines={key: r.lines.get(("audio", key), r.lines.get(("audio",), 0)) for key in AUDIO_KEYS},
     )
 
 
