@@ -87,7 +87,8 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
         energy = audio_stage.envelope_at_fps(analysis.onset_envelope, fps, n_frames)
         features = audio_features(analysis)
     # 4. The schedule.
-    return plan_frames(timeline, beats, bpm, duration, energy, features)
+    schedule = plan_frames(timeline, beats, bpm, duration, energy, features)
+    return replace(schedule, tracker=analysis.tracker) if analysis is not None else schedule
 
 
 def audio_features(analysis: audio_stage.AudioAnalysis) -> dict[str, np.ndarray]:
@@ -332,6 +333,7 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
         "n_frames": schedule.n_frames,
         "duration": schedule.duration,
         "bpm": schedule.bpm,
+        "tracker": schedule.tracker,
         "keyframes": [
             {
                 "index": k.index,

@@ -167,6 +167,7 @@ class Plan:
     keyframes: tuple[ResolvedKeyframe, ...]
     frames: tuple[FrameRecord, ...]
     tracks: tuple[str, ...] = ()  # names of the tracks the timeline sets (guidance always)
+    tracker: str | None = None  # the beat tracker that placed `beats` (None: no audio analysed)
 
 
 def track_value(record: FrameRecord, name: str) -> float:
