@@ -105,21 +105,21 @@ def denoise_steps(
     steps: int,
     start: torch.Tensor | None = None,
     start_step: int = 0,
-    capture_step: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`render.denoise`'s loop that can start from latents at step `start_step` and return those at `capture_step`.
+    capture_steps: tuple[int, ...] = (),
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """`render.denoise`'s loop that can start from latents at step `start_step` and return those at `capture_steps`.
 
-    Returns (final latents, latents before step `capture_step`) — captured at 0 they are the
-    scaled noise. Starting mid-way restarts the scheduler's state, exact for DDIM (stateless).
+    Returns (final latents, {step: latents before that step}). Starting mid-way restarts the
+    scheduler's state, exact for DDIM (stateless); a multistep solver would need its history.
     """
     scheduler = make_scheduler(scheduler_name, model.scheduler_config)
     scheduler.set_timesteps(steps, device="cpu")
     latents = noise.to(model.device, torch.float32) * scheduler.init_noise_sigma if start is None else start.to(model.device)
-    captured = latents.clone() if capture_step == start_step else None
+    captured = {start_step: latents.clone()} if start_step in capture_steps else {}
     for i, t in enumerate(scheduler.timesteps[start_step:], start=start_step):
         latents = scheduler.step(eps(latents, t, scheduler), t, latents).prev_sample
-        if capture_step == i + 1:
-            captured = latents.clone()
+        if i + 1 in capture_steps:
+            captured[i + 1] = latents.clone()
     return latents, captured
 
 
@@ -131,7 +131,7 @@ class Renders:
     """Frames of a segment rendered so far, by t, and what they cost."""
 
     frames: dict[float, np.ndarray] = field(default_factory=dict)  # t → (H, W, 3) uint8
-    captured: dict[float, torch.Tensor] = field(default_factory=dict)  # t → (C, h, w) latents at the shared step
+    captured: dict[tuple[int, float], torch.Tensor] = field(default_factory=dict)  # (step, t) → (C, h, w) latents
     unet_rows: int = 0  # UNet sample evaluations (rows × steps, CFG pair counted once), padding included
     batches: int = 0
 
@@ -149,19 +149,19 @@ def _pad(rows: list, batch_size: int) -> list:
 
 
 def render_ts(model: Model, ctx: Context, seg: Segment, ts: np.ndarray, renders: Renders, batch_size: int,
-              capture_step: int | None = None) -> None:
+              capture_steps: tuple[int, ...] = ()) -> None:
     """Render frames at the given t values from scratch (noise and prompt both at t), in padded batches."""
     for s in range(0, len(ts), batch_size):
         chunk = [float(t) for t in ts[s : s + batch_size]]
         t = torch.tensor(_pad(chunk, batch_size), dtype=torch.float64)
         noise = slerp_noise(ctx.noise_a, ctx.noise_b, t)
         eps = text_eps(model, *row_conditioning(ctx, t, seg.interpolation), torch.full((batch_size,), seg.guidance))
-        latents, captured = denoise_steps(model, noise, eps, seg.scheduler, seg.steps, capture_step=capture_step)
+        latents, captured = denoise_steps(model, noise, eps, seg.scheduler, seg.steps, capture_steps=capture_steps)
         images = decode(model, latents)
         for i, tv in enumerate(chunk):
             renders.frames[tv] = images[i]
-            if captured is not None:
-                renders.captured[tv] = captured[i].cpu()
+            for step, lat in captured.items():
+                renders.captured[step, tv] = lat[i].cpu()
         renders.unet_rows += batch_size * seg.steps
         renders.batches += 1
 
@@ -172,7 +172,8 @@ def render_shared(model: Model, ctx: Context, seg: Segment, ts: np.ndarray, rend
 
     latentblending's shared trajectories (Lunarring 2023): each frame pays steps − depth UNet steps.
     """
-    anchors = np.array(sorted(renders.captured))
+    held = {t: lat for (step, t), lat in renders.captured.items() if step == depth}
+    anchors = np.array(sorted(held))
     for s in range(0, len(ts), batch_size):
         chunk = [float(t) for t in ts[s : s + batch_size]]
         t = torch.tensor(_pad(chunk, batch_size), dtype=torch.float64)
@@ -180,7 +181,7 @@ def render_shared(model: Model, ctx: Context, seg: Segment, ts: np.ndarray, rend
         lo, hi = anchors[right - 1], anchors[right]
         w = torch.tensor((t.numpy() - lo) / (hi - lo))
         start = torch.stack([
-            slerp(renders.captured[float(a)].reshape(1, -1), renders.captured[float(b)].reshape(1, -1), wi).reshape(renders.captured[float(a)].shape)
+            slerp(held[float(a)].reshape(1, -1), held[float(b)].reshape(1, -1), wi).reshape(held[float(a)].shape)
             for a, b, wi in zip(lo, hi, w)
         ])
         eps = text_eps(model, *row_conditioning(ctx, t, seg.interpolation), torch.full((batch_size,), seg.guidance))
@@ -189,6 +190,23 @@ def render_shared(model: Model, ctx: Context, seg: Segment, ts: np.ndarray, rend
         for i, tv in enumerate(chunk):
             renders.frames[tv] = images[i]
         renders.unet_rows += batch_size * (seg.steps - depth)
+        renders.batches += 1
+
+
+def render_blended(model: Model, ctx: Context, seg: Segment, ts: np.ndarray, renders: Renders, batch_size: int) -> None:
+    """Frames at t whose guided noise predictions are blended, (1 − t)·ε(A) + t·ε(B), instead of their prompts."""
+    c = ctx.conditioning
+    for s in range(0, len(ts), batch_size):
+        chunk = [float(t) for t in ts[s : s + batch_size]]
+        t = torch.tensor(_pad(chunk, batch_size), dtype=torch.float64)
+        rows_a, rows_b = torch.zeros(len(t), dtype=torch.long), torch.ones(len(t), dtype=torch.long)
+        uncond, _ = row_conditioning(ctx, t, seg.interpolation)
+        eps = blended_eps(model, c.cond[rows_a], c.cond[rows_b], uncond, t, torch.full((batch_size,), seg.guidance))
+        latents, _ = denoise_steps(model, slerp_noise(ctx.noise_a, ctx.noise_b, t), eps, seg.scheduler, seg.steps)
+        images = decode(model, latents)
+        for i, tv in enumerate(chunk):
+            renders.frames[tv] = images[i]
+        renders.unet_rows += batch_size * seg.steps * 3 // 2  # three UNet rows per sample instead of two
         renders.batches += 1
 
 
@@ -218,40 +236,57 @@ def uniform_segment(model: Model, ctx: Context, seg: Segment, batch_size: int, e
     return SegmentResult(frames, t, d, t, d, 0, renders.unet_rows, time.perf_counter() - clock)
 
 
-def probe_segment(model: Model, ctx: Context, seg: Segment, plan: ProbePlan, renders: Renders,
-                  capture_step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Coarse pass, then bisection rounds of the largest gaps, each a full batch; → (probe t, adjacent distances)."""
+@dataclass(frozen=True)
+class Probed:
+    """A probed segment: probe t values, adjacent perceptual distances, and the renders behind them."""
+
+    probe_t: np.ndarray
+    distances: np.ndarray
+    renders: Renders
+    wall_s: float
+
+
+def probe_segment(model: Model, ctx: Context, seg: Segment, plan: ProbePlan, capture_steps: tuple[int, ...] = ()) -> Probed:
+    """Coarse pass, then bisection rounds of the largest gaps, each a full batch, all from scratch."""
+    clock = time.perf_counter()
+    renders = Renders()
     new = coarse_probes(plan)
     for _ in range(plan.rounds + 1):
-        render_ts(model, ctx, seg, new, renders, plan.batch_size, capture_step)
+        render_ts(model, ctx, seg, new, renders, plan.batch_size, capture_steps)
         probe_t = np.array(sorted(renders.frames))
         d = adjacent_distances(np.stack([renders.frames[float(x)] for x in probe_t]), DISTANCES["perceptual"])
         new = refine_probes(probe_t, d, seg.n_frames, plan)
         if len(new) == 0:
             break
-    return probe_t, d
+    return Probed(probe_t, d, renders, time.perf_counter() - clock)
 
 
 def smooth_segment(model: Model, ctx: Context, seg: Segment, plan: ProbePlan = ProbePlan(), easing: str = "linear",
-                   snap: float = 0.0, share_depth: int = 0) -> SegmentResult:
-    """Perceptually even placement: probe, place t = P⁻¹(ease(progress)), render the frames not probed."""
-    clock = time.perf_counter()
+                   snap: float = 0.0, share_depth: int = 0, probed: Probed | None = None) -> SegmentResult:
+    """Perceptually even placement: probe, place t = P⁻¹(ease(progress)), render the frames not probed.
+
+    `probed`: a probing already done (with latents captured at `share_depth`), reused and its
+    cost counted, so several depths can be compared on the same probes.
+    """
     # 1. Probe the path (keyframes included: they are frames 0 and n).
-    renders = Renders()
-    capture = share_depth if share_depth > 0 else None
-    probe_t, probe_d = probe_segment(model, ctx, seg, plan, renders, capture)
+    if probed is None:
+        probed = probe_segment(model, ctx, seg, plan, (share_depth,) if share_depth > 0 else ())
+    renders = Renders(dict(probed.renders.frames), probed.renders.captured, probed.renders.unet_rows, probed.renders.batches)
+    probe_t, probe_d = probed.probe_t, probed.distances
     # 2. Place the frames on the perceived progress; optionally snap onto nearby probes.
     t = np.append(place_frames(probe_t, probe_d, segment_progress(seg.n_frames, easing)), 1.0)
     t = snap_to_probes(t, probe_t, snap) if snap > 0 else t
     t[0], t[-1] = 0.0, 1.0
     # 3. Render what the probes did not: from scratch, or from neighbours' latents at step `share_depth`.
-    reused = reused_probes(t, probe_t) >= 0
-    todo = t[~reused]
+    probe_of = reused_probes(t, probe_t)
+    todo = t[probe_of < 0]
+    render_clock = time.perf_counter()
     if len(todo):
         if share_depth > 0:
             render_shared(model, ctx, seg, todo, renders, plan.batch_size, share_depth)
         else:
             render_ts(model, ctx, seg, todo, renders, plan.batch_size)
-    frames = np.stack([renders.frames[float(probe_t[j]) if j >= 0 else float(x)] for x, j in zip(t, reused_probes(t, probe_t))])
+    frames = np.stack([renders.frames[float(probe_t[j]) if j >= 0 else float(x)] for x, j in zip(t, probe_of)])
     d = adjacent_distances(frames, DISTANCES["perceptual"])
-    return SegmentResult(frames, t, d, probe_t, probe_d, int(reused.sum()), renders.unet_rows, time.perf_counter() - clock)
+    wall = probed.wall_s + time.perf_counter() - render_clock
+    return SegmentResult(frames, t, d, probe_t, probe_d, int((probe_of >= 0).sum()), renders.unet_rows, wall)
