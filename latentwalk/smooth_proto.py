@@ -200,7 +200,7 @@ def render_blended(model: Model, ctx: Context, seg: Segment, ts: np.ndarray, ren
         chunk = [float(t) for t in ts[s : s + batch_size]]
         t = torch.tensor(_pad(chunk, batch_size), dtype=torch.float64)
         rows_a, rows_b = torch.zeros(len(t), dtype=torch.long), torch.ones(len(t), dtype=torch.long)
-        uncond, _ = row_conditioning(ctx, t, seg.interpolation)
+        _, uncond = row_conditioning(ctx, t, seg.interpolation)
         eps = blended_eps(model, c.cond[rows_a], c.cond[rows_b], uncond, t, torch.full((batch_size,), seg.guidance))
         latents, _ = denoise_steps(model, slerp_noise(ctx.noise_a, ctx.noise_b, t), eps, seg.scheduler, seg.steps)
         images = decode(model, latents)
