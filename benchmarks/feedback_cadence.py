@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from latentwalk.camera import Motion, diffused_indices
-from latentwalk.feedback import Coherence, FeedbackFrame, denoise_fns, render_feedback
-from latentwalk.render import encode_keyframes, load_model
-from latentwalk.schedule import FrameRecord
+from latentwalk.backends import ModelSpec, load_backend
+from latentwalk.engine import EngineSettings
+from latentwalk.feedback import Coherence, FeedbackFrame, engine_fns, render_feedback
+from latentwalk.frames import FrameInputs
 
 HERE = Path(__file__).parent
 CADENCES = (1, 2, 4, 8)
@@ -38,18 +39,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    # 1. Model and callables.
-    model = load_model("toy", device="cpu")
-    conditioning = encode_keyframes(model, ["mountains at sunset"], [""])
-    first_fn, img2img_fn = denoise_fns(model, conditioning, width=args.size, height=args.size, steps=args.steps)
+    # 1. Model and callables over the engine.
+    backend = load_backend(ModelSpec("toy"), "cpu")
+    prompt = "mountains at sunset"
     base = [
         FeedbackFrame(
-            row=FrameRecord(k, 0.0, 0.0, 0, 0.0, (k % 24) / 24, k // 24, k // 24 + 1, 5.0), key=f"{k}", cut=k == 0,
+            row=FrameInputs(k // 24, k // 24 + 1, (k % 24) / 24, prompt, prompt, "", "", 0.0, 5.0, args.steps), key=f"{k}", cut=k == 0,
             motion=Motion(zoom=1.02, angle=0.5, translate_x=0.3), strength=args.strength,
             coherence=Coherence(colour=1.0, noise=0.02), noise_seed=k,
         )
         for k in range(args.frames)
     ]
+    first_fn, img2img_fn = engine_fns(backend, base, EngineSettings(args.size, args.size, "ddim", "auto", "slerp", batch_size=1))
     # 2. One chain per cadence, timed alone.
     videos, seconds = {}, {}
     for cadence in CADENCES:

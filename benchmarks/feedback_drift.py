@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from latentwalk.camera import Motion
-from latentwalk.feedback import Coherence, FeedbackFrame, denoise_fns, render_feedback
-from latentwalk.render import encode_keyframes, load_model
-from latentwalk.schedule import FrameRecord
+from latentwalk.backends import ModelSpec, load_backend
+from latentwalk.engine import EngineSettings
+from latentwalk.feedback import Coherence, FeedbackFrame, engine_fns, render_feedback
+from latentwalk.frames import FrameInputs
 
 HERE = Path(__file__).parent
 CONFIGS = {
@@ -40,15 +41,15 @@ SEED_EVERY = 50  # frames between seeds: the noise slerps from seed to seed, as 
 REPORT_AT = (0, 10, 50, 100, 200, 500, 999)
 
 
-def record(k: int) -> FrameRecord:
+def record(k: int, prompt: str, steps: int) -> FrameInputs:
     """Frame k's noise travels from seed k // 50 to the next; one prompt throughout."""
     a = k // SEED_EVERY
-    return FrameRecord(k, k / 12, 0.0, 0, 0.0, (k % SEED_EVERY) / SEED_EVERY, a, a + 1, 5.0)
+    return FrameInputs(a, a + 1, (k % SEED_EVERY) / SEED_EVERY, prompt, prompt, "", "", 0.0, 5.0, steps)
 
 
-def chain(n: int, coherence: Coherence, strength: float, motion: Motion) -> list[FeedbackFrame]:
+def chain(n: int, coherence: Coherence, strength: float, motion: Motion, prompt: str, steps: int) -> list[FeedbackFrame]:
     return [
-        FeedbackFrame(row=record(k), key=f"{k}", cut=k == 0, motion=motion, strength=strength, coherence=coherence, noise_seed=k)
+        FeedbackFrame(row=record(k, prompt, steps), key=f"{k}", cut=k == 0, motion=motion, strength=strength, coherence=coherence, noise_seed=k)
         for k in range(n)
     ]
 
@@ -69,15 +70,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    # 1. Model, conditioning and the two callables over today's denoising loop.
-    model = load_model("toy", device="cpu")
-    conditioning = encode_keyframes(model, [args.prompt], [""])
-    first_fn, img2img_fn = denoise_fns(
-        model, conditioning, width=args.size, height=args.size, steps=args.steps, batch_size=len(CONFIGS)
-    )
-    # 2. One chain per configuration, in one frame list (each chain starts with a cut).
+    # 1. Model and the two callables over the engine; one chain per configuration, in one
+    # frame list (each chain starts with a cut).
+    backend = load_backend(ModelSpec("toy"), "cpu")
+    settings = EngineSettings(args.size, args.size, "ddim", "auto", "slerp", batch_size=len(CONFIGS))
     motion = Motion(zoom=1.02, angle=0.5, translate_x=0.3)
-    frames = [f for c in CONFIGS.values() for f in chain(args.frames, c, args.strength, motion)]
+    frames = [f for c in CONFIGS.values() for f in chain(args.frames, c, args.strength, motion, args.prompt, args.steps)]
+    first_fn, img2img_fn = engine_fns(backend, frames, settings)
     store: dict[str, np.ndarray] = {}
     start = time.perf_counter()
     done = [0]

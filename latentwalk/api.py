@@ -25,6 +25,7 @@ from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 if TYPE_CHECKING:  # these import torch, which `import latentwalk` should not
     from latentwalk.backends import ModelOptions, ModelSpec
     from latentwalk.engine import EngineSettings
+    from latentwalk.feedback import FeedbackFrame, FeedbackWork
 
 DEFAULT_OUT_DIR = Path("renders")
 
@@ -258,17 +259,22 @@ def render(
     schedule = plan(timeline)
     timings["plan_s"] = time.perf_counter() - clock
 
-    # 2. Key every frame and look it up in the frame store.
+    # 2. Key every frame and look it up in the frame store; feedback frames are keyed by chain.
     t0 = time.perf_counter()
     store = FrameStore(store_dir if store_dir is not None else default_store(out))
     frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh)
     key_of = frames.key_of()
-    missing_keys = {key_of[f] for f in frames.missing}
+    chains = None
+    if timeline.mode == "feedback":
+        chains = chain_plan(timeline, schedule, frames, store, fresh)
+        video_keys, missing_keys = chains.work.keys, chains.missing_keys()
+    else:
+        video_keys, missing_keys = frames.keys, {key_of[f] for f in frames.missing}
     timings["store_lookup_s"] = time.perf_counter() - t0
 
     # 3. Load the model, unless every frame is stored.
     backend = None
-    if frames.missing:
+    if missing_keys:
         t0 = time.perf_counter()
         backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
         timings["load_model_s"] = time.perf_counter() - t0
@@ -282,31 +288,33 @@ def render(
     if frames_dir is not None:
         frames_dir = Path(frames_dir)
         frames_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(frames.missing), unit="frame", desc="render", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(missing_keys), unit="frame", desc="render", disable=not progress, file=sys.stderr)
     with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
-        in_order = InOrderWriter(writer, frames.keys, store, frames.shape, set(missing_keys), frames_dir)
+        in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir)
 
         def stored(batch: Sequence[FrameInputs], images: np.ndarray) -> None:
             in_order.add([key_of[f] for f in batch], images)
             bar.update(len(batch))
 
-        if backend is not None:
+        if backend is not None and chains is not None:
+            render_chains(backend, chains, engine_settings(settings, batch_size), in_order, bar.update, fresh)
+        elif backend is not None:
             render_frames(backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap)
         in_order.flush()
     bar.close()
     timings["render_s"] = time.perf_counter() - t0
 
     # 5. Optionally drop stored frames this render no longer uses.
-    pruned = store.prune(frames.keys) if prune else None
+    pruned = store.prune(chains.keep() if chains else frames.keys) if prune else None
     usage = store.usage()
     timings["total_s"] = time.perf_counter() - clock
 
     # 6. Leave a manifest of exactly what produced the video.
-    reused = sum(k not in missing_keys for k in frames.keys)
+    reused = sum(k not in missing_keys for k in video_keys)
     store_info = {
         "path": str(store.root),
         "frames_reused": reused,
-        "frames_rendered": len(frames.missing),
+        "frames_rendered": len(missing_keys),
         "fresh": fresh,
         "frames_stored": usage.frames,
         "bytes": usage.bytes,
@@ -321,9 +329,76 @@ def render(
     data["model"]["family"] = frames.identity.family
     data["store"] = store_info
     data["model"]["options"] = to_jsonable(asdict(model_options(settings)))
+    data["mode"] = timeline.mode
+    if chains is not None:
+        data["feedback"] = chains.manifest(timeline)
     manifest = out.with_suffix(".json")
     manifest.write_text(json.dumps(data, indent=1))
-    return RenderResult(out, manifest, schedule, timings, reused, len(frames.missing), store.root)
+    return RenderResult(out, manifest, schedule, timings, reused, len(missing_keys), store.root)
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """A feedback render: every frame as the feedback driver sees it, keyed by chain, against the store."""
+
+    frames: tuple["FeedbackFrame", ...]
+    work: "FeedbackWork"
+
+    def missing_keys(self) -> set[str]:
+        """Keys of the video frames this run must make (diffused and cadence-filled)."""
+        return {self.work.keys[i] for part in (self.work.diffuse, self.work.fill) for chain in part for i in chain}
+
+    def keep(self) -> set[str]:
+        """What a prune keeps: the video's frames and the colour references' independent renders."""
+        return set(self.work.keys) | {self.frames[r].key for r in self.work.references}
+
+    def manifest(self, timeline: Timeline) -> dict:
+        missing = self.missing_keys()
+        return {
+            "settings": to_jsonable(asdict(timeline.feedback)),
+            "chains": [
+                {
+                    "first_frame": chain[0],
+                    "frames": len(chain),
+                    "diffused": sum(self.frames[i].diffused for i in chain),
+                    "rendered": sum(self.work.keys[i] in missing for i in chain),
+                    "resumed_at": resume,
+                }
+                for chain, resume in zip(self.work.chains, self.work.resume_at())
+            ],
+            "colour_references": list(self.work.references),
+        }
+
+
+def chain_plan(timeline: Timeline, schedule: Plan, frames: FramePlan, store: FrameStore, fresh: bool = False) -> ChainPlan:
+    """Feedback frames over a travel plan's inputs and keys, chained, and what the store lacks."""
+    from latentwalk.feedback import plan_work, timeline_feedback_frames
+
+    feedback = timeline_feedback_frames(schedule.frames, schedule.keyframes, frames.inputs, frames.keys, timeline.feedback)
+    return ChainPlan(tuple(feedback), plan_work(feedback, lambda key: not fresh and store.has(key, frames.shape)))
+
+
+def render_chains(backend, chains: ChainPlan, settings: "EngineSettings", in_order, progress, fresh: bool = False) -> None:
+    """Render a feedback plan's missing frames through the engine, chains side by side, into the in-order writer."""
+    from latentwalk.feedback import engine_fns, render_feedback
+
+    shape, store = in_order.shape, in_order.store
+    first_fn, img2img_fn = engine_fns(backend, chains.frames, settings)
+    video = set(chains.work.keys)
+    made: set[str] = set()  # with `fresh`, only frames of this run count as stored
+
+    def stored(key: str) -> bool:
+        return (key in made or not fresh) and store.has(key, shape)
+
+    def save(key: str, image: np.ndarray) -> None:
+        in_order.add([key], image[None])
+        made.add(key)
+        progress(key in video)
+
+    render_feedback(
+        chains.frames, img2img_fn, first_fn, lambda key: store.load(key, shape) if stored(key) else None, save,
+        batch_size=settings.batch_size, stored=stored,
+    )
 
 
 def plan_data(schedule: Plan, timeline: Timeline) -> dict:
@@ -412,5 +487,7 @@ def prune_store(
     timeline = as_timeline(timeline)
     out = Path(out) if out is not None else default_output(timeline)
     store = FrameStore(store_dir if store_dir is not None else default_store(out))
-    frames = frame_plan(timeline, plan(timeline), store, device=device, batch_size=batch_size)
-    return store, store.prune(frames.keys)
+    schedule = plan(timeline)
+    frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size)
+    keep = chain_plan(timeline, schedule, frames, store).keep() if timeline.mode == "feedback" else frames.keys
+    return store, store.prune(keep)

@@ -136,10 +136,14 @@ def denoised_batches(
     frames: Sequence[FrameInputs],
     settings: EngineSettings,
     init_images: dict[str, np.ndarray] | None = None,
+    conditioning: Conditioning | None = None,
 ) -> Iterator[Denoised]:
-    """Denoise the frames in batches of exactly `settings.batch_size` rows (the last one padded)."""
+    """Denoise the frames in batches of exactly `settings.batch_size` rows (the last one padded).
+
+    `conditioning`: prompts already encoded (a superset of the frames'), for callers that render in many calls.
+    """
     # 1. Encode every distinct prompt once, and every init image once.
-    conditioning = Conditioning(backend, frames)
+    conditioning = conditioning or Conditioning(backend, frames)
     init_latents = {key: backend.encode_images(image[None]) for key, image in (init_images or {}).items()}
     shape = backend.latent_shape(settings.width, settings.height)
     # 2. Denoise batch by batch.
@@ -179,6 +183,7 @@ def render_frames(
     *,
     init_images: dict[str, np.ndarray] | None = None,
     overlap: bool | None = None,
+    conditioning: Conditioning | None = None,
 ) -> None:
     """Render `frames` and hand each decoded batch, (frames, (b, H, W, 3) uint8), to `on_batch`.
 
@@ -189,7 +194,7 @@ def render_frames(
         return
     if overlap is None:
         overlap = backend.device.type == "cuda" and not backend.options.cpu_offload
-    batches = denoised_batches(backend, frames, settings, init_images)
+    batches = denoised_batches(backend, frames, settings, init_images, conditioning)
 
     def finish(item: Denoised) -> None:
         images = decode_denoised(backend, item) if overlap else backend.decode(item.latents)[: len(item.frames)]

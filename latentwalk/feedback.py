@@ -14,7 +14,7 @@ predecessor as stored (uint8), so a resumed chain sees exactly the bytes an unbr
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -263,53 +263,65 @@ def _fill_ready(frames, chain, missing: set[int], keys, frame_at, save) -> None:
             missing.discard(j)
 
 
-# --- today's denoising loop as the two callables (until the engine takes per-row init latents) ---
+# --- a timeline's plan as feedback frames, and the engine as the two callables ---------------
 
 
-def denoise_fns(
-    model, conditioning, *, width: int, height: int, steps: int, scheduler: str = "ddim", interpolation: str = "slerp", batch_size: int = 1
-) -> tuple[Callable[[Sequence[FeedbackFrame]], Images], Callable[[Images, Sequence[FeedbackFrame]], Images]]:
-    """(first_fn, img2img_fn) over `render.denoise` for frames whose `row` is a schedule.FrameRecord.
+def timeline_feedback_frames(records: Sequence, keyframes: Sequence, inputs: Sequence, keys: Sequence[str], settings) -> list[FeedbackFrame]:
+    """One FeedbackFrame per video frame of a schedule (schedule.FrameRecord, ResolvedKeyframe).
 
-    Calls are padded to `batch_size` rows (see render.py: shapes pick kernels), and split by
-    strength, since `denoise` takes one strength per call; init latents are per row (B, C, h, w),
-    the VAE posterior mean as in sweep.encode_image.
+    `inputs` / `keys`: each frame's text-to-image FrameInputs and its frame key, so a chain's
+    first frame is exactly the frame a travel render makes; `settings`: timeline.FeedbackSettings.
     """
-    import torch
+    from latentwalk.schedule import track_value
 
-    from latentwalk.interpolation import seed_noise
-    from latentwalk.render import batch_inputs, decode, denoise, latent_shape
+    # 1. Chains start at frame 0 and at every keyframe marked cut.
+    cuts = {0} | {k.frame for k in keyframes if k.keyframe.cut}
+    coherence = Coherence(colour=settings.colour, sharpen=settings.sharpen, max_contrast=settings.max_contrast, noise=settings.noise)
+    motion_names = [f.name for f in fields(Motion)]
+    frames = []
+    for r, row, key in zip(records, inputs, keys):
+        reference = None  # the chain's first frame
+        if settings.reference == "keyframe" and keyframes[r.segment].frame <= r.frame:
+            reference = keyframes[r.segment].frame  # lead-in frames before the first keyframe keep the chain's first
+        frames.append(
+            FeedbackFrame(
+                row=row, key=key, cut=r.frame in cuts,
+                motion=Motion(**{name: track_value(r, name) for name in motion_names}),
+                strength=track_value(r, "strength"), coherence=coherence,
+                noise_seed=r.seed_a + r.frame,  # a different pixel noise every frame, fixed by the timeline
+                reference=reference, fov=settings.fov, border=settings.border,
+            )
+        )
+    # 2. Cadence: every Nth frame of each chain is diffused (and its last), the rest filled.
+    diffused = {chain[j] for chain in split_chains(frames) for j in camera.diffused_indices(len(chain), settings.cadence)}
+    return [replace(frame, diffused=i in diffused) for i, frame in enumerate(frames)]
 
-    shape = latent_shape(model, width, height)
-    noise_of_seed: dict[int, torch.Tensor] = {}
 
-    def inputs(rows: Sequence[FeedbackFrame]):
-        records = [f.row for f in rows] + [rows[-1].row] * (batch_size - len(rows))
-        for r in records:
-            for seed in (r.seed_a, r.seed_b):
-                if seed not in noise_of_seed:
-                    noise_of_seed[seed] = seed_noise(seed, shape)
-        return batch_inputs(records, conditioning, noise_of_seed, interpolation)
+def engine_fns(backend, frames: Sequence[FeedbackFrame], settings) -> tuple[
+    Callable[[Sequence[FeedbackFrame]], Images], Callable[[Images, Sequence[FeedbackFrame]], Images]
+]:
+    """(first_fn, img2img_fn) through engine.render_frames, for frames whose `row` is a frames.FrameInputs.
 
-    def chunks(n: int):
-        return [range(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    Every prompt is encoded once for the whole run. img2img rows are the frame's own inputs with
+    its strength and the content hash of its init (the warped predecessor as uint8, the engine's
+    init format), so a row's noise, conditioning and guidance are a travel render's.
+    """
+    from latentwalk.engine import Conditioning, image_key, render_frames
+
+    conditioning = Conditioning(backend, [f.row for f in frames])
+
+    def run(rows: list, init_images: dict[str, np.ndarray] | None) -> Images:
+        out: dict = {}
+        collect = lambda batch, images: out.update(zip(batch, images))  # noqa: E731
+        render_frames(backend, rows, settings, collect, init_images=init_images, overlap=False, conditioning=conditioning)
+        return np.stack([out[row] for row in rows]).astype(np.float32) / 255
 
     def first_fn(rows: Sequence[FeedbackFrame]) -> Images:
-        out = [decode(model, denoise(model, inputs([rows[i] for i in c]), scheduler, steps))[: len(c)] for c in chunks(len(rows))]
-        return np.concatenate(out).astype(np.float32) / 255
+        return run([f.row for f in rows], None)
 
-    @torch.no_grad()
     def img2img_fn(init_images: Images, rows: Sequence[FeedbackFrame]) -> Images:
-        out = np.zeros((len(rows), height, width, 3), dtype=np.float32)
-        for strength in sorted({f.strength for f in rows}):
-            same = [i for i, f in enumerate(rows) if f.strength == strength]
-            for c in chunks(len(same)):
-                idx = [same[i] for i in c]
-                pixels = torch.from_numpy(init_images[idx + [idx[-1]] * (batch_size - len(idx))]).permute(0, 3, 1, 2) * 2 - 1
-                latents = model.vae.encode(pixels.to(model.device, model.dtype)).latent_dist.mean.float()
-                latents = latents * model.vae.config.scaling_factor  # (B, C, h, w): one init per row
-                denoised = denoise(model, inputs([rows[i] for i in idx]), scheduler, steps, latents, strength)
-                out[idx] = decode(model, denoised)[: len(idx)].astype(np.float32) / 255
-        return out
+        inits = to_uint8(init_images)  # (B, H, W, 3)
+        hashes = [image_key(image) for image in inits]
+        return run([replace(f.row, strength=f.strength, init=h) for f, h in zip(rows, hashes)], dict(zip(hashes, inits)))
 
     return first_fn, img2img_fn

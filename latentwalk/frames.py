@@ -136,10 +136,17 @@ def timeline_frames(records, keyframes, default_negative: str, steps: int, noise
             t=r.t,
             guidance=r.guidance,
             steps=steps,
-            params=shift_seed_param(r.params, noise_shift_seed),
+            params=shift_seed_param(engine_params(r.params), noise_shift_seed),
         )
         for r in records
     )
+
+
+def engine_params(params: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
+    """The params the denoiser reads: camera tracks and strength belong to a feedback step's key instead."""
+    from latentwalk.timeline import CAMERA_TRACKS
+
+    return tuple(p for p in params if p[0] not in CAMERA_TRACKS)
 
 
 def shift_seed_param(params: tuple[tuple[str, float], ...], seed: int | None) -> tuple[tuple[str, float], ...]:

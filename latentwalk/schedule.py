@@ -12,7 +12,7 @@ import numpy as np
 from latentwalk import tracks as track_math
 from latentwalk.errors import UserError
 from latentwalk.frames import LORA_PARAM
-from latentwalk.timeline import TRACK_DEFAULTS, Keyframe, LoraSpec, Position, Timeline, format_path
+from latentwalk.timeline import TRACK_BOUNDS, TRACK_DEFAULTS, Keyframe, LoraSpec, Position, Timeline, format_path
 
 
 def linear(t: np.ndarray) -> np.ndarray:
@@ -377,10 +377,21 @@ def track_values(
     frames = np.arange(n)
     a, b = table[segment, frames], table[seg_b, frames]
     out = a + (b - a) * t
-    if name == "guidance" and np.any(out < 0):
-        f = int(np.flatnonzero(out < 0)[0])
-        raise UserError(
-            f"{timeline.source}: guidance: must be at least 0, but its expression gives {out[f]:g} "
-            f"at frame {f} ({f / fps:.3f}s, segment {segment[f]}); clip it, e.g. max(0, ...)"
-        )
+    check_bounds(timeline.source, name, out, fps, segment)
     return out
+
+
+def check_bounds(source: str, name: str, values: np.ndarray, fps: float, segment: np.ndarray) -> None:
+    """A track's values against its TRACK_BOUNDS: an expression can leave a range that constants are checked against."""
+    low, high, exclusive = TRACK_BOUNDS.get(name, (None, None, False))
+    below = np.zeros(len(values), bool) if low is None else (values <= low if exclusive else values < low)
+    above = np.zeros(len(values), bool) if high is None else values > high
+    bad = np.flatnonzero(below | above)
+    if len(bad):
+        f = int(bad[0])
+        need = (f"greater than {low:g}" if exclusive else f"at least {low:g}") if below[f] else f"at most {high:g}"
+        fix = f"max({low:g}, ...)" if below[f] else f"min({high:g}, ...)"
+        raise UserError(
+            f"{source}: {name}: must be {need}, but its expression gives {values[f]:g} "
+            f"at frame {f} ({f / fps:.3f}s, segment {segment[f]}); clip it, e.g. {fix}"
+        )

@@ -8,7 +8,7 @@ error names the field, the value and the YAML line. Checks that need the beat gr
 import difflib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,26 @@ DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its fir
 # travelling between keyframes with the segment's easing. The default of each has no effect:
 # noise_shift slerps a frame's noise toward a second noise direction (0 = today's noise);
 # prompt_offset and noise_offset are added to the prompt and noise travel weights t and noise_t.
-TRACK_DEFAULTS: dict[str, float] = {"guidance": 7.5, "noise_shift": 0.0, "prompt_offset": 0.0, "noise_offset": 0.0}
+# Camera tracks (mode: feedback): the camera's step from the previous frame to this one (see
+# camera.Motion; zoom 1 and 0 elsewhere stand still) and img2img strength, how much of the warped
+# previous frame each frame re-imagines.
+CAMERA_TRACKS: dict[str, float] = {
+    "zoom": 1.0, "angle": 0.0, "translate_x": 0.0, "translate_y": 0.0, "translate_z": 0.0, "rotation_x": 0.0, "rotation_y": 0.0,
+    "strength": 0.6,
+}
+TRACK_DEFAULTS: dict[str, float] = {"guidance": 7.5, "noise_shift": 0.0, "prompt_offset": 0.0, "noise_offset": 0.0} | CAMERA_TRACKS
+# (low, high, low exclusive) of tracks with a range; constants are checked here, expressions per frame in schedule.
+TRACK_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
+    "guidance": (0.0, None, False), "zoom": (0.0, None, True), "strength": (0.0, 1.0, False),
+}
+MODES = ("travel", "feedback")
+BORDER_NAMES = ("reflect", "replicate")  # camera.BORDERS
+REFERENCE_NAMES = ("first", "keyframe")  # colour coherence matches each chain's first frame, or its keyframe's own image
+COHERENCE_DEFAULTS: dict[str, float] = {"colour": 1.0, "noise": 0.0, "sharpen": 0.0, "max_contrast": 0.0}
+MAX_SHARPEN = 1.0  # camera.MAX_SHARPEN: stronger unsharp masks explode within tens of fed-back frames
+DEFAULT_FOV = 40.0  # camera.DEFAULT_FOV
+# Keys that only mean something in mode: feedback.
+FEEDBACK_KEYS = {"cadence", "coherence", "fov", "border"} | set(CAMERA_TRACKS)
 LYRICS_KEYS = {"lyrics", "lyrics_snap", "lyrics_template", "lyrics_vars", "lyrics_overrides", "lyrics_seed"}
 DEFAULT_LYRICS_TEMPLATE = "{line}"
 
@@ -62,6 +81,7 @@ class Keyframe:
     pacing_strength: float
     line: int  # YAML line of the keyframe, for error messages
     tracks: tuple[tuple[str, Track], ...] = ()  # track values set on this keyframe, sorted by name
+    cut: bool = False  # mode: feedback: start a new chain here, rendered from scratch
     snap: str = "none"  # lyric keyframes: snap the time to the nearest "beat" or "bar"
     origin: str = ""  # where a generated keyframe comes from ("song.lrc:12"); "" for the YAML list
 
@@ -143,6 +163,22 @@ class Timeline:
     tracks: tuple[tuple[str, Track], ...] = ()  # top-level value of every track in TRACK_DEFAULTS
     lyrics: tuple[Keyframe, ...] = ()  # keyframes from the lyrics file, merged in by the schedule
     noise_shift_seed: int | None = None  # noise_shift's second noise; None: each frame's seed_a + 1
+    mode: str = "travel"  # "travel": independent frames; "feedback": each frame is img2img of the last, warped
+    feedback: "FeedbackSettings | None" = None  # mode: feedback only
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """What every frame of a feedback video shares (see feedback.py); per-frame motion and strength are tracks."""
+
+    cadence: int  # diffuse every Nth frame of a chain; the ones between are warped cross-fades
+    colour: float  # coherence: 0..1, how far each init's LAB mean/std moves to the reference's
+    reference: str  # "first": each chain's first frame; "keyframe": the independent render of the frame's keyframe
+    noise: float  # std of pixel noise added to each init, in [0, 1] units
+    sharpen: float  # unsharp-mask amount, at most MAX_SHARPEN
+    max_contrast: float  # lightness std held within ×this of the reference's; 0: off
+    fov: float  # degrees across the width, for translate_z and rotations
+    border: str  # what warps show past the edges
 
 
 SETTING_DEFAULTS: dict[str, Any] = {
@@ -177,9 +213,9 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
     "pacing": "uniform",
     "pacing_strength": 0.5,
 }
-TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | {"audio", "keyframes", "end", "noise_shift_seed"}
+TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | FEEDBACK_KEYS | {"audio", "keyframes", "end", "noise_shift_seed", "mode"}
 AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat", "tracker"}
-KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt", "loras"}
+KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt", "loras", "cut"}
 # What a lyrics override may set: a keyframe without its position.
 LYRIC_OVERRIDE_KEYS = KEYFRAME_KEYS - set(UNITS)
 LORA_KEYS = {"path", "weight", "name"}
@@ -240,14 +276,22 @@ class FieldReader:
             raise self.fail(path, f"expected a string, got {value!r}")
         return value
 
-    def track(self, value: Any, path: tuple, *, minimum: float | None = None) -> Track:
-        """A track field: a number (checked against `minimum` now) or an expression (parsed now)."""
+    def track(self, value: Any, path: tuple, *, minimum: float | None = None, maximum: float | None = None, exclusive: bool = False) -> Track:
+        """A track field: a number (checked against its bounds now) or an expression (parsed now)."""
         if isinstance(value, str):
             line = self.lines.get(path)
             return parse_expression(value, f"{self.source}:{line}: {format_path(path)}" if line else format_path(path))
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(path, f"expected a number or an expression string, got {value!r}")
-        return self.number(value, path, minimum=minimum)
+        number = self.number(value, path, minimum=minimum, exclusive=exclusive)
+        if maximum is not None and number > maximum:
+            raise self.fail(path, f"must be at most {maximum}, got {value!r}")
+        return number
+
+    def named_track(self, name: str, value: Any, path: tuple) -> Track:
+        """The track `name` with its TRACK_BOUNDS."""
+        low, high, exclusive = TRACK_BOUNDS.get(name, (None, None, False))
+        return self.track(value, path, minimum=low, maximum=high, exclusive=exclusive)
 
 
 def format_path(path: tuple) -> str:
@@ -313,15 +357,52 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     end = _parse_end(reader, data.get("end", "audio"))
     if end is None and (audio is None or audio.path is None):
         raise reader.fail(("end",), "required when the timeline has no audio file (e.g. end: {time: 10})")
-    tracks = tuple((name, reader.track(data.get(name, default), (name,), minimum=_track_minimum(name))) for name, default in sorted(TRACK_DEFAULTS.items()))
+    tracks = tuple((name, reader.named_track(name, data.get(name, default), (name,))) for name, default in sorted(TRACK_DEFAULTS.items()))
     shift_seed = data.get("noise_shift_seed")
     if shift_seed is not None:
         shift_seed = reader.number(shift_seed, ("noise_shift_seed",), minimum=0, integer=True)
-    return Timeline(settings, audio, keyframes, end, source, raw=data, tracks=tracks, lyrics=lyrics, noise_shift_seed=shift_seed)
+    mode = reader.choice(data.get("mode", "travel"), ("mode",), MODES)
+    feedback = None
+    if mode == "feedback":
+        feedback = _parse_feedback(reader, data)
+        if "batch_size" not in data:  # a chain's frames are sequential: pad rounds to 1 row unless asked
+            settings = replace(settings, batch_size=1)
+    else:
+        _check_travel(reader, data)
+    return Timeline(
+        settings, audio, keyframes, end, source, raw=data, tracks=tracks, lyrics=lyrics, noise_shift_seed=shift_seed, mode=mode, feedback=feedback
+    )
 
 
-def _track_minimum(name: str) -> float | None:
-    return 0.0 if name == "guidance" else None
+def _parse_feedback(r: FieldReader, data: dict) -> FeedbackSettings:
+    """The shared settings of mode: feedback, each checked against its range."""
+    coherence = data.get("coherence") or {}
+    coherence = r.check_keys(coherence, ("coherence",), set(COHERENCE_DEFAULTS) | {"reference"})
+    amount = {key: r.number(coherence.get(key, default), ("coherence", key), minimum=0) for key, default in COHERENCE_DEFAULTS.items()}
+    for key, high in (("colour", 1.0), ("noise", 1.0), ("sharpen", MAX_SHARPEN)):
+        if amount[key] > high:
+            raise r.fail(("coherence", key), f"must be at most {high}, got {coherence[key]!r}")
+    if 0 < amount["max_contrast"] < 1:
+        raise r.fail(("coherence", "max_contrast"), f"a factor of at least 1 (or 0: off), got {coherence['max_contrast']!r}")
+    fov = r.number(data.get("fov", DEFAULT_FOV), ("fov",), minimum=0, exclusive=True)
+    if fov >= 180:
+        raise r.fail(("fov",), f"must be below 180 degrees, got {fov!r}")
+    return FeedbackSettings(
+        cadence=r.number(data.get("cadence", 1), ("cadence",), minimum=1, integer=True),
+        reference=r.choice(coherence.get("reference", "first"), ("coherence", "reference"), REFERENCE_NAMES),
+        fov=fov,
+        border=r.choice(data.get("border", "reflect"), ("border",), BORDER_NAMES),
+        **amount,
+    )
+
+
+def _check_travel(r: FieldReader, data: dict) -> None:
+    """Feedback keys in a travel timeline would be silently ignored: name the first."""
+    for key in sorted(FEEDBACK_KEYS & set(data)):
+        raise r.fail((key,), "only used with mode: feedback")
+    for i, item in enumerate(data.get("keyframes") or []):
+        for key in sorted((FEEDBACK_KEYS | {"cut"}) & set(item)):
+            raise r.fail(("keyframes", i, key), "only used with mode: feedback")
 
 
 def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTING_DEFAULTS, base_dir: Path | None = None) -> RenderSettings:
@@ -561,7 +642,7 @@ def _parse_keyframe(
         seed = r.number(item["seed"], path + ("seed",), minimum=0, integer=True)
         if seed >= 2**63:
             raise r.fail(path + ("seed",), f"must be below 2**63, got {seed}")
-    tracks = tuple((name, r.track(item[name], path + (name,), minimum=_track_minimum(name))) for name in sorted(TRACK_DEFAULTS) if item.get(name) is not None)
+    tracks = tuple((name, r.named_track(name, item[name], path + (name,))) for name in sorted(TRACK_DEFAULTS) if item.get(name) is not None)
     seg = {k: item.get(k, defaults[k]) for k in SEGMENT_DEFAULTS}
     where = lambda key: path + (key,) if key in item else (key,)  # noqa: E731
     easing = r.choice(seg["easing"], where("easing"), EASING_NAMES)
@@ -584,6 +665,7 @@ def _parse_keyframe(
         line=r.lines.get(path, 0),
         tracks=tracks,
         loras=_keyframe_loras(r, item.get("loras"), path + ("loras",), lora_names),
+        cut=r.flag(item.get("cut", False), path + ("cut",)),
         **extra,
     )
 

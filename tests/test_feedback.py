@@ -1,5 +1,10 @@
 """Feedback chains: keys, resume and edits through the driver, and colour coherence on the toy model."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
@@ -10,14 +15,14 @@ from latentwalk.camera import Motion
 from latentwalk.feedback import (
     Coherence,
     FeedbackFrame,
-    denoise_fns,
+    engine_fns,
     feedback_keys,
     first_changed,
     plan_work,
     render_feedback,
     split_chains,
+    to_uint8,
 )
-from latentwalk.schedule import FrameRecord
 
 SIZE = 16
 
@@ -145,19 +150,22 @@ TOY_STEPS = 6  # strength 0.5 runs 3 of them; at 2 the toy model is too rough to
 @pytest.mark.slow
 def test_colour_coherence_holds_channel_means_over_200_toy_frames(one_thread):
     """With colour coherence the channel means stay near frame 0's (on average within 0.08, always within 0.2); without, they wander."""
-    from latentwalk.render import encode_keyframes, load_model
+    from latentwalk.backends import ModelSpec, load_backend
+    from latentwalk.engine import EngineSettings
+    from latentwalk.frames import FrameInputs
 
-    model = load_model("toy", device="cpu")
-    conditioning = encode_keyframes(model, ["mountains at sunset"], [""])
-    first_fn, img2img_fn = denoise_fns(model, conditioning, width=64, height=64, steps=TOY_STEPS, batch_size=2)
+    backend = load_backend(ModelSpec("toy"), "cpu")
+    settings = EngineSettings(64, 64, "ddim", "auto", "slerp", batch_size=2)
+    prompt = "mountains at sunset"
     frames = [
         FeedbackFrame(
-            row=FrameRecord(k, 0.0, 0.0, 0, 0.0, (k % 50) / 50, k // 50, k // 50 + 1, 5.0), key=f"{name}-{k}",
+            row=FrameInputs(k // 50, k // 50 + 1, (k % 50) / 50, prompt, prompt, "", "", 0.0, 5.0, TOY_STEPS), key=f"{name}-{k}",
             cut=k == 0, motion=Motion(zoom=1.02, angle=0.5), strength=0.5, coherence=coherence, noise_seed=k,
         )
         for name, coherence in (("plain", Coherence(colour=0.0)), ("kept", Coherence(colour=1.0)))
         for k in range(TOY_FRAMES)
     ]
+    first_fn, img2img_fn = engine_fns(backend, frames, settings)
     store: dict = {}
     start = time.perf_counter()
     keys = render_feedback(frames, img2img_fn, first_fn, store.get, store.__setitem__, batch_size=2)
@@ -171,3 +179,179 @@ def test_colour_coherence_holds_channel_means_over_200_toy_frames(one_thread):
     # trajectory measured (this one; benchmarks/feedback_drift.py's batch-4 ones), with margin.
     assert drift[1].mean(0).max() < 0.08 and drift[1].max() < 0.2
     assert drift[0].mean(0).max() > 0.12  # the bound means something: plain feedback leaves it
+
+
+# --- timelines through api.render and the CLI (the tiny model) --------------------------------
+
+N_FRAMES = 36  # two chains: frames 0-17 and, after the cut, 18-35
+
+
+def feedback_yaml(model, *, cadence: int = 1, last_strength: float = 0.5, extra: str = "") -> str:
+    """A silent 36-frame feedback timeline on the tiny model: a zoom and turn, a cut at frame 18."""
+    return f"""\
+mode: feedback
+model: {model}
+width: 32
+height: 32
+fps: 10
+steps: 2
+batch_size: 2
+device: cpu
+strength: 0.6
+cadence: {cadence}
+zoom: 1.05
+angle: "2 * sin(frame / 3)"
+translate_x: 0.5
+audio: {{bpm: 120}}
+end: {{frame: {N_FRAMES}}}
+{extra}keyframes:
+  - {{frame: 0, prompt: a cat, seed: 1}}
+  - {{frame: 18, prompt: the sea at night, seed: 2, cut: true}}
+  - {{frame: 27, prompt: a city in snow, seed: 3, strength: {last_strength}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def _threads(one_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def whole_feedback(tiny_model_dir, tmp_path_factory, _threads):
+    """An uninterrupted feedback render of the 36-frame timeline."""
+    from latentwalk.api import render
+
+    folder = tmp_path_factory.mktemp("feedback")
+    path = folder / "fb.yaml"
+    path.write_text(feedback_yaml(tiny_model_dir))
+    return render(path, folder / "fb.mp4", progress=False)
+
+
+def chain_keys_of(result) -> list[str]:
+    """The video's frame keys in order, as the manifest's plan and the store hold them."""
+    from latentwalk.api import chain_plan, frame_plan
+    from latentwalk.store import FrameStore
+    from latentwalk.timeline import load_timeline
+
+    timeline = load_timeline(result.manifest.with_suffix(".yaml"))
+    store = FrameStore(result.store)
+    return list(chain_plan(timeline, result.plan, frame_plan(timeline, result.plan, store), store).work.keys)
+
+
+def test_feedback_render_chains_frames_and_records_them(whole_feedback, tiny_model_dir):
+    from latentwalk.api import frame_plan
+    from latentwalk.encode import probe
+    from latentwalk.store import FrameStore
+    from latentwalk.timeline import load_timeline
+
+    result = whole_feedback
+    info = probe(result.video)
+    assert info.frames == N_FRAMES == result.plan.n_frames and (info.width, info.height) == (32, 32)
+    assert (result.frames_rendered, result.frames_reused) == (N_FRAMES, 0)
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["mode"] == "feedback"
+    assert [(c["first_frame"], c["frames"], c["diffused"]) for c in manifest["feedback"]["chains"]] == [(0, 18, 18), (18, 18, 18)]
+    # A chain's first frame is the travel render's own frame (its text-to-image key); later frames chain.
+    keys = chain_keys_of(result)
+    store = FrameStore(result.store)
+    timeline = load_timeline(result.manifest.with_suffix(".yaml"))
+    own = frame_plan(timeline, result.plan, store).keys
+    assert keys[0] == own[0] and keys[18] == own[18]
+    assert all(keys[k] != own[k] for k in range(N_FRAMES) if k not in (0, 18)) and len(set(keys)) == N_FRAMES
+    # Frame 5 is img2img (strength 0.6, frame 5's own noise and prompt) of frame 4 as stored, warped by
+    # frame 5's camera step and colour-matched to frame 0: recomputed here, it is the stored frame exactly.
+    from latentwalk import camera
+    from latentwalk.api import chain_plan, engine_settings, model_options, model_spec
+    from latentwalk.backends import load_backend
+    from latentwalk.feedback import prepare_init
+
+    fb = chain_plan(timeline, result.plan, frame_plan(timeline, result.plan, store), store).frames
+    assert fb[5].motion == Motion(zoom=1.05, angle=2 * np.sin(5 / 3), translate_x=0.5) and fb[5].strength == 0.6
+    settings = timeline.settings
+    backend = load_backend(model_spec(settings), "cpu", settings.dtype, model_options(settings))
+    first_fn, img2img_fn = engine_fns(backend, fb, engine_settings(settings))
+    load = lambda k: store.load(keys[k], (32, 32, 3))  # noqa: E731
+    step = camera.motion_matrix(fb[5].motion, 32, 32, fb[5].fov)
+    init = prepare_init(load(4), step, fb[5], camera.colour_stats(load(0) / 255))
+    assert np.array_equal(to_uint8(img2img_fn(init[None], [fb[5]]))[0], load(5))
+    assert np.array_equal(to_uint8(first_fn([fb[18]]))[0], load(18))  # the cut: text-to-image
+    assert not np.array_equal(to_uint8(first_fn([fb[5]]))[0], load(5))  # ...which frame 5 is not
+
+
+def test_resume_after_sigkill_is_byte_identical(whole_feedback, tiny_model_dir, tmp_path):
+    from latentwalk.api import render
+    from latentwalk.store import FrameStore
+
+    path = tmp_path / "fb.yaml"
+    path.write_text(feedback_yaml(tiny_model_dir))
+    out, store = tmp_path / "fb.mp4", FrameStore(tmp_path / "fb.frames")
+    cmd = [sys.executable, "-m", "latentwalk.cli", "render", str(path), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.monotonic() + 120
+    while len(store.keys()) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = store.keys()
+    assert 8 <= len(stored) < N_FRAMES, proc.stderr.read().decode()
+    assert not out.exists()
+
+    resumed = render(path, out, progress=False)
+    assert (resumed.frames_rendered, resumed.frames_reused) == (N_FRAMES - len(stored), len(stored))
+    full = FrameStore(whole_feedback.store)
+    assert store.keys() == full.keys()
+    assert all(store.path(k).read_bytes() == full.path(k).read_bytes() for k in full.keys())
+
+
+def test_an_edit_rerenders_from_its_first_affected_frame_on(whole_feedback, tiny_model_dir, tmp_path):
+    import shutil
+
+    from latentwalk.api import render
+
+    # Keyframe 2 (frame 27) changes strength: the track travels there from frame 18 (t = 0 at 18), so
+    # frames 19-35 change; chain one and the cut frame 18 are reused as they are.
+    folder = tmp_path / "edit"
+    shutil.copytree(whole_feedback.store, folder / "fb.frames")
+    path = folder / "fb.yaml"
+    path.write_text(feedback_yaml(tiny_model_dir, last_strength=0.3))
+    edited = render(path, folder / "fb.mp4", progress=False)
+    assert (edited.frames_rendered, edited.frames_reused) == (N_FRAMES - 19, 19)
+    old, new = chain_keys_of(whole_feedback), chain_keys_of(edited)
+    assert new[:19] == old[:19] and all(a != b for a, b in zip(old[19:], new[19:]))
+
+
+def test_cadence_diffuses_every_nth_frame_and_fills_the_rest(tiny_model_dir, tmp_path):
+    from latentwalk.api import render
+    from latentwalk.encode import probe
+
+    path = tmp_path / "fb.yaml"
+    path.write_text(feedback_yaml(tiny_model_dir, cadence=4))
+    result = render(path, tmp_path / "fb.mp4", progress=False)
+    assert probe(result.video).frames == N_FRAMES == result.frames_rendered
+    chains = json.loads(result.manifest.read_text())["feedback"]["chains"]
+    # 18 frames per chain at cadence 4: frames 0, 4, 8, 12, 16 and the last, 17, are diffused.
+    assert [(c["frames"], c["diffused"]) for c in chains] == [(18, 6), (18, 6)]
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (("zoom: 1.05", "zoom: 0"), "fb.yaml:11: zoom: must be greater than 0.0, got 0"),
+        (("zoom: 1.05", "zoom: '1 - frame / 10'"), "zoom: must be greater than 0, but its expression gives 0 at frame 10"),
+        (("strength: 0.6", "strength: 1.5"), "fb.yaml:9: strength: must be at most 1.0, got 1.5"),
+        (("strength: 0.6", "strength: -0.1"), "fb.yaml:9: strength: must be at least 0.0, got -0.1"),
+        (("seed: 3, strength: 0.5", "seed: 3, strength: 2"), "fb.yaml:20: keyframes[2].strength: must be at most 1.0, got 2"),
+        (("cadence: 1", "cadence: 0"), "fb.yaml:10: cadence: must be at least 1, got 0"),
+        (("mode: feedback", "mode: travel"), "fb.yaml:12: angle: only used with mode: feedback"),
+        (("border: reflect", "border: wrap"), "fb.yaml:16: border: unknown value 'wrap'"),
+    ],
+)
+def test_bad_feedback_values_exit_2_naming_the_field(edit, needle, tiny_model_dir, tmp_path, capsys):
+    from latentwalk.cli import main
+
+    path = tmp_path / "fb.yaml"
+    path.write_text(feedback_yaml(tiny_model_dir, extra="border: reflect\n").replace(*edit))
+    assert main(["render", str(path), "--out", str(tmp_path / "fb.mp4"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fb.yaml"]
