@@ -110,7 +110,9 @@ def connect(address: str | None) -> bool:
         ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"ray_address: cannot join a Ray cluster at {address!r}: {first}") from None
+        # Ray >= 2.59 authenticates with a token by default: a joining machine needs the cluster's.
+        hint = "" if address is None else "; if the cluster uses token authentication, this machine needs its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+        raise UserError(f"ray_address: cannot join a Ray cluster at {address!r}: {first}{hint}") from None
     return True
 
 
