@@ -87,7 +87,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-farm-"))
     path = write_timeline(folder, args.model, size=args.size, steps=args.steps, frames=args.frames, batch_size=args.batch_size, device=args.device)
     workers = [int(n) for n in args.workers.split(",")]
-    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__, "ray": ray.__version__},
+    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__, "ray": ray.__version__,
+                                 "load_average_at_start": os.getloadavg()},  # other jobs on the machine skew every figure
                      "timeline": {"model": args.model, "size": args.size, "steps": args.steps, "frames": args.frames, "batch_size": args.batch_size,
                                   "device": args.device}}
 

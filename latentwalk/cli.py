@@ -98,8 +98,8 @@ def cmd_store(args: argparse.Namespace) -> None:
             print(f"pruned {removed.frames} frames and {removed.temp_files} temp files ({removed.bytes / 1e6:.1f} MB)")
     elif args.prune:
         raise UserError(f"--prune: needs a timeline to know which frames to keep, got the folder {args.target!r}")
-    elif target.is_dir():
-        store = FrameStore(target)
+    elif target.is_dir() or "://" in args.target:  # a folder, or a store at a URL (s3://...)
+        store = open_store(args.target)
     else:
         raise UserError(f"store: no such frame store or timeline: {args.target!r}")
     usage = store.usage()
