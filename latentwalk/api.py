@@ -19,7 +19,7 @@ from latentwalk import audio as audio_stage
 from latentwalk.errors import UserError
 from latentwalk.schedule import FrameRecord, Plan, plan_frames, video_frames
 from latentwalk.frames import FrameInputs, RenderIdentity, adapter_identity, file_fingerprint, frame_key, timeline_frames
-from latentwalk.store import FrameStore, StoreUsage
+from latentwalk.store import FrameStore, StoreUsage, open_store
 from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
 if TYPE_CHECKING:  # these import torch, which `import latentwalk` should not
@@ -105,7 +105,8 @@ class RenderResult:
     timings: dict[str, float]
     frames_reused: int = 0  # video frames taken from the frame store, made by an earlier run
     frames_rendered: int = 0  # distinct frames denoised by this run
-    store: Path | None = None
+    store: Path | str | None = None  # a folder, or a URL (s3://...) for a store through fsspec
+    farm: dict | None = None  # with executor ray: workers, their throughput, and batches retried
 
 
 def default_output(timeline: Timeline) -> Path:
@@ -162,8 +163,14 @@ def engine_settings(settings: RenderSettings, batch_size: int | None = None) -> 
     )
 
 
-def render_identity(settings: RenderSettings, *, device: str | None = None, batch_size: int | None = None) -> RenderIdentity:
-    """What every frame of a render shares; reads the model's family from its files, loads no weights."""
+def render_identity(
+    settings: RenderSettings, *, device: str | None = None, batch_size: int | None = None, placement: tuple[str, int] | None = None
+) -> RenderIdentity:
+    """What every frame of a render shares; reads the model's family from its files, loads no weights.
+
+    `placement`: (device type, CPU threads) of workers that render elsewhere (a Ray farm),
+    instead of what this process would use.
+    """
     import diffusers
     import torch
 
@@ -172,7 +179,7 @@ def render_identity(settings: RenderSettings, *, device: str | None = None, batc
 
     spec = model_spec(settings)
     family = model_family(spec)
-    torch_device = pick_device(device or settings.device)
+    torch_device = torch.device(placement[0]) if placement else pick_device(device or settings.device)
     source = resolve_model(settings.model)
     fingerprints = [file_fingerprint(source)] + [file_fingerprint(p) for p in (settings.model_config, settings.vae) if p]
     return RenderIdentity(
@@ -186,7 +193,7 @@ def render_identity(settings: RenderSettings, *, device: str | None = None, batc
         interpolation=settings.interpolation,
         dtype=str(pick_dtype(settings.dtype, torch_device)),
         device_type=torch_device.type,
-        cpu_threads=torch.get_num_threads() if torch_device.type == "cpu" else 0,
+        cpu_threads=placement[1] if placement else torch.get_num_threads() if torch_device.type == "cpu" else 0,
         batch_size=batch_size or settings.batch_size,
         options=model_options(settings).numerics(),
         adapters=adapter_identity(settings.loras, settings.embeddings),
@@ -202,10 +209,11 @@ def frame_plan(
     device: str | None = None,
     batch_size: int | None = None,
     fresh: bool = False,
+    placement: tuple[str, int] | None = None,
 ) -> FramePlan:
     """Key every frame by what determines its pixels and look the keys up; loads no model."""
     settings = timeline.settings
-    identity = render_identity(settings, device=device, batch_size=batch_size)
+    identity = render_identity(settings, device=device, batch_size=batch_size, placement=placement)
     inputs = timeline_frames(
         schedule.frames, [k.keyframe for k in schedule.keyframes], settings.negative_prompt, settings.steps, timeline.noise_shift_seed
     )
@@ -230,13 +238,18 @@ def render(
     fresh: bool = False,
     overlap: bool | None = None,
     prune: bool = False,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
 ) -> RenderResult:
     """Render a timeline to an mp4 with its audio, and a manifest JSON beside it.
 
     Frames already in the frame store (default: beside the video, `<name>.frames/`) are
     reused; only missing ones are denoised. `fresh` re-renders and overwrites every frame;
     `prune` then drops stored frames this render does not use. `overlap`: decode on a
-    worker thread (default: only on CUDA, where it helps).
+    worker thread (default: only on CUDA, where it helps). `executor="ray"` renders on the
+    workers of a Ray cluster (`ray_address`: None starts a local one) into a store they share
+    (a folder, or `store_dir="s3://bucket/prefix"`); the timeline's settings are the defaults.
     """
     from tqdm import tqdm
 
@@ -244,6 +257,7 @@ def render(
     from latentwalk.backends import load_backend
     from latentwalk.encode import AudioClip, VideoWriter
     from latentwalk.engine import render_frames
+    from latentwalk.farm import BatchDone, Farm
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -256,53 +270,74 @@ def render(
         raise UserError(f"--out: the video must be an .mp4 file, got {str(out)!r}")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch_size: must be at least 1, got {batch_size}")
+    farm_settings = farm_settings_of(settings, executor, ray_address, ray_workers)
     schedule = plan(timeline)
     timings["plan_s"] = time.perf_counter() - clock
 
     # 2. Key every frame and look it up in the frame store; feedback frames are keyed by chain.
+    # A farm's workers, not this process, decide the device and thread count the keys name.
     t0 = time.perf_counter()
-    store = FrameStore(store_dir if store_dir is not None else default_store(out))
-    frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh)
-    key_of = frames.key_of()
-    chains = None
-    if timeline.mode == "feedback":
-        chains = chain_plan(timeline, schedule, frames, store, fresh)
-        video_keys, missing_keys = chains.work.keys, chains.missing_keys()
-    else:
-        video_keys, missing_keys = frames.keys, {key_of[f] for f in frames.missing}
-    timings["store_lookup_s"] = time.perf_counter() - t0
+    store = open_store(store_dir if store_dir is not None else default_store(out))
+    if farm_settings and timeline.mode == "feedback":
+        raise UserError("executor: ray renders travel timelines; a feedback chain is sequential, render it locally")
+    farm = Farm(farm_settings, device or settings.device, shared_root(store.root)) if farm_settings else None
+    try:
+        placement = (farm.placement.device_type, farm.placement.cpu_threads) if farm else None
+        frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh, placement=placement)
+        key_of = frames.key_of()
+        chains = None
+        if timeline.mode == "feedback":
+            chains = chain_plan(timeline, schedule, frames, store, fresh)
+            video_keys, missing_keys = chains.work.keys, chains.missing_keys()
+        else:
+            video_keys, missing_keys = frames.keys, {key_of[f] for f in frames.missing}
+        timings["store_lookup_s"] = time.perf_counter() - t0
 
-    # 3. Load the model, unless every frame is stored.
-    backend = None
-    if missing_keys:
+        # 3. Load the model (here, or once on every farm worker), unless every frame is stored.
+        backend = None
+        if missing_keys:
+            t0 = time.perf_counter()
+            if farm:
+                farm.start(model_spec(settings), settings.dtype, model_options(settings), frames.identity)
+            else:
+                backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
+            timings["load_model_s"] = time.perf_counter() - t0
+
+        # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
+        # stored or new, into ffmpeg in video order.
         t0 = time.perf_counter()
-        backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
-        timings["load_model_s"] = time.perf_counter() - t0
+        clip = None
+        if timeline.audio is not None and timeline.audio.path is not None:
+            clip = AudioClip(timeline.audio.path, timeline.audio.start, schedule.duration)
+        if frames_dir is not None:
+            frames_dir = Path(frames_dir)
+            frames_dir.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=len(missing_keys), unit="frame", desc="render", disable=not progress, file=sys.stderr)
+        with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
+            in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir)
 
-    # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
-    # stored or new, into ffmpeg in video order.
-    t0 = time.perf_counter()
-    clip = None
-    if timeline.audio is not None and timeline.audio.path is not None:
-        clip = AudioClip(timeline.audio.path, timeline.audio.start, schedule.duration)
-    if frames_dir is not None:
-        frames_dir = Path(frames_dir)
-        frames_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(missing_keys), unit="frame", desc="render", disable=not progress, file=sys.stderr)
-    with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
-        in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir)
+            def stored(batch: Sequence[FrameInputs], images: np.ndarray) -> None:
+                in_order.add([key_of[f] for f in batch], images)
+                bar.update(len(batch))
 
-        def stored(batch: Sequence[FrameInputs], images: np.ndarray) -> None:
-            in_order.add([key_of[f] for f in batch], images)
-            bar.update(len(batch))
+            def arrived(done: "BatchDone") -> None:
+                farm.check_visible(store, done, frames.shape)
+                in_order.arrived(done.keys)
+                bar.update(len(done.keys))
 
-        if backend is not None and chains is not None:
-            render_chains(backend, chains, engine_settings(settings, batch_size), in_order, bar.update, fresh)
-        elif backend is not None:
-            render_frames(backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap)
-        in_order.flush()
-    bar.close()
-    timings["render_s"] = time.perf_counter() - t0
+            if farm and frames.missing:
+                log = lambda message: bar.write(message, file=sys.stderr)  # noqa: E731
+                farm.render(frames.missing, [key_of[f] for f in frames.missing], engine_settings(settings, batch_size), arrived, log)
+            elif backend is not None and chains is not None:
+                render_chains(backend, chains, engine_settings(settings, batch_size), in_order, bar.update, fresh)
+            elif backend is not None:
+                render_frames(backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap)
+            in_order.flush()
+        bar.close()
+        timings["render_s"] = time.perf_counter() - t0
+    finally:
+        if farm:
+            farm.close()
 
     # 5. Optionally drop stored frames this render no longer uses.
     pruned = store.prune(chains.keep() if chains else frames.keys) if prune else None
@@ -332,9 +367,11 @@ def render(
     data["mode"] = timeline.mode
     if chains is not None:
         data["feedback"] = chains.manifest(timeline)
+    farm_info = farm.report.as_dict() if farm else None
+    data["farm"] = farm_info
     manifest = out.with_suffix(".json")
     manifest.write_text(json.dumps(data, indent=1))
-    return RenderResult(out, manifest, schedule, timings, reused, len(missing_keys), store.root)
+    return RenderResult(out, manifest, schedule, timings, reused, len(missing_keys), store.root, farm_info)
 
 
 @dataclass(frozen=True)
@@ -399,6 +436,30 @@ def render_chains(backend, chains: ChainPlan, settings: "EngineSettings", in_ord
         chains.frames, img2img_fn, first_fn, lambda key: store.load(key, shape) if stored(key) else None, save,
         batch_size=settings.batch_size, stored=stored,
     )
+
+
+def farm_settings_of(settings: RenderSettings, executor: str | None, address: str | None, workers: int | None) -> "FarmSettings | None":
+    """The Ray farm a render asks for (arguments over the timeline), or None to render here."""
+    from latentwalk.timeline import EXECUTOR_NAMES, RAY_ADDRESS
+
+    executor = executor or settings.executor
+    if executor not in EXECUTOR_NAMES:
+        raise UserError(f"executor: unknown value {executor!r}; expected one of: {', '.join(EXECUTOR_NAMES)}")
+    if executor != "ray":
+        return None
+    address = address if address is not None else settings.ray_address
+    if address is not None and not RAY_ADDRESS.match(address):
+        raise UserError(f"--ray: expected auto, host:port or ray://host:port, got {address!r}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--ray-workers: must be at least 1, got {workers}")
+    from latentwalk.farm import FarmSettings
+
+    return FarmSettings(address, workers or settings.ray_workers, settings.ray_cpus_per_worker)
+
+
+def shared_root(root: str | Path) -> str:
+    """A store root other processes can open: URLs as they are, folders made absolute (workers run elsewhere)."""
+    return root if isinstance(root, str) and "://" in root else str(Path(root).absolute())
 
 
 def plan_data(schedule: Plan, timeline: Timeline) -> dict:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from latentwalk.errors import UserError
-from latentwalk.store import FrameStore
+from latentwalk.store import FrameStore, open_store
 
 EXIT_USAGE = 2
 
@@ -27,10 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, help="frames denoised together (overrides the timeline)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides the timeline")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--store", metavar="DIR", help="frame store to reuse frames from (default: <out>.frames/ beside the video)")
+    r.add_argument("--store", metavar="DIR", help="frame store to reuse frames from: a folder or a URL (s3://bucket/prefix, through fsspec) (default: <out>.frames/ beside the video)")
     r.add_argument("--fresh", action="store_true", help="ignore stored frames: render and overwrite every frame")
     r.add_argument("--prune", action="store_true", help="afterwards delete stored frames this render does not use")
     r.add_argument("--overlap", choices=["auto", "on", "off"], default="auto", help="decode batch k-1 on a worker thread while batch k denoises (auto: on CUDA only, where it helps)")
+    r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="render on a Ray cluster's workers: auto, host:port, ray://host:port, or none to start a local cluster")
+    r.add_argument("--ray-workers", type=int, metavar="N", help="with --ray: workers to start (default: one per GPU, or per ray_cpus_per_worker cores)")
 
     st = sub.add_parser("store", help="show a frame store's size, or prune it to what a timeline needs")
     st.add_argument("target", help="a frame store folder, or a timeline (its store beside its default --out)")
@@ -71,11 +73,17 @@ def cmd_render(args: argparse.Namespace) -> None:
     result = render(
         args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
         store_dir=args.store, fresh=args.fresh, overlap={"auto": None, "on": True, "off": False}[args.overlap], prune=args.prune,
+        executor="ray" if args.ray is not None else None, ray_address=args.ray or None, ray_workers=args.ray_workers,
     )
     t = result.timings
     print(f"wrote {result.video} ({result.plan.n_frames} frames, {result.plan.duration:.2f}s) in {t['total_s']:.1f}s")
-    usage = FrameStore(result.store).usage()
+    usage = open_store(result.store).usage()
     print(f"{result.frames_reused} frames reused, {result.frames_rendered} rendered, store {usage.bytes / 1e6:.1f} MB ({result.store})")
+    if result.farm:
+        for w in result.farm["workers"]:
+            print(f"worker {w['node']} (pid {w['pid']}): {w['frames']} frames in {w['busy_s']:.1f}s ({w['frames_per_s']:.2f} frames/s)")
+        if result.farm["retries"]:
+            print(f"{len(result.farm['retries'])} batches retried after a worker died")
     print(f"manifest {result.manifest}")
 
 
@@ -93,8 +101,8 @@ def cmd_store(args: argparse.Namespace) -> None:
             print(f"pruned {removed.frames} frames and {removed.temp_files} temp files ({removed.bytes / 1e6:.1f} MB)")
     elif args.prune:
         raise UserError(f"--prune: needs a timeline to know which frames to keep, got the folder {args.target!r}")
-    elif target.is_dir():
-        store = FrameStore(target)
+    elif target.is_dir() or "://" in args.target:  # a folder, or a store at a URL (s3://...)
+        store = open_store(args.target)
     else:
         raise UserError(f"store: no such frame store or timeline: {args.target!r}")
     usage = store.usage()

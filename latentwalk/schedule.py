@@ -211,7 +211,7 @@ def merge_lyrics(
     from latentwalk.lyrics import snap_times
 
     fps = timeline.settings.fps
-    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
     # 1. Lyric times, snapped to the grid when asked.
     lyrics = timeline.lyrics
     times = np.array([kf.position.value for kf in lyrics])
@@ -350,7 +350,7 @@ def frame_variables(
     """Expression variables per frame (tracks.frame_variables with the timeline's bar layout)."""
     from latentwalk.audio import ENVELOPE_RATE
 
-    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
     return track_math.frame_variables(times, beats, bpm, bpb, down, features or {}, ENVELOPE_RATE, timeline.settings.fps)
 
 

@@ -105,3 +105,14 @@ def npy_size(shape: tuple[int, ...]) -> int:
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": tuple(shape)})
     return buffer.tell() + int(np.prod(shape))
+
+
+def open_store(root: str | Path) -> FrameStore:
+    """The frame store at a folder, or at a URL through fsspec (s3://, gs://, memory://; file:// is a folder)."""
+    if isinstance(root, str) and "://" in root:
+        if root.startswith("file://"):
+            return FrameStore(root[len("file://") :])
+        from latentwalk.fsstore import FsspecFrameStore
+
+        return FsspecFrameStore(root)
+    return FrameStore(root)

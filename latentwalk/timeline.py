@@ -24,6 +24,10 @@ PACING_NAMES = ("uniform", "audio")
 INTERPOLATION_NAMES = ("slerp", "lerp")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
+EXECUTOR_NAMES = ("local", "ray")  # where frames are denoised: this process, or a Ray cluster's workers
+# A Ray cluster: "auto" (the one `ray start` left on this machine), its GCS "host:port", or a
+# Ray Client "ray://host:port".
+RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 # A hub id is "owner/name"; anything else that is not a folder is a typo, caught before loading.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SCHEDULER_NAMES = tuple(SCHEDULERS)
@@ -150,6 +154,12 @@ class RenderSettings:
     vae: str | None  # a diffusers VAE folder replacing the model's
     loras: tuple[LoraSpec, ...] = ()  # in the order written, which is the order their updates add up
     embeddings: tuple[EmbeddingSpec, ...] = ()
+    # Where frames are denoised (see farm.py): this process, or Ray workers. Defaults keep
+    # code that builds RenderSettings by hand working.
+    executor: str = "local"
+    ray_address: str | None = None  # None: start a local cluster; "auto"; "host:port"; "ray://host:port"
+    ray_cpus_per_worker: int = 1  # CPU cores each worker reserves (and its torch threads on CPU)
+    ray_workers: int | None = None  # None: one per GPU, or as many as the cluster's CPUs allow
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,10 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "vae": None,
     "loras": (),
     "embeddings": (),
+    "executor": "local",
+    "ray_address": None,
+    "ray_cpus_per_worker": 1,
+    "ray_workers": None,
 }
 MODEL_OPTION_KEYS = ("channels_last", "compile", "attention_slicing", "vae_tiling", "cpu_offload")
 SEGMENT_DEFAULTS: dict[str, Any] = {
@@ -422,6 +436,13 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
     device = r.choice(get("device"), ("device",), DEVICE_NAMES)
     if options["cpu_offload"] and device in ("cpu", "mps"):
         raise r.fail(("cpu_offload",), f"offloads to the CPU from a CUDA device, but device is {device!r} (use device: cuda or auto)")
+    executor = r.choice(get("executor"), ("executor",), EXECUTOR_NAMES)
+    ray_address = None if get("ray_address") is None else r.text(get("ray_address"), ("ray_address",))
+    if ray_address is not None and not RAY_ADDRESS.match(ray_address):
+        raise r.fail(("ray_address",), f"expected auto, host:port or ray://host:port, got {ray_address!r}")
+    if ray_address is not None and executor != "ray":
+        raise r.fail(("ray_address",), f"only used with executor: ray, but executor is {executor!r}")
+    ray_workers = None if get("ray_workers") is None else r.number(get("ray_workers"), ("ray_workers",), minimum=1, integer=True)
     return RenderSettings(
         model=model,
         width=width,
@@ -441,6 +462,10 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         vae=vae,
         loras=_parse_loras(r, get("loras"), base_dir or Path(".")),
         embeddings=_parse_embeddings(r, get("embeddings"), base_dir or Path(".")),
+        executor=executor,
+        ray_address=ray_address,
+        ray_cpus_per_worker=r.number(get("ray_cpus_per_worker"), ("ray_cpus_per_worker",), minimum=1, integer=True),
+        ray_workers=ray_workers,
     )
 
 
