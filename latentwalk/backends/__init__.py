@@ -4,8 +4,10 @@ tensor names tell SD 1.x, SD 2.x and SDXL apart.
 """
 
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -29,6 +31,7 @@ FAMILIES: dict[str, type[Backend]] = {
     "StableDiffusionXLImg2ImgPipeline": SDXLBackend,
 }
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+HUB_TIMEOUT_S = 3  # an offline machine should hear "unreachable" in seconds, not minutes
 # Tensor-name prefixes of the original (CompVis/Stability) single-file layouts.
 CHECKPOINT_MARKERS = (
     ("conditioner.embedders.1.model.", SDXLBackend),  # SDXL: OpenCLIP ViT-bigG as the second encoder
@@ -101,9 +104,16 @@ def checkpoint_names(path: Path) -> list[str]:
 def hub_file(repo: str, name: str) -> str:
     """A file of a hub model, from the local cache or the hub; one line when neither can be had."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
 
-        return hf_hub_download(repo, name)
+        try:
+            return hf_hub_download(repo, name, local_files_only=True)
+        except Exception:
+            pass  # not cached: ask the hub, if it answers at all
+        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+        with socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S):
+            pass
+        return hf_hub_download(repo, name, etag_timeout=HUB_TIMEOUT_S)
     except Exception as e:  # offline, unknown repo, gated: all the same to the user
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"model: {repo!r} is not a local folder and could not be fetched from the model hub ({type(e).__name__}: {reason[:200]})") from None
