@@ -27,9 +27,11 @@ from pathlib import Path
 
 import torch
 
-from latentwalk.api import frame_plan, keyframe_negatives, plan, render
-from latentwalk.render import batch_inputs, decode, denoise, encode_keyframes, latent_shape, load_model, make_scheduler
-from latentwalk.interpolation import seed_noise
+from latentwalk.api import engine_settings, frame_plan, model_options, model_spec, plan, render
+from latentwalk.backends import load_backend
+from latentwalk.engine import Conditioning, batch_inputs, plan_batches
+from latentwalk.frames import timeline_frames
+from latentwalk.sampling import denoise, make_scheduler, uses_guidance
 from latentwalk.store import FrameStore
 from latentwalk.timeline import load_timeline
 
@@ -70,19 +72,22 @@ def model_time(timeline_path: Path, device: str | None) -> tuple[float, int]:
     timeline = load_timeline(timeline_path)
     s = timeline.settings
     frames = frame_plan(timeline, plan(timeline), FrameStore(timeline_path.parent / "unused"), device=device, fresh=True)
-    model = load_model(s.model, device or s.device, s.dtype)
-    conditioning = encode_keyframes(model, [k.prompt for k in timeline.keyframes], keyframe_negatives(timeline))
-    shape = latent_shape(model, s.width, s.height)
-    records = frames.missing
-    noise = {seed: seed_noise(seed, shape) for r in records for seed in (r.seed_a, r.seed_b)}
-    batches = [records[i : i + s.batch_size] for i in range(0, len(records), s.batch_size)]
-    inputs = [batch_inputs(list(b) + [b[-1]] * (s.batch_size - len(b)), conditioning, noise, s.interpolation) for b in batches]
-    decode(model, denoise(model, inputs[0], s.scheduler, s.steps))  # warm-up, as render's own first batch is
-    sync(model.device)
+    backend = load_backend(model_spec(s), device or s.device, s.dtype, model_options(s))
+    conditioning = Conditioning(backend, frames.missing)
+    shape = backend.latent_shape(s.width, s.height)
+    batches = plan_batches(frames.missing, s.batch_size)
+    inputs = [batch_inputs(list(b) + [b[-1]] * (s.batch_size - len(b)), conditioning, shape, s.interpolation) for b in batches]
+
+    def run(x, first):
+        latents = denoise(backend, x, s.scheduler, first.steps, width=s.width, height=s.height, guided=uses_guidance(first.guidance))
+        return backend.decode(latents)  # decode ends in .cpu(): synchronised
+
+    run(inputs[0], batches[0][0])  # warm-up, as render's own first batch is
+    sync(backend.device)
     t0 = time.perf_counter()
-    for x in inputs:
-        decode(model, denoise(model, x, s.scheduler, s.steps))  # decode ends in .cpu(): synchronised
-    sync(model.device)
+    for x, b in zip(inputs, batches):
+        run(x, b[0])
+    sync(backend.device)
     return time.perf_counter() - t0, len(batches)
 
 
@@ -92,32 +97,30 @@ def plain_diffusers_time(timeline_path: Path, device: str | None, n: int) -> flo
 
     timeline = load_timeline(timeline_path)
     s = timeline.settings
-    model = load_model(s.model, device or s.device, s.dtype)
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
-        scheduler=make_scheduler(s.scheduler, model.scheduler_config), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    backend = load_backend(model_spec(s), device or s.device, s.dtype, model_options(s))
+    pipe = backend.pipe
+    pipe.scheduler = make_scheduler(s.scheduler, backend.scheduler_config)
     pipe.set_progress_bar_config(disable=True)
-    conditioning = encode_keyframes(model, [k.prompt for k in timeline.keyframes], keyframe_negatives(timeline))
-    shape = latent_shape(model, s.width, s.height)
-    records = plan(timeline).frames[:n]
-    noise = {seed: seed_noise(seed, shape) for r in records for seed in (r.seed_a, r.seed_b)}
-    per_frame = [batch_inputs([r], conditioning, noise, s.interpolation) for r in records]
+    schedule = plan(timeline)
+    records = timeline_frames(schedule.frames, [k.keyframe for k in schedule.keyframes], s.negative_prompt, s.steps)[:n]
+    conditioning = Conditioning(backend, records)
+    shape = backend.latent_shape(s.width, s.height)
+    per_frame = [batch_inputs([r], conditioning, shape, s.interpolation) for r in records]
 
     def call(x, r):
         return pipe(
-            prompt_embeds=x.cond.to(model.device, model.dtype), negative_prompt_embeds=x.uncond.to(model.device, model.dtype),
-            latents=x.noise.to(model.device, model.dtype), guidance_scale=r.guidance, num_inference_steps=s.steps,
+            prompt_embeds=x.cond["embeds"].to(backend.device, backend.dtype),
+            negative_prompt_embeds=x.uncond["embeds"].to(backend.device, backend.dtype),
+            latents=x.noise.to(backend.device, backend.dtype), guidance_scale=r.guidance, num_inference_steps=s.steps,
             height=s.height, width=s.width, output_type="np",
         ).images
 
     call(per_frame[0], records[0])  # warm-up
-    sync(model.device)
+    sync(backend.device)
     t0 = time.perf_counter()
     for x, r in zip(per_frame, records):
         call(x, r)
-    sync(model.device)
+    sync(backend.device)
     return time.perf_counter() - t0
 
 

@@ -7,7 +7,7 @@ meet the pure stages; each reads as numbered steps.
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Sequence
 from latentwalk import audio as audio_stage
 from latentwalk import budget, outputs
 from latentwalk.errors import UserError
-from latentwalk.schedule import Plan, check_clip, plan_frames, video_frames
-from latentwalk.frames import FrameInputs, RenderIdentity, file_fingerprint, frame_key, timeline_frames
-from latentwalk.store import FrameStore, StoreUsage
+from latentwalk.schedule import FrameRecord, Plan, check_clip, plan_frames, video_frames
+from latentwalk.frames import FrameInputs, RenderIdentity, adapter_identity, file_fingerprint, frame_key, timeline_frames
+from latentwalk.store import FrameStore, StoreUsage, open_store
 from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
 if TYPE_CHECKING:  # these import torch, which `import latentwalk` should not
     from latentwalk.backends import ModelOptions, ModelSpec
     from latentwalk.engine import EngineSettings
+    from latentwalk.feedback import FeedbackFrame, FeedbackWork
 
 DEFAULT_OUT_DIR = Path("renders")
 
@@ -33,11 +34,19 @@ def as_timeline(timeline: Timeline | str | Path) -> Timeline:
     return timeline if isinstance(timeline, Timeline) else load_timeline(timeline)
 
 
-def analyze_audio(path: str | Path, start: float = 0.0, end: float | None = None, bpm: float | None = None) -> audio_stage.AudioAnalysis:
-    """Tempo, beat times (seconds from `start`) and percussive envelope of an audio file."""
+def analyze_audio(
+    path: str | Path,
+    start: float = 0.0,
+    end: float | None = None,
+    bpm: float | None = None,
+    tracker: str = "auto",
+    beats_per_bar: int = 4,
+) -> audio_stage.AudioAnalysis:
+    """Tempo, beats and downbeats (seconds from `start`) and features of an audio file; cached by content."""
     if not Path(path).is_file():
         raise UserError(f"audio file not found: {str(path)!r}")
-    return audio_stage.analyze(audio_stage.load_audio(path, start, end), bpm=bpm)
+    settings = audio_stage.AnalysisSettings(start, end, bpm, tracker, beats_per_bar)
+    return audio_stage.cached_analysis(path, settings)
 
 
 def timeline_audio(timeline: Timeline) -> audio_stage.AudioAnalysis | None:
@@ -46,7 +55,17 @@ def timeline_audio(timeline: Timeline) -> audio_stage.AudioAnalysis | None:
     if spec is None or spec.path is None:
         return None
     check_clip(timeline, audio_stage.file_duration(spec.path))  # blames audio.start/end with its line
-    return analyze_audio(spec.path, spec.start, spec.end, spec.bpm)
+    try:
+        return analyze_audio(spec.path, spec.start, spec.end, spec.bpm, spec.tracker, spec.beats_per_bar)
+    except audio_stage.AudioReadError as e:  # blame the timeline's line for the field
+        raise UserError(f"{timeline.source}:{spec.lines.get(e.field, 0)}: {e}") from None
+
+
+def with_tracked_downbeat(timeline: Timeline, analysis: audio_stage.AudioAnalysis | None) -> Timeline:
+    """The timeline with bar 0 on the tracked downbeat, unless `audio.downbeat` sets it."""
+    if analysis is None or timeline.audio is None or timeline.audio.downbeat is not None:
+        return timeline
+    return replace(timeline, audio=replace(timeline.audio, downbeat=analysis.downbeat_index or 0))
 
 
 def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | None = None) -> Plan:
@@ -55,6 +74,7 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
     timeline = as_timeline(timeline)
     # 2. Beat grid: tracked from the audio, or laid at `bpm` for a silent timeline.
     analysis = analysis if analysis is not None else timeline_audio(timeline)
+    timeline = with_tracked_downbeat(timeline, analysis)
     fps = timeline.settings.fps
     if analysis is not None:
         beats, bpm, duration = analysis.beats, analysis.bpm, analysis.duration
@@ -62,13 +82,20 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
         beats, bpm, duration = audio_stage.beat_grid(timeline.audio.bpm, 24 * 3600), timeline.audio.bpm, None
     else:
         beats, bpm, duration = np.zeros(0), None, None
-    # 3. Percussive energy per video frame, for segments paced by the audio.
-    energy = None
+    # 3. Percussive energy per video frame, for segments paced by the audio; features for tracks.
+    energy, features = None, None
     if analysis is not None:
         n_frames = video_frames(timeline, beats, duration, bpm)
         energy = audio_stage.envelope_at_fps(analysis.onset_envelope, fps, n_frames)
+        features = audio_features(analysis)
     # 4. The schedule.
-    return plan_frames(timeline, beats, bpm, duration, energy)
+    schedule = plan_frames(timeline, beats, bpm, duration, energy, features)
+    return replace(schedule, tracker=analysis.tracker) if analysis is not None else schedule
+
+
+def audio_features(analysis: audio_stage.AudioAnalysis) -> dict[str, np.ndarray]:
+    """Track variables' audio features at ENVELOPE_RATE: the analysis's own, else its onset envelope."""
+    return dict(getattr(analysis, "features", None) or {"onset": analysis.onset_envelope})
 
 
 @dataclass(frozen=True)
@@ -79,7 +106,8 @@ class RenderResult:
     timings: dict[str, float]
     frames_reused: int = 0  # video frames taken from the frame store, made by an earlier run
     frames_rendered: int = 0  # distinct frames denoised by this run
-    store: Path | None = None
+    store: Path | str | None = None  # a folder, or a URL (s3://...) for a store through fsspec
+    farm: dict | None = None  # with executor ray: workers, their throughput, and batches retried
 
 
 def default_output(timeline: Timeline) -> Path:
@@ -108,7 +136,7 @@ class FramePlan:
 def model_spec(settings: RenderSettings) -> "ModelSpec":
     from latentwalk.backends import ModelSpec
 
-    return ModelSpec(settings.model, settings.model_config, settings.vae)
+    return ModelSpec(settings.model, settings.model_config, settings.vae, settings.loras, settings.embeddings)
 
 
 def model_options(settings: RenderSettings) -> "ModelOptions":
@@ -136,8 +164,14 @@ def engine_settings(settings: RenderSettings, batch_size: int | None = None) -> 
     )
 
 
-def render_identity(settings: RenderSettings, *, device: str | None = None, batch_size: int | None = None) -> RenderIdentity:
-    """What every frame of a render shares; reads the model's family from its files, loads no weights."""
+def render_identity(
+    settings: RenderSettings, *, device: str | None = None, batch_size: int | None = None, placement: tuple[str, int] | None = None
+) -> RenderIdentity:
+    """What every frame of a render shares; reads the model's family from its files, loads no weights.
+
+    `placement`: (device type, CPU threads) of workers that render elsewhere (a Ray farm),
+    instead of what this process would use.
+    """
     import diffusers
     import torch
 
@@ -146,7 +180,7 @@ def render_identity(settings: RenderSettings, *, device: str | None = None, batc
 
     spec = model_spec(settings)
     family = model_family(spec)
-    torch_device = pick_device(device or settings.device)
+    torch_device = torch.device(placement[0]) if placement else pick_device(device or settings.device)
     source = resolve_model(settings.model)
     fingerprints = [file_fingerprint(source)] + [file_fingerprint(p) for p in (settings.model_config, settings.vae) if p]
     return RenderIdentity(
@@ -160,10 +194,10 @@ def render_identity(settings: RenderSettings, *, device: str | None = None, batc
         interpolation=settings.interpolation,
         dtype=str(pick_dtype(settings.dtype, torch_device)),
         device_type=torch_device.type,
-        cpu_threads=torch.get_num_threads() if torch_device.type == "cpu" else 0,
+        cpu_threads=placement[1] if placement else torch.get_num_threads() if torch_device.type == "cpu" else 0,
         batch_size=batch_size or settings.batch_size,
         options=model_options(settings).numerics(),
-        adapters=(),
+        adapters=adapter_identity(settings.loras, settings.embeddings),
         versions=(("diffusers", diffusers.__version__), ("torch", torch.__version__)),
     )
 
@@ -176,11 +210,14 @@ def frame_plan(
     device: str | None = None,
     batch_size: int | None = None,
     fresh: bool = False,
+    placement: tuple[str, int] | None = None,
 ) -> FramePlan:
     """Key every frame by what determines its pixels and look the keys up; loads no model."""
     settings = timeline.settings
-    identity = render_identity(settings, device=device, batch_size=batch_size)
-    inputs = timeline_frames(schedule.frames, timeline.keyframes, settings.negative_prompt, settings.steps)
+    identity = render_identity(settings, device=device, batch_size=batch_size, placement=placement)
+    inputs = timeline_frames(
+        schedule.frames, [k.keyframe for k in schedule.keyframes], settings.negative_prompt, settings.steps, timeline.noise_shift_seed
+    )
     keys = tuple(frame_key(identity, i) for i in inputs)
     shape = (settings.height, settings.width, 3)
     first: dict[str, FrameInputs] = {}
@@ -206,12 +243,18 @@ def render(
     reused; only missing ones are denoised. `fresh` re-renders and overwrites every frame;
     `prune` then drops stored frames this render does not use. Outputs never overwrite an
     input or a file latentwalk did not make (see outputs.py); a second render of the same video
-    or store exits with the holder's pid, or with `wait` waits for it.
+    or store exits with the holder's pid, or with `wait` waits for it. Further `options`:
+    batch_size, device, progress, fresh, overlap (decode on a worker thread; default: only on
+    CUDA, where it helps), prune, and executor="ray" with ray_address / ray_workers to render on
+    a Ray cluster's workers into a store they share (a folder, or store_dir="s3://bucket/prefix").
     """
     timeline = as_timeline(timeline)
     create_folder = out is None
     out = Path(out) if out is not None else default_output(timeline)
-    store_dir = Path(store_dir) if store_dir is not None else default_store(out)
+    if store_dir is None:
+        store_dir = default_store(out)
+    elif not (isinstance(store_dir, str) and "://" in store_dir):
+        store_dir = Path(store_dir[len("file://") :] if str(store_dir).startswith("file://") else store_dir)
     frames_dir = Path(frames_dir) if frames_dir is not None else None
     if out.suffix.lower() != ".mp4":
         raise UserError(f"--out: the video must be an .mp4 file, got {str(out)!r}")
@@ -234,6 +277,9 @@ def _render_claimed(
     fresh: bool = False,
     overlap: bool | None = None,
     prune: bool = False,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
 ) -> RenderResult:
     """`render` once its outputs are checked and locked. `overlap`: decode on a worker thread
     (default: only on CUDA, where it helps).
@@ -244,6 +290,7 @@ def _render_claimed(
     from latentwalk.backends import load_backend
     from latentwalk.encode import AudioClip, VideoWriter
     from latentwalk.engine import render_frames
+    from latentwalk.farm import BatchDone, Farm
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -256,59 +303,87 @@ def _render_claimed(
         raise UserError(f"--out: the video must be an .mp4 file, got {str(out)!r}")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch_size: must be at least 1, got {batch_size}")
+    farm_settings = farm_settings_of(settings, executor, ray_address, ray_workers)
     schedule = plan(timeline)
     timings["plan_s"] = time.perf_counter() - clock
 
-    # 2. Key every frame and look it up in the frame store.
+    # 2. Key every frame and look it up in the frame store; feedback frames are keyed by chain.
+    # A farm's workers, not this process, decide the device and thread count the keys name.
     t0 = time.perf_counter()
-    store = FrameStore(store_dir if store_dir is not None else default_store(out))
-    frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh)
-    key_of = frames.key_of()
-    missing_keys = {key_of[f] for f in frames.missing}
-    timings["store_lookup_s"] = time.perf_counter() - t0
+    store = open_store(store_dir if store_dir is not None else default_store(out))
+    if farm_settings and timeline.mode == "feedback":
+        raise UserError("executor: ray renders travel timelines; a feedback chain is sequential, render it locally")
+    farm = Farm(farm_settings, device or settings.device, shared_root(store.root)) if farm_settings else None
+    try:
+        placement = (farm.placement.device_type, farm.placement.cpu_threads) if farm else None
+        frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh, placement=placement)
+        key_of = frames.key_of()
+        chains = None
+        if timeline.mode == "feedback":
+            chains = chain_plan(timeline, schedule, frames, store, fresh)
+            video_keys, missing_keys = chains.work.keys, chains.missing_keys()
+        else:
+            video_keys, missing_keys = frames.keys, {key_of[f] for f in frames.missing}
+        timings["store_lookup_s"] = time.perf_counter() - t0
 
-    # 3. Load the model, unless every frame is stored.
-    backend = None
-    if frames.missing:
-        budget.check_render_memory(timeline, frames.identity.batch_size, frames.identity.device_type, frames.identity.dtype)
+        # 3. Load the model (here, or once on every farm worker), unless every frame is stored.
+        backend = None
+        if missing_keys:
+            t0 = time.perf_counter()
+            if farm:
+                farm.start(model_spec(settings), settings.dtype, model_options(settings), frames.identity)
+            else:
+                budget.check_render_memory(timeline, frames.identity.batch_size, frames.identity.device_type, frames.identity.dtype)
+                backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
+            timings["load_model_s"] = time.perf_counter() - t0
+
+        # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
+        # stored or new, into ffmpeg in video order.
         t0 = time.perf_counter()
-        backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
-        timings["load_model_s"] = time.perf_counter() - t0
+        clip = None
+        if timeline.audio is not None and timeline.audio.path is not None:
+            clip = AudioClip(timeline.audio.path, timeline.audio.start, schedule.duration)
+        if frames_dir is not None:
+            frames_dir = Path(frames_dir)
+            frames_dir.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=len(missing_keys), unit="frame", desc="render", disable=not progress, file=sys.stderr)
+        with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
+            in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir)
 
-    # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
-    # stored or new, into ffmpeg in video order.
-    t0 = time.perf_counter()
-    clip = None
-    if timeline.audio is not None and timeline.audio.path is not None:
-        clip = AudioClip(timeline.audio.path, timeline.audio.start, schedule.duration)
-    if frames_dir is not None:
-        frames_dir = Path(frames_dir)
-        frames_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(frames.missing), unit="frame", desc="render", disable=not progress, file=sys.stderr)
-    with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
-        in_order = InOrderWriter(writer, frames.keys, store, frames.shape, set(missing_keys), frames_dir)
+            def stored(batch: Sequence[FrameInputs], images: np.ndarray) -> None:
+                in_order.add([key_of[f] for f in batch], images)
+                bar.update(len(batch))
 
-        def stored(batch: Sequence[FrameInputs], images: np.ndarray) -> None:
-            in_order.add([key_of[f] for f in batch], images)
-            bar.update(len(batch))
+            def arrived(done: "BatchDone") -> None:
+                farm.check_visible(store, done, frames.shape)
+                in_order.arrived(done.keys)
+                bar.update(len(done.keys))
 
-        if backend is not None:
-            render_frames(backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap)
-        in_order.flush()
-    bar.close()
-    timings["render_s"] = time.perf_counter() - t0
+            if farm and frames.missing:
+                log = lambda message: bar.write(message, file=sys.stderr)  # noqa: E731
+                farm.render(frames.missing, [key_of[f] for f in frames.missing], engine_settings(settings, batch_size), arrived, log)
+            elif backend is not None and chains is not None:
+                render_chains(backend, chains, engine_settings(settings, batch_size), in_order, bar.update, fresh)
+            elif backend is not None:
+                render_frames(backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap)
+            in_order.flush()
+        bar.close()
+        timings["render_s"] = time.perf_counter() - t0
+    finally:
+        if farm:
+            farm.close()
 
     # 5. Optionally drop stored frames this render no longer uses.
-    pruned = store.prune(frames.keys) if prune else None
+    pruned = store.prune(chains.keep() if chains else frames.keys) if prune else None
     usage = store.usage()
     timings["total_s"] = time.perf_counter() - clock
 
     # 6. Leave a manifest of exactly what produced the video.
-    reused = sum(k not in missing_keys for k in frames.keys)
+    reused = sum(k not in missing_keys for k in video_keys)
     store_info = {
         "path": str(store.root),
         "frames_reused": reused,
-        "frames_rendered": len(frames.missing),
+        "frames_rendered": len(missing_keys),
         "fresh": fresh,
         "frames_stored": usage.frames,
         "bytes": usage.bytes,
@@ -323,8 +398,101 @@ def _render_claimed(
     data["model"]["family"] = frames.identity.family
     data["store"] = store_info
     data["model"]["options"] = to_jsonable(asdict(model_options(settings)))
+    data["mode"] = timeline.mode
+    if chains is not None:
+        data["feedback"] = chains.manifest(timeline)
+    farm_info = farm.report.as_dict() if farm else None
+    data["farm"] = farm_info
     manifest = outputs.write_manifest(out.with_suffix(".json"), data)
-    return RenderResult(out, manifest, schedule, timings, reused, len(frames.missing), store.root)
+    return RenderResult(out, manifest, schedule, timings, reused, len(missing_keys), store.root, farm_info)
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """A feedback render: every frame as the feedback driver sees it, keyed by chain, against the store."""
+
+    frames: tuple["FeedbackFrame", ...]
+    work: "FeedbackWork"
+
+    def missing_keys(self) -> set[str]:
+        """Keys of the video frames this run must make (diffused and cadence-filled)."""
+        return {self.work.keys[i] for part in (self.work.diffuse, self.work.fill) for chain in part for i in chain}
+
+    def keep(self) -> set[str]:
+        """What a prune keeps: the video's frames and the colour references' independent renders."""
+        return set(self.work.keys) | {self.frames[r].key for r in self.work.references}
+
+    def manifest(self, timeline: Timeline) -> dict:
+        missing = self.missing_keys()
+        return {
+            "settings": to_jsonable(asdict(timeline.feedback)),
+            "chains": [
+                {
+                    "first_frame": chain[0],
+                    "frames": len(chain),
+                    "diffused": sum(self.frames[i].diffused for i in chain),
+                    "rendered": sum(self.work.keys[i] in missing for i in chain),
+                    "resumed_at": resume,
+                }
+                for chain, resume in zip(self.work.chains, self.work.resume_at())
+            ],
+            "colour_references": list(self.work.references),
+        }
+
+
+def chain_plan(timeline: Timeline, schedule: Plan, frames: FramePlan, store: FrameStore, fresh: bool = False) -> ChainPlan:
+    """Feedback frames over a travel plan's inputs and keys, chained, and what the store lacks."""
+    from latentwalk.feedback import plan_work, timeline_feedback_frames
+
+    feedback = timeline_feedback_frames(schedule.frames, schedule.keyframes, frames.inputs, frames.keys, timeline.feedback)
+    return ChainPlan(tuple(feedback), plan_work(feedback, lambda key: not fresh and store.has(key, frames.shape)))
+
+
+def render_chains(backend, chains: ChainPlan, settings: "EngineSettings", in_order, progress, fresh: bool = False) -> None:
+    """Render a feedback plan's missing frames through the engine, chains side by side, into the in-order writer."""
+    from latentwalk.feedback import engine_fns, render_feedback
+
+    shape, store = in_order.shape, in_order.store
+    first_fn, img2img_fn = engine_fns(backend, chains.frames, settings)
+    video = set(chains.work.keys)
+    made: set[str] = set()  # with `fresh`, only frames of this run count as stored
+
+    def stored(key: str) -> bool:
+        return (key in made or not fresh) and store.has(key, shape)
+
+    def save(key: str, image: np.ndarray) -> None:
+        in_order.add([key], image[None])
+        made.add(key)
+        progress(key in video)
+
+    render_feedback(
+        chains.frames, img2img_fn, first_fn, lambda key: store.load(key, shape) if stored(key) else None, save,
+        batch_size=settings.batch_size, stored=stored,
+    )
+
+
+def farm_settings_of(settings: RenderSettings, executor: str | None, address: str | None, workers: int | None) -> "FarmSettings | None":
+    """The Ray farm a render asks for (arguments over the timeline), or None to render here."""
+    from latentwalk.timeline import EXECUTOR_NAMES, RAY_ADDRESS
+
+    executor = executor or settings.executor
+    if executor not in EXECUTOR_NAMES:
+        raise UserError(f"executor: unknown value {executor!r}; expected one of: {', '.join(EXECUTOR_NAMES)}")
+    if executor != "ray":
+        return None
+    address = address if address is not None else settings.ray_address
+    if address is not None and not RAY_ADDRESS.match(address):
+        raise UserError(f"--ray: expected auto, host:port or ray://host:port, got {address!r}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--ray-workers: must be at least 1, got {workers}")
+    from latentwalk.farm import FarmSettings
+
+    return FarmSettings(address, workers or settings.ray_workers, settings.ray_cpus_per_worker)
+
+
+def shared_root(root: str | Path) -> str:
+    """A store root other processes can open: URLs as they are, folders made absolute (workers run elsewhere)."""
+    return root if isinstance(root, str) and "://" in root else str(Path(root).absolute())
 
 
 def plan_data(schedule: Plan, timeline: Timeline) -> dict:
@@ -334,6 +502,7 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
         "n_frames": schedule.n_frames,
         "duration": schedule.duration,
         "bpm": schedule.bpm,
+        "tracker": schedule.tracker,
         "keyframes": [
             {
                 "index": k.index,
@@ -343,11 +512,21 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
                 "position": k.keyframe.position.value,
                 "prompt": k.keyframe.prompt,
                 "seed": k.keyframe.seed,
+                "origin": k.keyframe.origin or None,
             }
             for k in schedule.keyframes
         ],
-        "frames": [{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(r).items()} for r in schedule.frames],
+        "tracks": list(schedule.tracks),
+        "frames": [frame_data(r, schedule.tracks) for r in schedule.frames],
     }
+
+
+def frame_data(record: FrameRecord, tracks: Sequence[str]) -> dict:
+    """One frame record as JSON-ready data, with the value of every track the timeline sets."""
+    from latentwalk.schedule import track_value
+
+    data = {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(record).items() if k != "params"}
+    return data | {name: track_value(record, name) for name in tracks}
 
 
 def library_versions() -> dict[str, str]:
@@ -402,8 +581,10 @@ def prune_store(
     timeline = as_timeline(timeline)
     out = Path(out) if out is not None else default_output(timeline)
     store = FrameStore(store_dir if store_dir is not None else default_store(out))
-    frames = frame_plan(timeline, plan(timeline), store, device=device, batch_size=batch_size)
+    schedule = plan(timeline)
+    frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size)
+    keep = chain_plan(timeline, schedule, frames, store).keep() if timeline.mode == "feedback" else frames.keys
     if store.state() not in ("store", "legacy"):
-        return store, store.prune(frames.keys)  # refuses, naming why
+        return store, store.prune(keep)  # refuses, naming why
     with store.lock():
-        return store, store.prune(frames.keys)
+        return store, store.prune(keep)

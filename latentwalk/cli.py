@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from latentwalk.errors import UserError
-from latentwalk.store import FrameStore
+from latentwalk.store import FrameStore, open_store
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -33,12 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, help="frames denoised together (overrides the timeline)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides the timeline")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--store", metavar="DIR", help="frame store to reuse frames from (default: <out>.frames/ beside the video)")
+    r.add_argument("--store", metavar="DIR", help="frame store to reuse frames from: a folder or a URL (s3://bucket/prefix, through fsspec) (default: <out>.frames/ beside the video)")
     r.add_argument("--fresh", action="store_true", help="ignore stored frames: render and overwrite every frame")
     r.add_argument("--prune", action="store_true", help="afterwards delete stored frames this render does not use")
     r.add_argument("--overlap", choices=["auto", "on", "off"], default="auto", help="decode batch k-1 on a worker thread while batch k denoises (auto: on CUDA only, where it helps)")
     r.add_argument("--overwrite-frames", action="store_true", help="let --frames write frame_NNNNNN.png into a folder holding other files")
     r.add_argument("--wait", action="store_true", help="if another render holds this video or store, wait for it instead of exiting")
+    r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="render on a Ray cluster's workers: auto, host:port, ray://host:port, or none to start a local cluster")
+    r.add_argument("--ray-workers", type=int, metavar="N", help="with --ray: workers to start (default: one per GPU, or per ray_cpus_per_worker cores)")
 
     st = sub.add_parser("store", help="show a frame store's size, or prune it to what a timeline needs")
     st.add_argument("target", help="a frame store folder, or a timeline (its store beside its default --out)")
@@ -50,13 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the per-frame schedule without rendering")
     p.add_argument("timeline")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", metavar="FILE", help="also draw the plan (waveform, beats, keyframes, tracks) into a .png/.svg/.pdf")
 
     b = sub.add_parser("beats", help="print the tempo and beat times of an audio file")
     b.add_argument("audio")
     b.add_argument("--bpm", type=float, help="track beats at this tempo instead of estimating it")
     b.add_argument("--start", type=float, default=0.0, help="seconds into the file to start at")
     b.add_argument("--end", type=float, help="seconds into the file to stop at")
-    b.add_argument("--json", action="store_true", help='print {"bpm": ..., "beats": [...]}')
+    b.add_argument("--tracker", default="auto", choices=["auto", "librosa", "madmom"], help="beat tracker (auto: madmom when the beats extra is installed, else librosa)")
+    b.add_argument("--beats-per-bar", type=int, default=4, help="meter used to find downbeats (madmom)")
+    b.add_argument("--json", action="store_true", help='print {"bpm", "tracker", "beats", "downbeats", "tempo"}')
 
     s = sub.add_parser("sweep", help="render a labelled grid over prompt weights, seeds, guidance, steps or strength")
     s.add_argument("sweep")
@@ -77,11 +82,17 @@ def cmd_render(args: argparse.Namespace) -> None:
         args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
         store_dir=args.store, fresh=args.fresh, overlap={"auto": None, "on": True, "off": False}[args.overlap], prune=args.prune,
         overwrite_frames=args.overwrite_frames, wait=args.wait,
+        executor="ray" if args.ray is not None else None, ray_address=args.ray or None, ray_workers=args.ray_workers,
     )
     t = result.timings
     print(f"wrote {result.video} ({result.plan.n_frames} frames, {result.plan.duration:.2f}s) in {t['total_s']:.1f}s")
-    usage = FrameStore(result.store).usage()
+    usage = open_store(result.store).usage()
     print(f"{result.frames_reused} frames reused, {result.frames_rendered} rendered, store {usage.bytes / 1e6:.1f} MB ({result.store})")
+    if result.farm:
+        for w in result.farm["workers"]:
+            print(f"worker {w['node']} (pid {w['pid']}): {w['frames']} frames in {w['busy_s']:.1f}s ({w['frames_per_s']:.2f} frames/s)")
+        if result.farm["retries"]:
+            print(f"{len(result.farm['retries'])} batches retried after a worker died")
     print(f"manifest {result.manifest}")
 
 
@@ -99,8 +110,8 @@ def cmd_store(args: argparse.Namespace) -> None:
             print(f"pruned {removed.frames} frames and {removed.temp_files} temp files ({removed.bytes / 1e6:.1f} MB)")
     elif args.prune:
         raise UserError(f"--prune: needs a timeline to know which frames to keep, got the folder {args.target!r}")
-    elif target.is_dir():
-        store = FrameStore(target)
+    elif target.is_dir() or "://" in args.target:  # a folder, or a store at a URL (s3://...)
+        store = open_store(args.target)
     else:
         raise UserError(f"store: no such frame store or timeline: {args.target!r}")
     usage = store.usage()
@@ -108,10 +119,17 @@ def cmd_store(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from latentwalk.api import as_timeline, plan, plan_data
+    from latentwalk.api import as_timeline, plan, plan_data, timeline_audio
 
     timeline = as_timeline(args.timeline)
-    schedule = plan(timeline)
+    if args.plot:
+        from latentwalk.plot import check_plot_path
+
+        check_plot_path(args.plot)  # a bad path fails before the audio analysis
+    analysis = timeline_audio(timeline)
+    schedule = plan(timeline, analysis)
+    if args.plot:
+        write_plot(schedule, timeline, args.plot)
     if args.json:
         json.dump(plan_data(schedule, timeline), sys.stdout)
         print()
@@ -119,37 +137,65 @@ def cmd_plan(args: argparse.Namespace) -> None:
     print(format_plan(schedule))
 
 
+def write_plot(schedule, timeline, path: str) -> None:
+    """Draw the plan with the timeline's audio clip as its waveform; say where it went on stderr."""
+    from latentwalk.plot import plot_plan
+
+    samples, bpb, down = None, 4, 0
+    if timeline.audio is not None:
+        bpb, down = timeline.audio.beats_per_bar, timeline.audio.downbeat
+        if timeline.audio.path is not None:
+            from latentwalk.audio import load_audio
+
+            samples = load_audio(timeline.audio.path, timeline.audio.start, timeline.audio.end)
+    out = plot_plan(schedule, path, samples=samples, beats_per_bar=bpb, downbeat=down, title=Path(timeline.source).name)
+    print(f"plot {out}", file=sys.stderr)
+
+
 def format_plan(schedule) -> str:
     """A table for people: one row per frame, keyframes marked with their prompt."""
+    from latentwalk.schedule import track_value
+
     bpm = f", {schedule.bpm:.2f} bpm" if schedule.bpm else ""
     lines = [f"{schedule.n_frames} frames at {schedule.fps:g} fps = {schedule.duration:.3f}s{bpm}", ""]
     for k in schedule.keyframes:
         pos = k.keyframe.position
-        lines.append(f"keyframe {k.index}: {pos.unit} {pos.value:g} -> frame {k.frame} ({k.time:.3f}s) seed {k.keyframe.seed}: {k.keyframe.prompt}")
-    lines += ["", f"{'frame':>6} {'time':>8} {'beat':>7} {'seg':>4} {'t':>6} {'noise_t':>7} {'seeds':>11} {'guid':>5}"]
+        origin = f" [{k.keyframe.origin}]" if k.keyframe.origin else ""
+        lines.append(f"keyframe {k.index}: {pos.unit} {pos.value:g} -> frame {k.frame} ({k.time:.3f}s) seed {k.keyframe.seed}{origin}: {k.keyframe.prompt}")
+    others = [name for name in schedule.tracks if name != "guidance"]
+    header = f"{'frame':>6} {'time':>8} {'beat':>7} {'seg':>4} {'t':>6} {'noise_t':>7} {'seeds':>11} {'guid':>5}"
+    lines += ["", header + "".join(f" {name:>{max(7, len(name))}}" for name in others)]
     key_frames = {k.frame for k in schedule.keyframes}
     for r in schedule.frames:
         mark = " *" if r.frame in key_frames else ""
         lines.append(
             f"{r.frame:>6} {r.time:>8.3f} {r.beat:>7.2f} {r.segment:>4} {r.t:>6.3f} {r.noise_t:>7.3f} "
-            f"{f'{r.seed_a}->{r.seed_b}':>11} {r.guidance:>5.2f}{mark}"
+            f"{f'{r.seed_a}->{r.seed_b}':>11} {r.guidance:>5.2f}"
+            + "".join(f" {track_value(r, name):>{max(7, len(name))}.3f}" for name in others)
+            + mark
         )
     return "\n".join(lines)
 
 
 def cmd_beats(args: argparse.Namespace) -> None:
     from latentwalk.api import analyze_audio
+    from latentwalk.audio import AnalysisSettings, check_settings
 
-    if args.bpm is not None and args.bpm <= 0:
-        raise UserError(f"--bpm: must be positive, got {args.bpm}")
-    analysis = analyze_audio(args.audio, args.start, args.end, args.bpm)
+    settings = AnalysisSettings(args.start, args.end, args.bpm, args.tracker, args.beats_per_bar)
+    check_settings(settings, {"start": "--start", "end": "--end", "bpm": "--bpm"})
+    analysis = analyze_audio(args.audio, args.start, args.end, args.bpm, args.tracker, args.beats_per_bar)
     beats = [round(float(b), 4) for b in analysis.beats]
+    downbeats = [round(float(b), 4) for b in analysis.downbeats]
     if args.json:
-        print(json.dumps({"bpm": round(analysis.bpm, 3), "beats": beats}))
+        tempo = [round(float(t), 3) for t in analysis.tempo]
+        print(json.dumps({"bpm": round(analysis.bpm, 3), "tracker": analysis.tracker, "beats": beats, "downbeats": downbeats, "tempo": tempo}))
         return
-    print(f"tempo: {analysis.bpm:.2f} bpm, {len(beats)} beats in {analysis.duration:.2f}s")
+    print(f"tempo: {analysis.bpm:.2f} bpm (median), {len(beats)} beats in {analysis.duration:.2f}s, tracker: {analysis.tracker}")
+    if analysis.downbeat_index is not None:
+        print(f"first downbeat: beat {analysis.downbeat_index} ({len(downbeats)} bars)")
+    bar_starts = set(downbeats)
     for i, b in enumerate(beats):
-        print(f"{i:5d} {b:9.3f}")
+        print(f"{i:5d} {b:9.3f}" + (" |" if b in bar_starts else ""))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

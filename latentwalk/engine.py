@@ -28,8 +28,7 @@ from latentwalk.prompts import parse_prompt
 from latentwalk.sampling import STEP_NOISE_SALT, BatchInputs, denoise, uses_guidance
 
 OVERLAP_DEPTH = 2  # denoised batches waiting for the decoder: bounds memory at ~3 batches
-# noise_shift moves a frame's noise toward the noise of its seeds XOR this (a second direction).
-SHIFT_SEED_XOR = 0x7F4A7C15
+MAX_SEED = 2**63  # torch.Generator.manual_seed takes a signed 64-bit seed
 T = TypeVar("T")
 
 
@@ -81,14 +80,24 @@ def interpolate_cond(a: Cond, b: Cond, t: float, interpolation: str) -> Cond:
 
 
 def frame_noise(frame: FrameInputs, shape: tuple[int, int, int]) -> torch.Tensor:
-    """(1, C, h, w): the slerp of the two seeds' noise, moved `noise_shift` toward a second direction."""
+    """(1, C, h, w): the slerp of the two seeds' noise, moved `noise_shift` toward a second direction.
+
+    The second direction is the noise of `noise_shift_seed` when the timeline sets one, else
+    that of each seed + 1, travelling with the frame's noise weight; a shift of 0 is the frame's
+    own noise exactly.
+    """
     noise_t = torch.tensor([frame.noise_t], dtype=torch.float64)
     noise = slerp_noise(seed_noise(frame.seed_a, shape), seed_noise(frame.seed_b, shape), noise_t)
     shift = frame.param("noise_shift")
-    if shift != 0:
-        other = slerp_noise(seed_noise(frame.seed_a ^ SHIFT_SEED_XOR, shape), seed_noise(frame.seed_b ^ SHIFT_SEED_XOR, shape), noise_t)
-        noise = slerp_noise(noise[0], other[0], torch.tensor([shift], dtype=torch.float64))
-    return noise
+    if shift == 0:
+        return noise
+    params = dict(frame.params)
+    if "noise_shift_seed" in params:
+        other = seed_noise(int(params["noise_shift_seed"]), shape)
+    else:
+        a, b = ((s + 1) % MAX_SEED for s in (frame.seed_a, frame.seed_b))
+        other = slerp_noise(seed_noise(a, shape), seed_noise(b, shape), noise_t)[0]
+    return slerp_noise(noise[0], other, torch.tensor([shift], dtype=torch.float64))
 
 
 def batch_inputs(
@@ -116,7 +125,9 @@ class Denoised:
     """One denoised batch on its way to the decoder."""
 
     frames: Sequence[FrameInputs]
-    latents: torch.Tensor  # (b, C, h, w) on the model's device; padding rows already dropped
+    # (batch_size, C, h, w) on the model's device, padding rows included: the VAE, too, may pick
+    # another algorithm for another batch shape, so decoding drops them only afterwards.
+    latents: torch.Tensor
     ready: "torch.cuda.Event | None"  # CUDA: recorded after the last step, for the decode stream
 
 
@@ -125,16 +136,21 @@ def denoised_batches(
     frames: Sequence[FrameInputs],
     settings: EngineSettings,
     init_images: dict[str, np.ndarray] | None = None,
+    conditioning: Conditioning | None = None,
 ) -> Iterator[Denoised]:
-    """Denoise the frames in batches of exactly `settings.batch_size` rows (the last one padded)."""
+    """Denoise the frames in batches of exactly `settings.batch_size` rows (the last one padded).
+
+    `conditioning`: prompts already encoded (a superset of the frames'), for callers that render in many calls.
+    """
     # 1. Encode every distinct prompt once, and every init image once.
-    conditioning = Conditioning(backend, frames)
+    conditioning = conditioning or Conditioning(backend, frames)
     init_latents = {key: backend.encode_images(image[None]) for key, image in (init_images or {}).items()}
     shape = backend.latent_shape(settings.width, settings.height)
     # 2. Denoise batch by batch.
     for batch in plan_batches(frames, settings.batch_size):
         padded = list(batch) + [batch[-1]] * (settings.batch_size - len(batch))
         inputs = batch_inputs(padded, conditioning, shape, settings.interpolation, init_latents)
+        backend.set_rows(padded)  # per-row quantities inside the model: LoRA weights
         first = batch[0]
         latents = denoise(
             backend, inputs, settings.scheduler, first.steps, width=settings.width, height=settings.height,
@@ -144,18 +160,19 @@ def denoised_batches(
         if latents.device.type == "cuda":
             ready = torch.cuda.Event()
             ready.record()
-        yield Denoised(batch, latents[: len(batch)], ready)
+        yield Denoised(batch, latents, ready)
 
 
 def decode_denoised(backend: Backend, item: Denoised) -> np.ndarray:
-    """`decode` on any thread; on CUDA on a side stream that first waits for the batch."""
+    """`decode` (the padded batch, then only its real rows) on any thread; on CUDA on a side
+    stream that first waits for the batch."""
     if item.ready is None:
-        return backend.decode(item.latents)
+        return backend.decode(item.latents)[: len(item.frames)]
     stream = torch.cuda.Stream(backend.device)
     stream.wait_event(item.ready)
     item.latents.record_stream(stream)  # keep the allocator from reusing it under the decode
     with torch.cuda.stream(stream):
-        return backend.decode(item.latents)
+        return backend.decode(item.latents)[: len(item.frames)]
 
 
 def render_frames(
@@ -166,6 +183,7 @@ def render_frames(
     *,
     init_images: dict[str, np.ndarray] | None = None,
     overlap: bool | None = None,
+    conditioning: Conditioning | None = None,
 ) -> None:
     """Render `frames` and hand each decoded batch, (frames, (b, H, W, 3) uint8), to `on_batch`.
 
@@ -176,10 +194,10 @@ def render_frames(
         return
     if overlap is None:
         overlap = backend.device.type == "cuda" and not backend.options.cpu_offload
-    batches = denoised_batches(backend, frames, settings, init_images)
+    batches = denoised_batches(backend, frames, settings, init_images, conditioning)
 
     def finish(item: Denoised) -> None:
-        images = decode_denoised(backend, item) if overlap else backend.decode(item.latents)
+        images = decode_denoised(backend, item) if overlap else backend.decode(item.latents)[: len(item.frames)]
         on_batch(item.frames, images)
 
     if overlap:

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# A LoRA's per-frame weight is the frame param LORA_PARAM + its name, e.g. "lora:style".
+LORA_PARAM = "lora:"
 # Bump when the engine changes which pixels a key stands for: every old frame is then a miss.
 KEY_VERSION = 2
 # Model files at most this big are fingerprinted by content (configs, tokenizer files); bigger
@@ -94,7 +96,29 @@ def file_fingerprint(source: str | Path) -> str:
     return digest.hexdigest()
 
 
-def timeline_frames(records, keyframes, default_negative: str, steps: int) -> tuple[FrameInputs, ...]:
+# Tensor-name prefixes of LoRA layers in the UNet, in diffusers', kohya's and original layouts.
+UNET_LORA_PREFIXES = ("unet.", "lora_unet_", "model.diffusion_model.", "diffusion_model.")
+
+
+def adapter_identity(loras, embeddings) -> tuple[tuple[str, str], ...]:
+    """(name, fingerprint) of every LoRA and embedding (timeline.LoraSpec, EmbeddingSpec), in the order applied.
+
+    A LoRA's per-frame weight is a frame param; its top-level weight is part of the identity
+    too unless the file holds UNet layers only, since text-encoder layers run at that weight.
+    """
+    from latentwalk.timeline import safetensors_names
+
+    identity = []
+    for lora in loras:
+        fingerprint = file_fingerprint(lora.path)
+        if not all(name.startswith(UNET_LORA_PREFIXES) for name in safetensors_names(Path(lora.path))):
+            fingerprint += f";text_encoder_weight={lora.weight!r}"
+        identity.append((LORA_PARAM + lora.name, fingerprint))
+    identity += [(f"embedding:{e.token}", file_fingerprint(e.path)) for e in embeddings]
+    return tuple(identity)
+
+
+def timeline_frames(records, keyframes, default_negative: str, steps: int, noise_shift_seed: int | None = None) -> tuple[FrameInputs, ...]:
     """The inputs of every video frame of a schedule (schedule.FrameRecord, timeline.Keyframe)."""
     from latentwalk.prompts import parse_prompt
 
@@ -112,7 +136,21 @@ def timeline_frames(records, keyframes, default_negative: str, steps: int) -> tu
             t=r.t,
             guidance=r.guidance,
             steps=steps,
-            params=r.params,
+            params=shift_seed_param(engine_params(r.params), noise_shift_seed),
         )
         for r in records
     )
+
+
+def engine_params(params: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
+    """The params the denoiser reads: camera tracks and strength belong to a feedback step's key instead."""
+    from latentwalk.timeline import CAMERA_TRACKS
+
+    return tuple(p for p in params if p[0] not in CAMERA_TRACKS)
+
+
+def shift_seed_param(params: tuple[tuple[str, float], ...], seed: int | None) -> tuple[tuple[str, float], ...]:
+    """A frame's params with the timeline's noise_shift_seed added where its noise is shifted."""
+    if seed is None or not dict(params).get("noise_shift"):
+        return params
+    return tuple(sorted(params + (("noise_shift_seed", float(seed)),)))

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from latentwalk.errors import UserError
 from latentwalk.locks import file_lock
-from latentwalk.store import MARKER, FrameStore, describe_state
+from latentwalk.store import MARKER, FrameStore, describe_state, open_store
 
 MANIFEST_FORMAT = "latentwalk-manifest/1"
 FRAMES_MARKER = ".latentwalk-frames"
@@ -81,7 +81,7 @@ def is_manifest(path: Path) -> bool:
 
 
 def check_render_outputs(
-    inputs: tuple[Path, ...], video: Path, frames_dir: Path | None, store: Path, *,
+    inputs: tuple[Path, ...], video: Path, frames_dir: Path | None, store: "Path | str", *,
     overwrite_frames: bool = False, create_folder: bool = False,
 ) -> RenderOutputs:
     """The render's output paths, each checked against the inputs and what exists; UserError if unsafe.
@@ -113,7 +113,7 @@ def check_render_outputs(
     if frames_dir is not None:
         if frames_dir.exists() and not frames_dir.is_dir():
             raise UserError(f"--frames: {frames_dir} is a file, not a folder")
-        if same_file(frames_dir, store):
+        if not is_url(store) and same_file(frames_dir, store):
             raise UserError(f"--frames: {frames_dir} is also the frame store; give the PNGs their own folder")
         if frames_dir.is_dir():
             names = set(os.listdir(frames_dir))
@@ -127,12 +127,13 @@ def check_render_outputs(
                     raise UserError(f"--frames: writing {frames_dir} would overwrite the input {source}")
         check_writable(frames_dir, "--frames")
     # 3. The frame store: new, empty, or latentwalk's.
-    state = FrameStore(store).state()
+    state = open_store(store).state()
     if state in ("file", "foreign"):
         raise UserError(
             f"--store: {store} is not a latentwalk frame store ({describe_state(state)}); use an empty or new folder"
         )
-    check_writable(store, "--store")
+    if not is_url(store):
+        check_writable(store, "--store")
     return RenderOutputs(video, manifest, frames_dir, store, overwrite_frames)
 
 
@@ -151,6 +152,11 @@ def check_writable(folder: Path, flag: str) -> None:
         raise UserError(f"{flag}: cannot write in {existing}: {e.strerror or e}") from None
 
 
+def is_url(root: "str | Path") -> bool:
+    """A store at a URL (s3://, memory://, ...) rather than a folder here."""
+    return isinstance(root, str) and "://" in root and not root.startswith("file://")
+
+
 @contextmanager
 def claim(outputs: RenderOutputs, wait: bool = False) -> Iterator[FrameStore]:
     """Hold the video's and the store's locks for a render; yields the (created, marked) store.
@@ -158,12 +164,13 @@ def claim(outputs: RenderOutputs, wait: bool = False) -> Iterator[FrameStore]:
     Folders this created are removed again on failure if nothing but markers ended up in them,
     and partial files of earlier runs of this video killed mid-write are deleted.
     """
-    created = [p for p in (outputs.video.parent, outputs.store, outputs.frames_dir) if p is not None and not p.exists()]
+    local_store = None if is_url(outputs.store) else outputs.store
+    created = [p for p in (outputs.video.parent, local_store, outputs.frames_dir) if p is not None and not p.exists()]
     with ExitStack() as stack:
         stack.callback(_remove_if_unused, created)  # runs last, after the locks are released
         outputs.video.parent.mkdir(parents=True, exist_ok=True)
         stack.enter_context(file_lock(outputs.lock, f"the video {outputs.video}", wait))
-        store = FrameStore(outputs.store)
+        store = open_store(outputs.store)
         stack.enter_context(store.lock(wait))
         _remove_stale_partials(outputs.video)
         if outputs.frames_dir is not None:

@@ -4,13 +4,15 @@ No torch, no files. A segment runs from keyframe k (inclusive) to keyframe k+1 (
 so a keyframe's own image appears exactly once: at its frame, with t = 0 of its segment.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
+from latentwalk import tracks as track_math
 from latentwalk.errors import UserError
-from latentwalk.timeline import MAX_FRAMES, Keyframe, Position, Timeline, format_path
+from latentwalk.frames import LORA_PARAM
+from latentwalk.timeline import MAX_FRAMES, TRACK_BOUNDS, TRACK_DEFAULTS, Keyframe, LoraSpec, Position, Timeline, format_path
 
 
 def linear(t: np.ndarray) -> np.ndarray:
@@ -69,19 +71,32 @@ def paced_progress(n: int, energy: np.ndarray | None = None, strength: float = 0
     return np.concatenate([[0.0], np.cumsum(steps)[:-1]]) / np.sum(steps)
 
 
+LOCAL_SPAN = 4  # beats: extrapolation past either end of the grid uses the tempo of the nearest span
+
+
+def edge_period(beats: np.ndarray, bpm: float | None, last: bool = True) -> float | None:
+    """Seconds per beat at the end (or start) of the grid: its local tempo, else `bpm`."""
+    if len(beats) >= 2:
+        k = min(LOCAL_SPAN, len(beats) - 1)
+        return float(beats[-1] - beats[-1 - k]) / k if last else float(beats[k] - beats[0]) / k
+    return 60.0 / bpm if bpm else None
+
+
 def beat_time(beat: float, beats: np.ndarray, field: str, bpm: float | None = None, audio_end: float | None = None) -> float:
     """Time in seconds of a (fractional) beat index on the tracked beat grid.
 
-    Past the last tracked beat the grid continues at `bpm` (the tracker drops the silent tail,
-    so "bar 8" of an 8-bar track is the downbeat after its last beat) up to `audio_end`.
+    Past the last tracked beat the grid continues at the local tempo of its last beats (the
+    tracker drops the silent tail, so "bar 8" of an 8-bar track is the downbeat after its last
+    beat) up to `audio_end`.
     """
     if len(beats) == 0:
         raise UserError(f"{field}: no beats were found in the audio, so beat/bar positions cannot be used")
     last = len(beats) - 1
     if beat <= last:
         return float(np.interp(beat, np.arange(len(beats)), beats))
-    time = float(beats[-1] + (beat - last) * 60.0 / bpm) if bpm else float("inf")
-    if audio_end is not None and time > audio_end + 1e-6 or not bpm:
+    period = edge_period(beats, bpm) if bpm else None
+    time = float(beats[-1] + (beat - last) * period) if period else float("inf")
+    if audio_end is not None and time > audio_end + 1e-6 or not period:
         raise UserError(
             f"{field}: beat {beat:g} is past the end of the audio (it has {len(beats)} beats, "
             f"numbered 0-{last}, the last at {beats[-1]:.3f}s"
@@ -109,13 +124,12 @@ def position_frame(pos: Position, time: float, fps: float) -> int:
 
 
 def beat_positions(times: np.ndarray, beats: np.ndarray, bpm: float) -> np.ndarray:
-    """Fractional beat index of each time, extrapolated at `bpm` before the first/after the last beat."""
+    """Fractional beat index of each time, extrapolated at the local tempo before the first/after the last beat."""
     if len(beats) == 0:
         return times * bpm / 60.0
-    period = 60.0 / bpm
     index = np.interp(times, beats, np.arange(len(beats)))
-    index = np.where(times < beats[0], (times - beats[0]) / period, index)
-    return np.where(times > beats[-1], len(beats) - 1 + (times - beats[-1]) / period, index)
+    index = np.where(times < beats[0], (times - beats[0]) / edge_period(beats, bpm, last=False), index)
+    return np.where(times > beats[-1], len(beats) - 1 + (times - beats[-1]) / edge_period(beats, bpm), index)
 
 
 @dataclass(frozen=True)
@@ -138,7 +152,8 @@ class FrameRecord:
     seed_a: int
     seed_b: int
     guidance: float
-    # Further per-frame quantities by name, sorted: LoRA weights ("lora:<name>"), noise_shift, ...
+    # Every other track the timeline sets, as sorted (name, value) pairs, left out where the value
+    # is its no-effect default, so frames of a timeline without tracks keep their keys.
     params: tuple[tuple[str, float], ...] = ()
 
 
@@ -151,6 +166,13 @@ class Plan:
     beats: np.ndarray  # beat times in seconds used for placement
     keyframes: tuple[ResolvedKeyframe, ...]
     frames: tuple[FrameRecord, ...]
+    tracks: tuple[str, ...] = ()  # names of the tracks the timeline sets (guidance always)
+    tracker: str | None = None  # the beat tracker that placed `beats` (None: no audio analysed)
+
+
+def track_value(record: FrameRecord, name: str) -> float:
+    """A frame's value of any track, the default where `params` leaves it out."""
+    return record.guidance if name == "guidance" else dict(record.params).get(name, TRACK_DEFAULTS[name])
 
 
 def resolve_keyframes(
@@ -158,7 +180,7 @@ def resolve_keyframes(
 ) -> tuple[ResolvedKeyframe, ...]:
     """Place every keyframe on a frame; reject out-of-order, coinciding or late keyframes."""
     fps = timeline.settings.fps
-    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
     resolved: list[ResolvedKeyframe] = []
     for i, kf in enumerate(timeline.keyframes):
         field = f"{timeline.source}:{kf.line}: {format_path(('keyframes', i, kf.position.unit))}"
@@ -177,7 +199,44 @@ def resolve_keyframes(
                 f"(frame {prev.frame}); keyframes must be in order and at distinct frames"
             )
         resolved.append(ResolvedKeyframe(i, frame, time, kf))
+    if timeline.lyrics:
+        resolved = merge_lyrics(timeline, resolved, beats, n_frames, bpm)
     return tuple(resolved)
+
+
+def merge_lyrics(
+    timeline: Timeline, ordinary: list[ResolvedKeyframe], beats: np.ndarray, n_frames: int, bpm: float | None
+) -> list[ResolvedKeyframe]:
+    """Ordinary and lyric keyframes in time order; lyric lines past the video's end are left out."""
+    from latentwalk.lyrics import snap_times
+
+    fps = timeline.settings.fps
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
+    # 1. Lyric times, snapped to the grid when asked.
+    lyrics = timeline.lyrics
+    times = np.array([kf.position.value for kf in lyrics])
+    snap = lyrics[0].snap
+    if snap != "none":
+        if not bpm:
+            raise UserError(f"{timeline.source}: lyrics_snap: {snap} needs a beat grid (an audio file, or audio: {{bpm: ...}})")
+        times = snap_times(times, snap, beats, bpm, bpb, down)
+    # 2. Merge by frame; two keyframes on one frame are an error that names both.
+    merged = [(k.frame, k.time, k.keyframe) for k in ordinary]
+    merged += [(round(t * fps), float(t), kf) for t, kf in zip(times, lyrics) if round(t * fps) < n_frames]
+    merged.sort(key=lambda m: m[0])
+    name = lambda kf: kf.origin or f"{timeline.source}:{kf.line}: keyframe"  # noqa: E731
+    for (f0, _, a), (f1, _, b) in zip(merged, merged[1:]):
+        if f0 == f1:
+            hint = " (try lyrics_snap: beat or none)" if snap == "bar" else ""
+            raise UserError(f"{name(b)}: lyrics: lands on frame {f0}, the same frame as {name(a)} {a.prompt!r}{hint}")
+    # 3. A lyric keyframe without a seed keeps the noise of the keyframe before it.
+    out, seed = [], next((kf.seed for _, _, kf in merged if kf.seed is not None), 0)
+    for i, (frame, time, kf) in enumerate(merged):
+        if kf.seed is None:
+            kf = replace(kf, seed=seed)
+        seed = kf.seed
+        out.append(ResolvedKeyframe(i, frame, time, kf))
+    return out
 
 
 def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | None, bpm: float | None = None) -> int:
@@ -193,7 +252,7 @@ def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | 
                 f"shorter than one frame at {fps:g} fps"
             )
         return check_frame_count(n, timeline.at("fps"), fps)
-    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat) if timeline.audio else (4, 0)
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
     field = timeline.at("end", timeline.end.unit)
     time = position_time(timeline.end, beats, fps, bpb, down, field, bpm, audio_duration)
     n = position_frame(timeline.end, time, fps)
@@ -224,14 +283,29 @@ def check_clip(timeline: Timeline, file_duration: float | None) -> None:
             raise UserError(f"{timeline.at('audio', key)}: {value:g}s is past the end of the audio file ({file_duration:.3f}s long)")
 
 
+def travel(a: float, b: float, t: float) -> float:
+    """A per-keyframe quantity between two keyframes at eased progress t: exactly `a` at t = 0."""
+    return float(a + (b - a) * t)
+
+
+def lora_params(loras: tuple[LoraSpec, ...], a: Keyframe, b: Keyframe, t: float) -> tuple[tuple[str, float], ...]:
+    """("lora:<name>", weight) of every LoRA, travelling from keyframe a's weight to b's; sorted by name."""
+    def weight(keyframe: Keyframe, lora: LoraSpec) -> float:
+        return dict(keyframe.loras).get(lora.name, lora.weight)
+
+    return tuple(sorted((LORA_PARAM + lora.name, travel(weight(a, lora), weight(b, lora), t)) for lora in loras))
+
+
 def plan_frames(
     timeline: Timeline,
     beats: np.ndarray,
     bpm: float | None,
     audio_duration: float | None,
     energy: np.ndarray | None = None,
+    features: dict[str, np.ndarray] | None = None,
 ) -> Plan:
-    """The per-frame schedule. `energy`: percussive energy per video frame, for audio pacing."""
+    """The per-frame schedule. `energy`: percussive energy per video frame, for audio pacing;
+    `features`: audio features at audio.ENVELOPE_RATE (onset, rms, low, mid, high) for tracks."""
     fps = timeline.settings.fps
     n_frames = video_frames(timeline, beats, audio_duration, bpm)
     keys = resolve_keyframes(timeline, beats, n_frames, bpm, audio_duration)
@@ -255,13 +329,20 @@ def plan_frames(
         t[key.frame : stop] = EASINGS[kf.easing](u)
         noise_t[key.frame : stop] = EASINGS[kf.noise_easing](u)
 
-    default_g = timeline.settings.guidance
+    # Tracks: every keyframe's value at every frame, blended along the segment like the prompt.
+    variables = frame_variables(timeline, times, beats, bpm, features)
+    seg_b = np.minimum(segment + 1, len(keys) - 1)
+    values = {name: track_values(timeline, keys, name, variables, segment, seg_b, t) for name in TRACK_DEFAULTS}
+    # Offsets push the travel weights, inside segments only: lead-in and final hold stay put.
+    travelling = (frames >= keys[0].frame) & (segment < len(keys) - 1)
+    t = np.where(travelling, np.clip(t + values["prompt_offset"], 0.0, 1.0), t)
+    noise_t = np.where(travelling, np.clip(noise_t + values["noise_offset"], 0.0, 1.0), noise_t)
+    used = set_tracks(timeline, keys)
+    params = [name for name in sorted(used) if name != "guidance"]
     records = []
     for f in frames:
-        target = min(segment[f] + 1, len(keys) - 1)
+        target = int(seg_b[f])
         a, b = keys[segment[f]], keys[target]
-        ga = a.keyframe.guidance if a.keyframe.guidance is not None else default_g
-        gb = b.keyframe.guidance if b.keyframe.guidance is not None else default_g
         records.append(
             FrameRecord(
                 frame=int(f),
@@ -273,7 +354,72 @@ def plan_frames(
                 noise_t=float(noise_t[f]),
                 seed_a=a.keyframe.seed,
                 seed_b=b.keyframe.seed,
-                guidance=float(ga + (gb - ga) * t[f]),
+                guidance=float(values["guidance"][f]),
+                params=tuple(
+                    sorted(
+                        tuple((n, float(values[n][f])) for n in params if values[n][f] != TRACK_DEFAULTS[n])
+                        + lora_params(timeline.settings.loras, a.keyframe, b.keyframe, float(t[f]))
+                    )
+                ),
             )
         )
-    return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records))
+    return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records), tuple(sorted(used)))
+
+
+def set_tracks(timeline: Timeline, keys: tuple[ResolvedKeyframe, ...]) -> set[str]:
+    """Names of the tracks a timeline sets anywhere, guidance always included."""
+    top = {name for name, value in timeline.tracks if name in timeline.raw}
+    return {"guidance"} | top | {name for k in keys for name, _ in k.keyframe.tracks}
+
+
+def frame_variables(
+    timeline: Timeline, times: np.ndarray, beats: np.ndarray, bpm: float | None, features: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """Expression variables per frame (tracks.frame_variables with the timeline's bar layout)."""
+    from latentwalk.audio import ENVELOPE_RATE
+
+    bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
+    return track_math.frame_variables(times, beats, bpm, bpb, down, features or {}, ENVELOPE_RATE, timeline.settings.fps)
+
+
+def track_values(
+    timeline: Timeline,
+    keys: tuple[ResolvedKeyframe, ...],
+    name: str,
+    variables: dict[str, np.ndarray],
+    segment: np.ndarray,
+    seg_b: np.ndarray,
+    t: np.ndarray,
+) -> np.ndarray:
+    """(n_frames,) values of one track: keyframe a's value travelling to keyframe b's by t."""
+    fps, n = timeline.settings.fps, len(t)
+    top = dict(timeline.tracks).get(name, TRACK_DEFAULTS[name])
+    cache: dict = {}
+    rows = []
+    for key in keys:
+        value = dict(key.keyframe.tracks).get(name, top)
+        if value not in cache:
+            cache[value] = track_math.evaluate(value, variables, fps, n, track_math.MISSING_REASONS)
+        rows.append(cache[value])
+    table = np.stack(rows)  # (n_keyframes, n_frames)
+    frames = np.arange(n)
+    a, b = table[segment, frames], table[seg_b, frames]
+    out = a + (b - a) * t
+    check_bounds(timeline.source, name, out, fps, segment)
+    return out
+
+
+def check_bounds(source: str, name: str, values: np.ndarray, fps: float, segment: np.ndarray) -> None:
+    """A track's values against its TRACK_BOUNDS: an expression can leave a range that constants are checked against."""
+    low, high, exclusive = TRACK_BOUNDS.get(name, (None, None, False))
+    below = np.zeros(len(values), bool) if low is None else (values <= low if exclusive else values < low)
+    above = np.zeros(len(values), bool) if high is None else values > high
+    bad = np.flatnonzero(below | above)
+    if len(bad):
+        f = int(bad[0])
+        need = (f"greater than {low:g}" if exclusive else f"at least {low:g}") if below[f] else f"at most {high:g}"
+        fix = f"max({low:g}, ...)" if below[f] else f"min({high:g}, ...)"
+        raise UserError(
+            f"{source}: {name}: must be {need}, but its expression gives {values[f]:g} "
+            f"at frame {f} ({f / fps:.3f}s, segment {segment[f]}); clip it, e.g. {fix}"
+        )

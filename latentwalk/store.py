@@ -242,3 +242,14 @@ class FrameStore:
 
 def describe_state(state: str) -> str:
     return {"file": "it is a file", "foreign": "a folder holding other files and no marker"}.get(state, state)
+
+
+def open_store(root: str | Path) -> FrameStore:
+    """The frame store at a folder, or at a URL through fsspec (s3://, gs://, memory://; file:// is a folder)."""
+    if isinstance(root, str) and "://" in root:
+        if root.startswith("file://"):
+            return FrameStore(root[len("file://") :])
+        from latentwalk.fsstore import FsspecFrameStore
+
+        return FsspecFrameStore(root)
+    return FrameStore(root)

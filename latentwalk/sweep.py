@@ -127,7 +127,9 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
     data, r = read_yaml(text, source, TOP_KEYS)
 
     # 2. Render settings, as in a timeline.
-    settings = parse_settings(r, data, SWEEP_DEFAULTS)
+    settings = parse_settings(r, data, SWEEP_DEFAULTS, base_dir=base_dir)
+    if isinstance(settings.guidance, str):
+        raise r.fail(("guidance",), "a sweep's guidance is a number (or a guidance axis); audio expressions belong in timelines")
     video = r.flag(data.get("video", False), ("video",))
     seed = _check_value(r, "seed", data.get("seed", 0), ("seed",))
 
@@ -396,11 +398,14 @@ def cell_inputs(cell: Cell, negative_prompt: str, init: str | None = None) -> Fr
 
 
 def cell_batches(cells: Sequence[Cell], batch_size: int) -> list[list[Cell]]:
-    """Cells as the engine batches them: by shared timestep schedule and guidance mode, first-seen order."""
+    """Cells as the engine batches them: by shared timestep schedule and guidance mode, first-seen
+    order; cells with identical inputs are one frame, rendered once."""
     from latentwalk.engine import plan_batches
 
-    by_inputs = {cell_inputs(c, ""): c for c in cells}
-    return [[by_inputs[f] for f in batch] for batch in plan_batches(list(by_inputs), batch_size)]
+    cells_of: dict[FrameInputs, list[Cell]] = {}
+    for cell in cells:
+        cells_of.setdefault(cell_inputs(cell, ""), []).append(cell)
+    return [[c for f in batch for c in cells_of[f]] for batch in plan_batches(list(cells_of), batch_size)]
 
 
 def render_cells(
@@ -417,7 +422,7 @@ def render_cells(
     for frame, cell in zip(inputs, cells):
         cells_of.setdefault(frame, []).append(cell)
     for item in denoised_batches(backend, list(cells_of), engine_settings(sweep.settings, batch_size), init_images):
-        images = backend.decode(item.latents)
+        images = backend.decode(item.latents)[: len(item.frames)]
         batch = [(cell, image) for frame, image in zip(item.frames, images) for cell in cells_of[frame]]
         yield [c for c, _ in batch], np.stack([i for _, i in batch])
 

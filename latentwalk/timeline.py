@@ -6,8 +6,9 @@ error names the field, the value and the YAML line. Checks that need the beat gr
 """
 
 import difflib
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import yaml
 
 from latentwalk.errors import UserError
 from latentwalk.sampling import SCHEDULERS, TIMESTEP_SPACINGS
+from latentwalk.tracks import Track, parse_expression
 
 UNITS = ("time", "beat", "bar", "frame")
 EASING_NAMES = ("linear", "smoothstep", "cosine", "cubic_in", "cubic_out", "cubic_in_out", "hold")
@@ -22,11 +24,43 @@ PACING_NAMES = ("uniform", "audio")
 INTERPOLATION_NAMES = ("slerp", "lerp")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
+EXECUTOR_NAMES = ("local", "ray")  # where frames are denoised: this process, or a Ray cluster's workers
+# A Ray cluster: "auto" (the one `ray start` left on this machine), its GCS "host:port", or a
+# Ray Client "ray://host:port".
+RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 # A hub id is "owner/name"; anything else that is not a folder is a typo, caught before loading.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SCHEDULER_NAMES = tuple(SCHEDULERS)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")  # textual inversion: diffusers' and A1111's files
+LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a LoRA's name in keyframes and frame params
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
+# Per-frame numeric tracks: a number or an expression (see tracks.py), at top level or per keyframe,
+# travelling between keyframes with the segment's easing. The default of each has no effect:
+# noise_shift slerps a frame's noise toward a second noise direction (0 = today's noise);
+# prompt_offset and noise_offset are added to the prompt and noise travel weights t and noise_t.
+# Camera tracks (mode: feedback): the camera's step from the previous frame to this one (see
+# camera.Motion; zoom 1 and 0 elsewhere stand still) and img2img strength, how much of the warped
+# previous frame each frame re-imagines.
+CAMERA_TRACKS: dict[str, float] = {
+    "zoom": 1.0, "angle": 0.0, "translate_x": 0.0, "translate_y": 0.0, "translate_z": 0.0, "rotation_x": 0.0, "rotation_y": 0.0,
+    "strength": 0.6,
+}
+TRACK_DEFAULTS: dict[str, float] = {"guidance": 7.5, "noise_shift": 0.0, "prompt_offset": 0.0, "noise_offset": 0.0} | CAMERA_TRACKS
+# (low, high, low exclusive) of tracks with a range; constants are checked here, expressions per frame in schedule.
+TRACK_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
+    "guidance": (0.0, None, False), "zoom": (0.0, None, True), "strength": (0.0, 1.0, False),
+}
+MODES = ("travel", "feedback")
+BORDER_NAMES = ("reflect", "replicate")  # camera.BORDERS
+REFERENCE_NAMES = ("first", "keyframe")  # colour coherence matches each chain's first frame, or its keyframe's own image
+COHERENCE_DEFAULTS: dict[str, float] = {"colour": 1.0, "noise": 0.0, "sharpen": 0.0, "max_contrast": 0.0}
+MAX_SHARPEN = 1.0  # camera.MAX_SHARPEN: stronger unsharp masks explode within tens of fed-back frames
+DEFAULT_FOV = 40.0  # camera.DEFAULT_FOV
+# Keys that only mean something in mode: feedback.
+FEEDBACK_KEYS = {"cadence", "coherence", "fov", "border"} | set(CAMERA_TRACKS)
+LYRICS_KEYS = {"lyrics", "lyrics_snap", "lyrics_template", "lyrics_vars", "lyrics_overrides", "lyrics_seed"}
+DEFAULT_LYRICS_TEMPLATE = "{line}"
 
 # Sane ranges, checked before any work: past these a render allocates gigabytes or runs for days
 # before failing (width 100000 loaded the model then died; fps 1e9 tried a 1e10-frame array).
@@ -61,7 +95,6 @@ class Keyframe:
     seed: int
     position: Position
     negative_prompt: str | None  # None: the timeline's negative_prompt
-    guidance: float | None  # None: the timeline's guidance
     # How the segment leaving this keyframe travels to the next one.
     easing: str
     noise_easing: str  # easing of the noise slerp; defaults to `easing`
@@ -69,6 +102,18 @@ class Keyframe:
     pacing: str
     pacing_strength: float
     line: int  # YAML line of the keyframe, for error messages
+    tracks: tuple[tuple[str, Track], ...] = ()  # track values set on this keyframe, sorted by name
+    cut: bool = False  # mode: feedback: start a new chain here, rendered from scratch
+    snap: str = "none"  # lyric keyframes: snap the time to the nearest "beat" or "bar"
+    origin: str = ""  # where a generated keyframe comes from ("song.lrc:12"); "" for the YAML list
+
+    @property
+    def guidance(self) -> Track | None:
+        """This keyframe's guidance, or None for the timeline's."""
+        return dict(self.tracks).get("guidance")
+    # LoRA weights set at this keyframe, (name, weight) in the order written; a LoRA not set
+    # here is at its top-level weight. Each travels to the next keyframe's like guidance.
+    loras: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,7 +123,28 @@ class AudioSpec:
     end: float | None  # seconds into the file where the audio used stops; None: end of file
     bpm: float | None  # override: beats are tracked at this tempo (or laid on a grid without a file)
     beats_per_bar: int
-    downbeat: int  # beat index of bar 0
+    downbeat: int | None  # beat index of bar 0; None: the tracked downbeat, else beat 0
+    tracker: str = "auto"  # beat tracker: audio.TRACKERS
+    lines: dict[str, int] = field(default_factory=dict, compare=False)  # YAML line of each audio field, for errors
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA file applied to the model (`loras:` at the top of a timeline or sweep)."""
+
+    name: str  # how keyframes refer to it; the file's stem unless given
+    path: str  # resolved against the timeline's folder
+    # Weight of every keyframe that does not set its own, and the fixed weight of the LoRA's
+    # text-encoder layers (prompts are encoded once per render, not once per weight).
+    weight: float
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """A textual-inversion file whose token can be used in prompts (`embeddings:`)."""
+
+    path: str  # resolved against the timeline's folder
+    token: str  # e.g. "<my-style>"; a file with several vectors expands to "<my-style> <my-style>_1 ..."
 
 
 @dataclass(frozen=True)
@@ -88,7 +154,7 @@ class RenderSettings:
     height: int
     fps: float
     steps: int
-    guidance: float
+    guidance: float | str  # the top-level guidance track: a number, or an expression's text
     scheduler: str
     timestep_spacing: str  # auto: the model's own; few-step models want trailing
     negative_prompt: str
@@ -104,6 +170,14 @@ class RenderSettings:
     cpu_offload: bool
     model_config: str | None  # a local diffusers folder of the same family, for a checkpoint file
     vae: str | None  # a diffusers VAE folder replacing the model's
+    loras: tuple[LoraSpec, ...] = ()  # in the order written, which is the order their updates add up
+    embeddings: tuple[EmbeddingSpec, ...] = ()
+    # Where frames are denoised (see farm.py): this process, or Ray workers. Defaults keep
+    # code that builds RenderSettings by hand working.
+    executor: str = "local"
+    ray_address: str | None = None  # None: start a local cluster; "auto"; "host:port"; "ray://host:port"
+    ray_cpus_per_worker: int = 1  # CPU cores each worker reserves (and its torch threads on CPU)
+    ray_workers: int | None = None  # None: one per GPU, or as many as the cluster's CPUs allow
 
 
 @dataclass(frozen=True)
@@ -114,6 +188,12 @@ class Timeline:
     end: Position | None  # None: the end of the audio
     source: str  # file name, for messages
     raw: dict = field(compare=False, repr=False)  # the YAML as read, saved in the manifest
+    tracks: tuple[tuple[str, Track], ...] = ()  # top-level value of every track in TRACK_DEFAULTS
+    lyrics: tuple[Keyframe, ...] = ()  # keyframes from the lyrics file, merged in by the schedule
+    noise_shift_seed: int | None = None  # noise_shift's second noise; None: each frame's seed_a + 1
+    mode: str = "travel"  # "travel": independent frames; "feedback": each frame is img2img of the last, warped
+    feedback: "FeedbackSettings | None" = None  # mode: feedback only
+
     lines: dict = field(default_factory=dict, compare=False, repr=False)  # field path -> YAML line
 
     def at(self, *path) -> str:
@@ -121,6 +201,20 @@ class Timeline:
         line = next((self.lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in self.lines), None)
         where = f"{self.source}:{line}" if line else self.source
         return f"{where}: {format_path(path)}" if path else where
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """What every frame of a feedback video shares (see feedback.py); per-frame motion and strength are tracks."""
+
+    cadence: int  # diffuse every Nth frame of a chain; the ones between are warped cross-fades
+    colour: float  # coherence: 0..1, how far each init's LAB mean/std moves to the reference's
+    reference: str  # "first": each chain's first frame; "keyframe": the independent render of the frame's keyframe
+    noise: float  # std of pixel noise added to each init, in [0, 1] units
+    sharpen: float  # unsharp-mask amount, at most MAX_SHARPEN
+    max_contrast: float  # lightness std held within ×this of the reference's; 0: off
+    fov: float  # degrees across the width, for translate_z and rotations
+    border: str  # what warps show past the edges
 
 
 SETTING_DEFAULTS: dict[str, Any] = {
@@ -144,6 +238,12 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "cpu_offload": False,
     "model_config": None,
     "vae": None,
+    "loras": (),
+    "embeddings": (),
+    "executor": "local",
+    "ray_address": None,
+    "ray_cpus_per_worker": 1,
+    "ray_workers": None,
 }
 MODEL_OPTION_KEYS = ("channels_last", "compile", "attention_slicing", "vae_tiling", "cpu_offload")
 SEGMENT_DEFAULTS: dict[str, Any] = {
@@ -153,9 +253,14 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
     "pacing": "uniform",
     "pacing_strength": 0.5,
 }
-TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | {"audio", "keyframes", "end"}
-AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat"}
-KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | {"prompt", "seed", "negative_prompt", "guidance"}
+TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | FEEDBACK_KEYS | {"audio", "keyframes", "end", "noise_shift_seed", "mode"}
+AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat", "tracker"}
+KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt", "loras", "cut"}
+# What a lyrics override may set: a keyframe without its position.
+LYRIC_OVERRIDE_KEYS = KEYFRAME_KEYS - set(UNITS)
+LORA_KEYS = {"path", "weight", "name"}
+EMBEDDING_KEYS = {"path", "token"}
+TRACKER_NAMES = ("auto", "librosa", "madmom")  # audio.TRACKERS (audio imports librosa lazily; kept equal by a test)
 
 
 class FieldReader:
@@ -215,6 +320,23 @@ class FieldReader:
         if not isinstance(value, str):
             raise self.fail(path, f"expected a string, got {value!r}")
         return value
+
+    def track(self, value: Any, path: tuple, *, minimum: float | None = None, maximum: float | None = None, exclusive: bool = False) -> Track:
+        """A track field: a number (checked against its bounds now) or an expression (parsed now)."""
+        if isinstance(value, str):
+            line = self.lines.get(path)
+            return parse_expression(value, f"{self.source}:{line}: {format_path(path)}" if line else format_path(path))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(path, f"expected a number or an expression string, got {value!r}")
+        number = self.number(value, path, minimum=minimum, exclusive=exclusive)
+        if maximum is not None and number > maximum:
+            raise self.fail(path, f"must be at most {maximum}, got {value!r}")
+        return number
+
+    def named_track(self, name: str, value: Any, path: tuple) -> Track:
+        """The track `name` with its TRACK_BOUNDS."""
+        low, high, exclusive = TRACK_BOUNDS.get(name, (None, None, False))
+        return self.track(value, path, minimum=low, maximum=high, exclusive=exclusive)
 
 
 def format_path(path: tuple) -> str:
@@ -330,18 +452,70 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     """Parse YAML text into a validated Timeline (no audio or model access)."""
     data, reader = read_yaml(text, source, TOP_KEYS)
 
-    settings = parse_settings(reader, data)
+    settings = parse_settings(reader, data, base_dir=base_dir)
     audio = _parse_audio(reader, data["audio"], base_dir or Path(".")) if data.get("audio") is not None else None
     segment_defaults = {k: data.get(k, v) for k, v in SEGMENT_DEFAULTS.items()}
-    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults)
+    base = base_dir or Path(".")
+    lora_names = {lora.name for lora in settings.loras}
+    lyrics = _parse_lyrics(reader, data, segment_defaults, audio, base, lora_names) if data.get("lyrics") is not None else ()
+    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults, optional=bool(lyrics), lora_names=lora_names)
     end = _parse_end(reader, data.get("end", "audio"))
     if end is None and (audio is None or audio.path is None):
         raise reader.fail(("end",), "required when the timeline has no audio file (e.g. end: {time: 10})")
-    return Timeline(settings, audio, keyframes, end, source, raw=data, lines=reader.lines)
+    tracks = tuple((name, reader.named_track(name, data.get(name, default), (name,))) for name, default in sorted(TRACK_DEFAULTS.items()))
+    shift_seed = data.get("noise_shift_seed")
+    if shift_seed is not None:
+        shift_seed = reader.number(shift_seed, ("noise_shift_seed",), minimum=0, integer=True)
+    mode = reader.choice(data.get("mode", "travel"), ("mode",), MODES)
+    feedback = None
+    if mode == "feedback":
+        feedback = _parse_feedback(reader, data)
+        if "batch_size" not in data:  # a chain's frames are sequential: pad rounds to 1 row unless asked
+            settings = replace(settings, batch_size=1)
+    else:
+        _check_travel(reader, data)
+    return Timeline(
+        settings, audio, keyframes, end, source, raw=data, tracks=tracks, lyrics=lyrics, noise_shift_seed=shift_seed, mode=mode, feedback=feedback,
+        lines=reader.lines,
+    )
 
 
-def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTING_DEFAULTS) -> RenderSettings:
-    """The render settings of a timeline or a sweep (sweeps have their own defaults)."""
+def _parse_feedback(r: FieldReader, data: dict) -> FeedbackSettings:
+    """The shared settings of mode: feedback, each checked against its range."""
+    coherence = data.get("coherence") or {}
+    coherence = r.check_keys(coherence, ("coherence",), set(COHERENCE_DEFAULTS) | {"reference"})
+    amount = {key: r.number(coherence.get(key, default), ("coherence", key), minimum=0) for key, default in COHERENCE_DEFAULTS.items()}
+    for key, high in (("colour", 1.0), ("noise", 1.0), ("sharpen", MAX_SHARPEN)):
+        if amount[key] > high:
+            raise r.fail(("coherence", key), f"must be at most {high}, got {coherence[key]!r}")
+    if 0 < amount["max_contrast"] < 1:
+        raise r.fail(("coherence", "max_contrast"), f"a factor of at least 1 (or 0: off), got {coherence['max_contrast']!r}")
+    fov = r.number(data.get("fov", DEFAULT_FOV), ("fov",), minimum=0, exclusive=True)
+    if fov >= 180:
+        raise r.fail(("fov",), f"must be below 180 degrees, got {fov!r}")
+    return FeedbackSettings(
+        cadence=r.number(data.get("cadence", 1), ("cadence",), minimum=1, integer=True),
+        reference=r.choice(coherence.get("reference", "first"), ("coherence", "reference"), REFERENCE_NAMES),
+        fov=fov,
+        border=r.choice(data.get("border", "reflect"), ("border",), BORDER_NAMES),
+        **amount,
+    )
+
+
+def _check_travel(r: FieldReader, data: dict) -> None:
+    """Feedback keys in a travel timeline would be silently ignored: name the first."""
+    for key in sorted(FEEDBACK_KEYS & set(data)):
+        raise r.fail((key,), "only used with mode: feedback")
+    for i, item in enumerate(data.get("keyframes") or []):
+        for key in sorted((FEEDBACK_KEYS | {"cut"}) & set(item)):
+            raise r.fail(("keyframes", i, key), "only used with mode: feedback")
+
+
+def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTING_DEFAULTS, base_dir: Path | None = None) -> RenderSettings:
+    """The render settings of a timeline or a sweep (sweeps have their own defaults).
+
+    Relative LoRA and embedding paths are resolved against `base_dir` (the file's folder).
+    """
     get = lambda key: data.get(key, defaults[key])  # noqa: E731
     width, height = frame_size(r, get("width"), get("height"))
     model = r.text(get("model"), ("model",))
@@ -356,13 +530,20 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         raise r.fail(("cpu_offload",), f"offloads to the CPU from a CUDA device, but device is {device!r} (use device: cuda or auto)")
     negative_prompt = r.text(get("negative_prompt") or "", ("negative_prompt",))
     _check_prompt(r, negative_prompt, ("negative_prompt",))  # now, not after the audio analysis
+    executor = r.choice(get("executor"), ("executor",), EXECUTOR_NAMES)
+    ray_address = None if get("ray_address") is None else r.text(get("ray_address"), ("ray_address",))
+    if ray_address is not None and not RAY_ADDRESS.match(ray_address):
+        raise r.fail(("ray_address",), f"expected auto, host:port or ray://host:port, got {ray_address!r}")
+    if ray_address is not None and executor != "ray":
+        raise r.fail(("ray_address",), f"only used with executor: ray, but executor is {executor!r}")
+    ray_workers = None if get("ray_workers") is None else r.number(get("ray_workers"), ("ray_workers",), minimum=1, integer=True)
     return RenderSettings(
         model=model,
         width=width,
         height=height,
         fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True, maximum=MAX_FPS),
         steps=r.number(get("steps"), ("steps",), minimum=1, integer=True, maximum=MAX_STEPS),
-        guidance=r.number(get("guidance"), ("guidance",), minimum=0, maximum=MAX_GUIDANCE),
+        guidance=_setting(r.track(get("guidance"), ("guidance",), minimum=0)),
         scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
         timestep_spacing=r.choice(get("timestep_spacing"), ("timestep_spacing",), TIMESTEP_SPACINGS),
         negative_prompt=negative_prompt,
@@ -373,7 +554,90 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         **options,
         model_config=model_config,
         vae=vae,
+        loras=_parse_loras(r, get("loras"), base_dir or Path(".")),
+        embeddings=_parse_embeddings(r, get("embeddings"), base_dir or Path(".")),
+        executor=executor,
+        ray_address=ray_address,
+        ray_cpus_per_worker=r.number(get("ray_cpus_per_worker"), ("ray_cpus_per_worker",), minimum=1, integer=True),
+        ray_workers=ray_workers,
     )
+
+
+def safetensors_names(path: Path) -> list[str]:
+    """Tensor names from a .safetensors header (8-byte little-endian length, then JSON); reads no tensors."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if size < 8 or not 2 <= length <= size - 8:
+            raise ValueError(f"not a safetensors file (header length {length}, file size {size})")
+        header = json.loads(f.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file (header is not a mapping)")
+    return [name for name in header if name != "__metadata__"]
+
+
+def _adapter_file(r: FieldReader, value: Any, path: tuple, base_dir: Path, suffixes: tuple[str, ...]) -> Path:
+    """An existing adapter file with a known suffix; a .safetensors one must have a readable header with tensors."""
+    file = Path(r.text(value, path)).expanduser()
+    file = file if file.is_absolute() else base_dir / file
+    if file.suffix.lower() not in suffixes:
+        raise r.fail(path, f"expected a {' or '.join(suffixes)} file, got {str(file)!r}")
+    if not file.is_file():
+        raise r.fail(path, f"file not found: {str(file)!r}")
+    if file.suffix.lower() == ".safetensors":
+        try:
+            names = safetensors_names(file)
+        except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise r.fail(path, f"cannot read {str(file)!r}: {e}") from None
+        if not names:
+            raise r.fail(path, f"{str(file)!r} holds no tensors")
+    return file
+
+
+def _items(r: FieldReader, value: Any, path: tuple, example: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise r.fail(path, f"expected a list such as {example}, got {value!r}")
+    return list(value)
+
+
+def _parse_loras(r: FieldReader, data: Any, base_dir: Path) -> tuple[LoraSpec, ...]:
+    """`loras: [{path: style.safetensors, weight: 0.8, name: style}]`; names unique, used by keyframes."""
+    loras: list[LoraSpec] = []
+    for i, item in enumerate(_items(r, data, ("loras",), "[{path: style.safetensors, weight: 0.8}]")):
+        path = ("loras", i)
+        item = r.check_keys({"path": item} if isinstance(item, str) else item, path, LORA_KEYS)
+        if "path" not in item:
+            raise r.fail(path, "missing field 'path' (a LoRA .safetensors file)")
+        file = _adapter_file(r, item["path"], path + ("path",), base_dir, (".safetensors",))
+        name = r.text(item.get("name", file.stem), path + ("name",))
+        if not LORA_NAME.match(name):
+            raise r.fail(path + ("name",), f"{name!r} is not a usable name: letters, digits, '_', '-' and '.' only (set name: to one)")
+        if any(lora.name == name for lora in loras):
+            raise r.fail(path + ("name",) if "name" in item else path, f"a second LoRA named {name!r}; give each one its own name:")
+        weight = r.number(item.get("weight", 1.0), path + ("weight",))
+        loras.append(LoraSpec(name, str(file), weight))
+    return tuple(loras)
+
+
+def _parse_embeddings(r: FieldReader, data: Any, base_dir: Path) -> tuple[EmbeddingSpec, ...]:
+    """`embeddings: [{path: style.safetensors, token: "<style>"}]`; tokens unique and one word."""
+    embeddings: list[EmbeddingSpec] = []
+    for i, item in enumerate(_items(r, data, ("embeddings",), '[{path: style.safetensors, token: "<style>"}]')):
+        path = ("embeddings", i)
+        item = r.check_keys(item, path, EMBEDDING_KEYS)
+        for key in EMBEDDING_KEYS:
+            if key not in item:
+                raise r.fail(path, f"missing field '{key}'")
+        file = _adapter_file(r, item["path"], path + ("path",), base_dir, EMBEDDING_SUFFIXES)
+        token = r.text(item["token"], path + ("token",))
+        if not token or token != token.strip() or len(token.split()) != 1 or any(c in token for c in '"{}|()'):
+            raise r.fail(path + ("token",), f"{token!r} must be one word without quotes, braces, '|' or parentheses, e.g. \"<my-style>\"")
+        if any(e.token == token for e in embeddings):
+            raise r.fail(path + ("token",), f"token {token!r} is used twice")
+        embeddings.append(EmbeddingSpec(str(file), token))
+    return tuple(embeddings)
 
 
 def _folder(r: FieldReader, value: Any, path: tuple, marker: str) -> str | None:
@@ -384,6 +648,11 @@ def _folder(r: FieldReader, value: Any, path: tuple, marker: str) -> str | None:
     if not (folder / marker).is_file():
         raise r.fail(path, f"{str(folder)!r} is not a local diffusers folder (no {marker})")
     return str(folder)
+
+
+def _setting(track: Track) -> float | str:
+    """A track as a plain setting for manifests: the number, or the expression's text."""
+    return track if isinstance(track, float) else str(track)
 
 
 def frame_size(r: FieldReader, width: Any, height: Any) -> tuple[int, int]:
@@ -434,7 +703,9 @@ def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
         end=end,
         bpm=bpm,
         beats_per_bar=r.number(data.get("beats_per_bar", 4), ("audio", "beats_per_bar"), minimum=1, integer=True, maximum=MAX_BEATS_PER_BAR),
-        downbeat=r.number(data.get("downbeat", 0), ("audio", "downbeat"), minimum=0, integer=True, maximum=MAX_BEATS),
+        downbeat=r.number(data["downbeat"], ("audio", "downbeat"), minimum=0, integer=True) if data.get("downbeat") is not None else None,
+        tracker=r.choice(data.get("tracker", "auto"), ("audio", "tracker"), TRACKER_NAMES),
+        lines={key: r.lines.get(("audio", key), r.lines.get(("audio",), 0)) for key in AUDIO_KEYS},
     )
 
 
@@ -458,9 +729,11 @@ def _parse_end(r: FieldReader, data: Any) -> Position | None:
     return _parse_position(r, data, ("end",))
 
 
-def _parse_keyframes(r: FieldReader, data: Any, defaults: dict) -> tuple[Keyframe, ...]:
+def _parse_keyframes(r: FieldReader, data: Any, defaults: dict, optional: bool = False, lora_names: set[str] = frozenset()) -> tuple[Keyframe, ...]:
+    if data is None and optional:
+        return ()
     if data is None:
-        raise r.fail(("keyframes",), "missing: a timeline needs at least one keyframe")
+        raise r.fail(("keyframes",), "missing: a timeline needs at least one keyframe (or lyrics)")
     if not isinstance(data, list) or not data:
         raise r.fail(("keyframes",), f"expected a non-empty list of keyframes, got {data!r}")
     keyframes: list[Keyframe] = []
@@ -470,43 +743,113 @@ def _parse_keyframes(r: FieldReader, data: Any, defaults: dict) -> tuple[Keyfram
         item = r.check_keys(item, path, KEYFRAME_KEYS)
         if "prompt" not in item:
             raise r.fail(path, "missing field 'prompt'")
-        prompt = r.text(item["prompt"], path + ("prompt",))
-        _check_prompt(r, prompt, path + ("prompt",))
-        negative = item.get("negative_prompt")
-        if negative is not None:
-            _check_prompt(r, r.text(negative, path + ("negative_prompt",)), path + ("negative_prompt",))
-        if "seed" in item:
-            seed = r.number(item["seed"], path + ("seed",), minimum=0, integer=True)
-            if seed >= 2**63:
-                raise r.fail(path + ("seed",), f"must be below 2**63, got {seed}")
-        guidance = item.get("guidance")
-        if guidance is not None:
-            guidance = r.number(guidance, path + ("guidance",), minimum=0, maximum=MAX_GUIDANCE)
-        seg = {k: item.get(k, defaults[k]) for k in SEGMENT_DEFAULTS}
-        where = lambda key: path + (key,) if key in item else (key,)  # noqa: E731
-        easing = r.choice(seg["easing"], where("easing"), EASING_NAMES)
-        noise_easing = easing if seg["noise_easing"] is None else r.choice(seg["noise_easing"], where("noise_easing"), EASING_NAMES)
-        hold = seg["hold"]
-        hold = (DEFAULT_HOLD if "hold" in (easing, noise_easing) else 0.0) if hold is None else hold
-        hold = r.number(hold, where("hold"), minimum=0)
-        if hold >= 1:
-            raise r.fail(where("hold"), f"must be below 1 (a fraction of the segment), got {hold}")
-        keyframes.append(
-            Keyframe(
-                prompt=prompt,
-                seed=seed,
-                position=_parse_position(r, item, path),
-                negative_prompt=negative,
-                guidance=guidance,
-                easing=easing,
-                noise_easing=noise_easing,
-                hold=hold,
-                pacing=r.choice(seg["pacing"], where("pacing"), PACING_NAMES),
-                pacing_strength=r.number(seg["pacing_strength"], where("pacing_strength"), minimum=0, maximum=MAX_PACING_STRENGTH),
-                line=r.lines.get(path, 0),
-            )
-        )
+        keyframe = _parse_keyframe(r, item, path, defaults, seed, _parse_position(r, item, path), lora_names)
+        seed = keyframe.seed
+        keyframes.append(keyframe)
     return tuple(keyframes)
+
+
+def _parse_keyframe(
+    r: FieldReader, item: dict, path: tuple, defaults: dict, seed: int | None, position: Position, lora_names: set[str] = frozenset(), **extra: Any
+) -> Keyframe:
+    """One keyframe's fields; a missing seed is `seed` (the previous keyframe's, or None: decided later)."""
+    prompt = r.text(item["prompt"], path + ("prompt",))
+    _check_prompt(r, prompt, path + ("prompt",))
+    negative = item.get("negative_prompt")
+    if negative is not None:
+        _check_prompt(r, r.text(negative, path + ("negative_prompt",)), path + ("negative_prompt",))
+    if "seed" in item:
+        seed = r.number(item["seed"], path + ("seed",), minimum=0, integer=True)
+        if seed >= 2**63:
+            raise r.fail(path + ("seed",), f"must be below 2**63, got {seed}")
+    tracks = tuple((name, r.named_track(name, item[name], path + (name,))) for name in sorted(TRACK_DEFAULTS) if item.get(name) is not None)
+    seg = {k: item.get(k, defaults[k]) for k in SEGMENT_DEFAULTS}
+    where = lambda key: path + (key,) if key in item else (key,)  # noqa: E731
+    easing = r.choice(seg["easing"], where("easing"), EASING_NAMES)
+    noise_easing = easing if seg["noise_easing"] is None else r.choice(seg["noise_easing"], where("noise_easing"), EASING_NAMES)
+    hold = seg["hold"]
+    hold = (DEFAULT_HOLD if "hold" in (easing, noise_easing) else 0.0) if hold is None else hold
+    hold = r.number(hold, where("hold"), minimum=0)
+    if hold >= 1:
+        raise r.fail(where("hold"), f"must be below 1 (a fraction of the segment), got {hold}")
+    return Keyframe(
+        prompt=prompt,
+        seed=seed,
+        position=position,
+        negative_prompt=negative,
+        easing=easing,
+        noise_easing=noise_easing,
+        hold=hold,
+        pacing=r.choice(seg["pacing"], where("pacing"), PACING_NAMES),
+        pacing_strength=r.number(seg["pacing_strength"], where("pacing_strength"), minimum=0),
+        line=r.lines.get(path, 0),
+        tracks=tracks,
+        loras=_keyframe_loras(r, item.get("loras"), path + ("loras",), lora_names),
+        cut=r.flag(item.get("cut", False), path + ("cut",)),
+        **extra,
+    )
+
+
+def _parse_lyrics(
+    r: FieldReader, data: dict, defaults: dict, audio: AudioSpec | None, base_dir: Path, lora_names: set[str] = frozenset()
+) -> tuple[Keyframe, ...]:
+    """Keyframes from `lyrics: song.lrc`: one per timed line inside the audio clip, in video seconds."""
+    from latentwalk.lyrics import SNAP_MODES, fill_template, parse_lrc, template_names
+
+    # 1. The file, its lines, and the settings that turn lines into prompts.
+    path = Path(r.text(data["lyrics"], ("lyrics",))).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise r.fail(("lyrics",), f"lyrics file not found: {str(path)!r}")
+    lines = parse_lrc(read_text(path, "lyrics"), str(path))
+    snap = r.choice(data.get("lyrics_snap", "none"), ("lyrics_snap",), SNAP_MODES)
+    template = r.text(data.get("lyrics_template", DEFAULT_LYRICS_TEMPLATE), ("lyrics_template",))
+    variables = data.get("lyrics_vars") or {}
+    if not isinstance(variables, dict):
+        raise r.fail(("lyrics_vars",), f"expected a mapping of template words, e.g. {{style: ink wash}}, got {variables!r}")
+    values = {str(key): r.text(value, ("lyrics_vars", key)) for key, value in variables.items()}
+    for name in template_names(template):
+        if name not in values and name not in ("line", "n"):
+            raise r.fail(("lyrics_template",), f"unknown placeholder {{{name}}}: use {{line}}, {{n}} or a key of lyrics_vars")
+    seed = data.get("lyrics_seed")
+    if seed is not None:
+        seed = r.number(seed, ("lyrics_seed",), minimum=0, integer=True)
+    # 2. Overrides, keyed by the LRC file's line number or by the line's exact text.
+    overrides = data.get("lyrics_overrides") or {}
+    if not isinstance(overrides, dict):
+        raise r.fail(("lyrics_overrides",), f"expected a mapping from LRC line numbers or lyric text to prompts, got {overrides!r}")
+    known = {e.line for e in lines} | {e.text for e in lines}
+    for key in overrides:
+        if key not in known:
+            raise r.fail(("lyrics_overrides", key), f"no lyric line {key!r} in {str(path)!r} (use its line number in the file, or its exact text)")
+    # 3. One keyframe per sung line inside the clip; gap markers (empty lines) make none.
+    start = audio.start if audio else 0.0
+    stop = audio.end if audio and audio.end is not None else float("inf")
+    keyframes = []
+    for n, entry in enumerate(lines, start=1):
+        if not entry.text or not start <= entry.time < stop:
+            continue
+        key = entry.line if entry.line in overrides else entry.text if entry.text in overrides else None
+        item = overrides[key] if key is not None else {}
+        opath = ("lyrics_overrides", key) if key is not None else ("lyrics",)
+        item = {"prompt": item} if isinstance(item, str) else r.check_keys(item, opath, LYRIC_OVERRIDE_KEYS)
+        item = {"prompt": fill_template(template, values | {"line": entry.text, "n": str(n)})} | item
+        try:
+            keyframe = _parse_keyframe(r, item, opath, defaults, seed, Position("time", entry.time - start), lora_names, snap=snap, origin=f"{path.name}:{entry.line}")
+        except UserError as error:
+            raise UserError(f"{path}:{entry.line}: lyrics: {error}") from None
+        keyframes.append(keyframe)
+    return tuple(keyframes)
+
+
+def _keyframe_loras(r: FieldReader, data: Any, path: tuple, names: set[str]) -> tuple[tuple[str, float], ...]:
+    """`loras: {style: 0.2}`: weights of top-level LoRAs at this keyframe."""
+    if data is None:
+        return ()
+    data = r.check_keys(data, path, set(names)) if names else data
+    if not names:
+        raise r.fail(path, "no LoRA to weight: list the files at the top level first (loras: [{path: style.safetensors}])")
+    return tuple((name, r.number(weight, path + (name,))) for name, weight in data.items())
 
 
 def _check_prompt(r: FieldReader, prompt: str, path: tuple) -> None:

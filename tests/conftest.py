@@ -141,3 +141,15 @@ def build_tiny_sdxl_pipeline(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory) -> Path:
     return build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("model-xl"))
+
+
+@pytest.fixture(scope="session")
+def _audio_cache_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("audio-cache")
+
+
+@pytest.fixture(autouse=True)
+def audio_cache(_audio_cache_root, monkeypatch) -> Path:
+    """Audio analyses cache into a folder of this test session, never the user's ~/.cache."""
+    monkeypatch.setenv("LATENTWALK_CACHE", str(_audio_cache_root))
+    return _audio_cache_root

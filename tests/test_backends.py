@@ -135,3 +135,23 @@ def test_turbo_style_run_at_guidance_zero_halves_unet_work(xl, tiny_sdxl_dir, tm
     assert turbo.std() > 5
     again = render_all(xl, [frame("a cat", guidance=0.0, steps=1)], batch_size=2, scheduler="euler_a", spacing="trailing")
     np.testing.assert_array_equal(turbo, again)  # ancestral noise is seeded per frame
+
+
+def test_v_prediction_models_keep_their_prediction_type(tiny_model_dir, tmp_path):
+    """SD 2.x 768-v models: the scheduler reads prediction_type from the model's own config."""
+    import shutil
+
+    from latentwalk.sampling import make_scheduler
+
+    folder = tmp_path / "v"
+    shutil.copytree(tiny_model_dir, folder)
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text()) | {"prediction_type": "v_prediction"}
+    config_path.write_text(json.dumps(config))
+    v_model = load_backend(ModelSpec(str(folder)), device="cpu")
+    for name in ("ddim", "euler", "euler_a", "dpmpp_2m", "lcm"):
+        assert make_scheduler(name, v_model.scheduler_config).config.prediction_type == "v_prediction", name
+    eps_model = load_backend(ModelSpec(str(tiny_model_dir)), device="cpu")
+    f = frame("a cat", steps=2)
+    v, eps = render_all(v_model, [f], 1, "ddim"), render_all(eps_model, [f], 1, "ddim")
+    assert np.abs(v.astype(int) - eps.astype(int)).mean() > 1  # same weights, read as v: another image

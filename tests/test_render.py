@@ -134,3 +134,21 @@ def test_render_to_mp4_with_audio(tiny_model_dir, drum_wav, tmp_path):
     assert manifest["versions"]["torch"] == torch.__version__
     beats = result.plan.beats
     assert [k.frame for k in result.plan.keyframes] == [round(beats[0] * 8), round(beats[3] * 8), round(beats[8] * 8)]
+
+
+def test_noise_shift_moves_toward_a_second_noise_and_zero_is_the_frame_itself(model, tiny_model_dir):
+    from latentwalk.engine import frame_noise
+
+    shape = model.latent_shape(32, 32)
+    frame = timeline_inputs(parse_timeline(tiny_timeline(tiny_model_dir)))[3]  # travelling: seeds 1 → 2
+    own = frame_noise(frame, shape)
+    assert torch.equal(frame_noise(dataclasses.replace(frame, params=(("noise_shift", 0.0),)), shape), own)
+    full = frame_noise(dataclasses.replace(frame, params=(("noise_shift", 1.0),)), shape)
+    other = frame_noise(dataclasses.replace(frame, seed_a=frame.seed_a + 1, seed_b=frame.seed_b + 1), shape)
+    torch.testing.assert_close(full, other, atol=1e-6, rtol=1e-6)  # the seeds + 1, travelling alike
+    fixed = frame_noise(dataclasses.replace(frame, params=(("noise_shift", 1.0), ("noise_shift_seed", 9.0))), shape)
+    torch.testing.assert_close(fixed[0], seed_noise(9, shape), atol=1e-6, rtol=1e-6)
+    half = frame_noise(dataclasses.replace(frame, params=(("noise_shift", 0.5),)), shape)
+    assert abs(half.norm() / own.norm() - 1) < 0.05  # slerp keeps noise at full strength
+    shifted = render_inputs(model, [dataclasses.replace(frame, params=(("noise_shift", 0.5),))], 2)
+    assert np.abs(shifted.astype(int) - render_inputs(model, [frame], 2).astype(int)).mean() > 1

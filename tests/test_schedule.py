@@ -1,3 +1,4 @@
+import re
 import numpy as np
 import pytest
 
@@ -116,3 +117,72 @@ def test_positions_past_the_last_tracked_beat_continue_at_the_tempo_within_the_a
     assert plan.n_frames == round((BEATS[39] + 0.5) * 12)
     with pytest.raises(UserError, match="past the end of the audio"):
         plan_frames(tl, BEATS, 120.0, 20.0)
+
+
+def test_expression_tracks_give_per_frame_values():
+    extra = "guidance: 6 + 3 * beat_phase\nnoise_shift: 0.5 * pulse(2, 0.5)\n"
+    tl = timeline("  - {frame: 0, prompt: a}\n  - {frame: 12, prompt: b}\n", end="{frame: 24}", extra=extra)
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    beat = beat_positions(np.arange(24) / 12, BEATS, 120.0)
+    np.testing.assert_allclose([r.guidance for r in plan.frames], 6 + 3 * np.mod(beat, 1))
+    shift = np.where(np.mod(beat / 2, 1) < 0.5, 0.5, 0.0)
+    assert [dict(r.params).get("noise_shift", 0.0) for r in plan.frames] == shift.tolist()
+    assert plan.tracks == ("guidance", "noise_shift")
+    # zero values are left out of params, so those frames keep today's keys
+    assert all(r.params == () for r, s in zip(plan.frames, shift) if s == 0) and any(s == 0 for s in shift)
+    assert all(r.params == (("noise_shift", 0.5),) for r, s in zip(plan.frames, shift) if s == 0.5)
+
+
+def test_keyframe_constant_travels_to_keyframe_expression():
+    tl = timeline("  - {frame: 0, prompt: a, noise_shift: 0.2}\n  - {frame: 4, prompt: b, noise_shift: 1 - frame / 8}\n", end="{frame: 6}")
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    shift = [dict(r.params)["noise_shift"] for r in plan.frames]
+    b = 1 - np.arange(6) / 8
+    expected = [0.2 + (b[f] - 0.2) * f / 4 for f in range(4)] + [b[4], b[5]]
+    np.testing.assert_allclose(shift, expected)
+
+
+def test_timeline_without_tracks_has_no_params_and_unchanged_guidance():
+    tl = timeline("  - {frame: 0, prompt: a, guidance: 2}\n  - {frame: 4, prompt: b, guidance: 10}\n", end="{frame: 6}", extra="noise_shift: 0\n")
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    assert [r.params for r in plan.frames] == [()] * 6
+    assert [r.guidance for r in plan.frames] == [2, 4, 6, 8, 10, 10]
+
+
+def test_prompt_and_noise_offsets_push_travel_inside_segments_only():
+    extra = "prompt_offset: 0.1\nnoise_offset: -0.1\n"
+    tl = timeline("  - {frame: 2, prompt: a}\n  - {frame: 6, prompt: b}\n", end="{frame: 9}", extra=extra)
+    plan = plan_frames(tl, BEATS, 120.0, None)
+    assert [r.t for r in plan.frames] == pytest.approx([0, 0, 0.1, 0.35, 0.6, 0.85, 0, 0, 0])
+    assert [r.noise_t for r in plan.frames] == pytest.approx([0, 0, 0, 0.15, 0.4, 0.65, 0, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("guidance: 6 + * low\n", "guidance: unexpected '*' at column 5"),
+        ("noise_shift: lwo\n", "noise_shift: unknown variable 'lwo'"),
+        ("guidance: true\n", "guidance: expected a number or an expression string"),
+    ],
+)
+def test_bad_track_fields_name_file_line_and_column(extra, message):
+    with pytest.raises(UserError, match=re.escape(message)) as info:
+        timeline("  - {frame: 0, prompt: a}\n", extra=extra)
+    assert str(info.value).startswith("<timeline>:4: ")
+
+
+def test_keyframe_track_errors_name_the_keyframe_line():
+    with pytest.raises(UserError, match=re.escape("<timeline>:6: keyframes[1].guidance: unexpected end of expression at column 4")):
+        timeline("  - {frame: 0, prompt: a}\n  - {frame: 4, prompt: b, guidance: '2 +'}\n")
+
+
+def test_negative_guidance_from_an_expression_is_an_error():
+    tl = timeline("  - {frame: 0, prompt: a}\n", end="{frame: 12}", extra="guidance: 3 - frame\n")
+    with pytest.raises(UserError, match=r"guidance: must be at least 0, but its expression gives -1 at frame 4"):
+        plan_frames(tl, BEATS, 120.0, None)
+
+
+def test_audio_variables_without_audio_say_why():
+    tl = timeline("  - {frame: 0, prompt: a}\n", end="{frame: 12}", extra="noise_shift: onset\n")
+    with pytest.raises(UserError, match=r"noise_shift: 'onset' is not available: it needs an audio file"):
+        plan_frames(tl, BEATS, 120.0, None)

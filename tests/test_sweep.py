@@ -60,7 +60,8 @@ def test_cells_vary_only_their_axes_and_steps_split_batches():
         (1, 0, 2, 9.0, 3), (1, 1, 4, 9.0, 3), (1, 2, 2, 9.0, 3),
     ]  # fmt: skip
     batches = cell_batches(cells, batch_size=3)
-    # Batches share steps and guidance mode: guidance 1 runs without the unconditional half.
+    # Batches share steps and guidance mode (guidance 1 runs without the unconditional half);
+    # (0, 0) and (0, 2) have identical inputs: one frame, rendered once, shown twice.
     assert [[(c.row, c.col) for c in b] for b in batches] == [[(0, 0), (0, 2)], [(0, 1)], [(1, 0), (1, 2)], [(1, 1)]]
     assert all(len({c.steps for c in b}) == 1 and len({c.guidance > 1 for c in b}) == 1 for b in batches)
 

@@ -4,16 +4,20 @@ tensor names tell SD 1.x, SD 2.x and SDXL apart.
 """
 
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
+from latentwalk.backends.adapters import LoraRows, load_embeddings
 from latentwalk.backends.base import Backend, Cond, ModelOptions
 from latentwalk.backends.sd import SDBackend
 from latentwalk.backends.sdxl import SDXLBackend
 from latentwalk.device import pick_device, pick_dtype, resolve_model
 from latentwalk.errors import UserError
+from latentwalk.timeline import EmbeddingSpec, LoraSpec
 
 __all__ = ["Backend", "Cond", "ModelOptions", "ModelSpec", "load_backend", "model_family", "FAMILIES"]
 
@@ -27,6 +31,7 @@ FAMILIES: dict[str, type[Backend]] = {
     "StableDiffusionXLImg2ImgPipeline": SDXLBackend,
 }
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+HUB_TIMEOUT_S = 3  # an offline machine should hear "unreachable" in seconds, not minutes
 # Tensor-name prefixes of the original (CompVis/Stability) single-file layouts.
 CHECKPOINT_MARKERS = (
     ("conditioner.embedders.1.model.", SDXLBackend),  # SDXL: OpenCLIP ViT-bigG as the second encoder
@@ -42,6 +47,8 @@ class ModelSpec:
     model: str  # `toy`, a diffusers folder, a hub id or a checkpoint file
     model_config: str | None = None  # a local diffusers folder of the same family: configs for a checkpoint file
     vae: str | None = None  # a diffusers VAE folder replacing the model's (e.g. an fp16-safe SDXL VAE)
+    loras: tuple[LoraSpec, ...] = ()  # applied in this order, weights per frame (see backends.adapters)
+    embeddings: tuple[EmbeddingSpec, ...] = ()  # textual-inversion tokens added to the tokenizers
 
 
 def supported() -> str:
@@ -97,9 +104,16 @@ def checkpoint_names(path: Path) -> list[str]:
 def hub_file(repo: str, name: str) -> str:
     """A file of a hub model, from the local cache or the hub; one line when neither can be had."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
 
-        return hf_hub_download(repo, name)
+        try:
+            return hf_hub_download(repo, name, local_files_only=True)
+        except Exception:
+            pass  # not cached: ask the hub, if it answers at all
+        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+        with socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S):
+            pass
+        return hf_hub_download(repo, name, etag_timeout=HUB_TIMEOUT_S)
     except Exception as e:  # offline, unknown repo, gated: all the same to the user
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"model: {repo!r} is not a local folder and could not be fetched from the model hub ({type(e).__name__}: {reason[:200]})") from None
@@ -127,24 +141,48 @@ def load_backend(spec: ModelSpec, device: str = "auto", dtype: str = "auto", opt
         extra["vae"] = diffusers.AutoencoderKL.from_pretrained(spec.vae)
 
     # 2. Load the pipeline: a folder or hub id, or one checkpoint file with configs from a folder.
-    try:
-        if is_checkpoint(source):
-            pipe = pipeline.from_single_file(source, config=spec.model_config, local_files_only=True, **extra)
-        else:
+    if is_checkpoint(source):
+        pipe = load_checkpoint(pipeline, source, spec, extra)
+    else:
+        try:
             pipe = pipeline.from_pretrained(source, **extra, **({"safety_checker": None, "requires_safety_checker": False} if family is SDBackend else {}))
-    except (OSError, ValueError, EnvironmentError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if is_checkpoint(source) and spec.model_config is None:
-            first_line += "; with no model hub reachable, set model_config: to a local diffusers folder of the same family"
-        raise UserError(f"model: could not load {spec.model!r} ({source}): {first_line}") from None
+        except (OSError, ValueError, EnvironmentError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"model: could not load {spec.model!r} ({source}): {first_line}") from None
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).eval().requires_grad_(False)
 
-    # 3. Place it on the device with the options applied.
+    # 3. Adapters: textual-inversion tokens before the backend's tokenizers are wrapped, LoRAs
+    # before the weights move, so their layers follow the model to its device and dtype.
+    load_embeddings(pipe, spec.embeddings)
+    loras = LoraRows(pipe, spec.loras) if spec.loras else None
+
+    # 4. Place it on the device with the options applied.
     backend = family(pipe, source, torch_device, torch_dtype, options)
+    backend.loras = loras
     backend.unet = apply_options(pipe, torch_device, torch_dtype, options)
     return backend
+
+
+def load_checkpoint(pipeline, source: str, spec: ModelSpec, extra: dict):
+    """A single-file checkpoint through diffusers' loader, its configs from `model_config` (a folder).
+
+    Without model_config diffusers fetches the configs of its reference model for the family
+    from the model hub (even with local_files_only); offline that fails, and the message says
+    what to set.
+    """
+    try:
+        return pipeline.from_single_file(source, config=spec.model_config, local_files_only=True, **extra)
+    except Exception as e:  # diffusers raises many types for a foreign or mismatched checkpoint
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if spec.model_config is None:
+            raise UserError(
+                f"model_config: needed for the checkpoint {spec.model!r}: its layer sizes, scheduler and tokenizer "
+                f"come from a diffusers folder of the same family, and none could be fetched from the model hub "
+                f"({reason}); set model_config: to a local diffusers folder (e.g. an SD 1.5 or SDXL download)"
+            ) from None
+        raise UserError(f"model: could not load the checkpoint {spec.model!r} with the configs of {spec.model_config!r}: {reason}") from None
 
 
 def apply_options(pipe, device: torch.device, dtype: torch.dtype, options: ModelOptions) -> torch.nn.Module:

@@ -6,12 +6,16 @@ images in and out of latent space. Families differ only in `encode` and `unet_kw
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import numpy as np
 import torch
 
+from latentwalk.frames import LORA_PARAM, FrameInputs
 from latentwalk.prompts import PromptExpr
+
+if TYPE_CHECKING:
+    from latentwalk.backends.adapters import LoraRows
 
 # Conditioning of one prompt (each tensor (1, ...)) or of a batch (each (B, ...)): named so that
 # every operation (sums, slerp, rows) acts on all of a family's tensors alike.
@@ -54,6 +58,7 @@ class Backend:
         self.vae = pipe.vae
         self.scheduler_config = dict(pipe.scheduler.config)
         self.unet_calls = 0  # UNet forward passes so far (a batch with CFG counts once)
+        self.loras: "LoraRows | None" = None  # set by load_backend when the timeline has LoRAs
 
     # --- shapes --------------------------------------------------------------------------------
 
@@ -80,6 +85,13 @@ class Backend:
         raise NotImplementedError
 
     # --- shared --------------------------------------------------------------------------------
+
+    def set_rows(self, rows: Sequence[FrameInputs]) -> None:
+        """Per-row quantities the model itself applies (LoRA weights), for the next batch's UNet calls."""
+        if self.loras is not None:
+            self.loras.set_rows({
+                lora.name: [row.param(LORA_PARAM + lora.name, lora.weight) for row in rows] for lora in self.loras.loras
+            })
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, width: int, height: int) -> torch.Tensor:
         """The denoiser's output (noise, or v for v-prediction models) for a batch, in float32."""

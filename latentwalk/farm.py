@@ -1,0 +1,373 @@
+"""A render farm on Ray: one actor per GPU (or per N CPU cores) renders batches into a shared store.
+
+The driver plans exactly the batches a single-process render forms (`engine.plan_batches`),
+hands each to whichever worker is free (work stealing: a slow worker simply takes fewer), and
+assembles the video from the store as keys come back. Every worker pads to the same batch
+size on the same device type, dtype and thread count as the render identity says, so the
+frames are the bytes one process would make. A worker killed mid-batch loses only that batch:
+Ray restarts the actor, the driver hands the batch to the next free worker and reports it.
+
+Ray is imported only here and only when a farm is used (`pip install latentwalk[ray]`).
+"""
+
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from latentwalk.errors import UserError
+from latentwalk.frames import FrameInputs, RenderIdentity
+
+PROBE_TIMEOUT_S = 3.0  # a cluster that does not answer a TCP connect in this long is a wrong address
+MAX_RESTARTS = 3  # times Ray restarts a killed worker (each restart reloads the model)
+MAX_ATTEMPTS = 3  # a batch that killed this many workers is a bug or an OOM, not bad luck
+
+
+@dataclass(frozen=True)
+class FarmSettings:
+    address: str | None  # None: start a local cluster; "auto"; "host:port"; "ray://host:port"
+    workers: int | None  # None: one per GPU, or as many as the cluster's CPUs allow
+    cpus_per_worker: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the workers render: what the render identity must say about them."""
+
+    device_type: str  # "cpu" or "cuda"
+    cpu_threads: int  # torch threads per worker on CPU; 0 on GPUs
+    workers: int
+    address: str  # the cluster's GCS address, for the manifest
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    keys: tuple[str, ...]
+    node: str
+    pid: int
+    seconds: float  # denoising, decoding and storing this batch
+
+
+@dataclass
+class WorkerStats:
+    """Per-worker throughput, for the manifest."""
+
+    node: str
+    pid: int
+    load_s: float
+    batches: int = 0
+    frames: int = 0
+    busy_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        fps = self.frames / self.busy_s if self.busy_s else 0.0
+        return {"node": self.node, "pid": self.pid, "load_s": round(self.load_s, 3), "batches": self.batches,
+                "frames": self.frames, "busy_s": round(self.busy_s, 3), "frames_per_s": round(fps, 3)}
+
+
+@dataclass
+class FarmReport:
+    placement: Placement
+    workers: list[WorkerStats] = field(default_factory=list)
+    retries: list[dict] = field(default_factory=list)  # {"node", "pid", "frames", "reason"} per lost batch
+
+    def as_dict(self) -> dict:
+        p = self.placement
+        return {"address": p.address, "device_type": p.device_type, "cpu_threads": p.cpu_threads,
+                "workers": [w.as_dict() for w in self.workers], "retries": self.retries}
+
+
+# --- connecting ----------------------------------------------------------------------------------
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of "host:port" or "ray://host:port"."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def probe(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a cluster address."""
+    host, port = split_address(address)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise UserError(f"ray_address: no Ray cluster answers at {address!r} ({reason}); start one with `ray start --head`") from None
+
+
+def connect(address: str | None) -> bool:
+    """Join a cluster (or start a local one when `address` is None); True when this call started Ray."""
+    import ray
+
+    if address not in (None, "auto"):
+        probe(address)
+    if ray.is_initialized():  # a caller (or a test) connected this process already: use that cluster
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # Ray >= 2.59 authenticates with a token by default: a joining machine needs the cluster's.
+        hint = "" if address is None else "; if the cluster uses token authentication, this machine needs its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+        raise UserError(f"ray_address: cannot join a Ray cluster at {address!r}: {first}{hint}") from None
+    return True
+
+
+def place(settings: FarmSettings, device: str) -> Placement:
+    """How many workers of which device type the cluster holds; a UserError when they cannot fit."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if device == "mps":
+        raise UserError("device: 'mps' renders on one Mac; a Ray farm runs on cpu or cuda workers")
+    if device == "cuda" and gpus == 0:
+        raise UserError(f"device: 'cuda' was asked for, but the Ray cluster has no GPUs ({cpus} CPUs)")
+    device_type = "cuda" if device in ("auto", "cuda") and gpus else "cpu"
+    fit = gpus if device_type == "cuda" else cpus // settings.cpus_per_worker
+    workers = settings.workers or fit
+    if workers < 1 or workers > fit:
+        need = f"{workers} GPUs" if device_type == "cuda" else f"{workers * settings.cpus_per_worker or settings.cpus_per_worker} CPUs"
+        raise UserError(f"ray_workers: {workers or 1} workers need {need}, but the cluster has {gpus} GPUs and {cpus} CPUs")
+    threads = settings.cpus_per_worker if device_type == "cpu" else 0
+    return Placement(device_type, threads, workers, ray.get_runtime_context().gcs_address)
+
+
+# --- the worker ------------------------------------------------------------------------------------
+
+
+class FrameWorker:
+    """A Ray actor: loads the model once, then renders whole batches into a store."""
+
+    def __init__(self, spec, dtype: str, options, identity: RenderIdentity):
+        import ray
+
+        self.node = ray.util.get_node_ip_address()
+        self.pid = os.getpid()
+        self.error: tuple[bool, str] | None = None  # (is a configuration error, message)
+        self.stores: dict = {}
+        t0 = time.perf_counter()
+        try:
+            self.backend = self.load(spec, dtype, options, identity)
+        except Exception as e:  # kept for info(): an actor that raised here would be restarted in a loop
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self.error = (isinstance(e, UserError), first if isinstance(e, UserError) else f"{type(e).__name__}: {first}")
+        self.load_s = time.perf_counter() - t0
+
+    @staticmethod
+    def load(spec, dtype: str, options, identity: RenderIdentity):
+        import diffusers
+        import torch
+
+        from latentwalk.backends import load_backend
+
+        mine = (("diffusers", diffusers.__version__), ("torch", torch.__version__))
+        if mine != identity.versions:  # other kernels, other last bits: the keys would lie
+            raise UserError(f"library versions {dict(mine)} differ from the driver's {dict(identity.versions)}")
+        if identity.device_type == "cpu":
+            torch.set_num_threads(identity.cpu_threads)  # the thread count the keys were made with
+        return load_backend(spec, identity.device_type, dtype, options)
+
+    def info(self) -> tuple[str, int, float, tuple[bool, str] | None]:
+        return self.node, self.pid, self.load_s, self.error
+
+    def render(self, frames: Sequence[FrameInputs], keys: Sequence[str], settings, store_root: str) -> BatchDone:
+        """Render one batch (as plan_batches formed it), store its frames, return their keys."""
+        from latentwalk.engine import render_frames
+        from latentwalk.store import open_store
+
+        t0 = time.perf_counter()
+        store = self.stores.setdefault(store_root, open_store(store_root))
+        key_of = dict(zip(frames, keys))
+
+        def stored(batch: Sequence[FrameInputs], images) -> None:
+            for frame, image in zip(batch, images):
+                store.save(key_of[frame], image)
+
+        render_frames(self.backend, frames, settings, stored)
+        return BatchDone(tuple(keys), self.node, self.pid, time.perf_counter() - t0)
+
+
+# --- the driver --------------------------------------------------------------------------------
+
+# Workers kept loaded between renders of one driver process that joined a cluster it did not
+# start (a notebook, a service, tests): (what they were loaded with, their actors). One set at
+# a time, since idle workers hold the cluster's CPUs and GPUs.
+_warm: tuple[tuple, list] | None = None
+
+
+def start_workers(placement: Placement, cpus_per_worker: int, spec, dtype: str, options, identity: RenderIdentity) -> tuple[list, FarmReport, tuple]:
+    """The workers, loaded (warm ones when loaded alike); errors name the node."""
+    import ray
+
+    global _warm
+    # 1. Reuse warm workers loaded with the same model, numerics and placement on this connection.
+    recipe = (ray.get_runtime_context().get_job_id(), placement, cpus_per_worker, spec, dtype, options,
+              identity.model_fingerprint, identity.versions)
+    actors = []
+    if _warm is not None:
+        (warm_recipe, warm_actors), _warm = _warm, None
+        if warm_recipe == recipe:
+            actors = warm_actors
+        else:
+            stop_workers(warm_actors)
+    # 2. Or start one actor per GPU (or per `cpus_per_worker` cores).
+    if not actors:
+        actor = ray.remote(FrameWorker).options(
+            num_cpus=cpus_per_worker,
+            num_gpus=1 if placement.device_type == "cuda" else 0,
+            max_restarts=MAX_RESTARTS,
+            max_task_retries=0,  # the driver resubmits lost batches itself, to another worker, and says so
+        )
+        actors = [actor.remote(spec, dtype, options, identity) for _ in range(placement.workers)]
+    # 3. Wait until every one has the model loaded (a restarting one reloads it first).
+    report = FarmReport(placement)
+    try:
+        infos = ray.get([a.info.options(max_task_retries=-1).remote() for a in actors])
+    except ray.exceptions.RayError as e:
+        stop_workers(actors)
+        raise RuntimeError(f"a Ray worker failed to start: {e}") from None
+    for node, pid, load_s, error in infos:
+        if error is not None:
+            stop_workers(actors)
+            config, message = error
+            raise (UserError if config else RuntimeError)(f"Ray worker on node {node} (pid {pid}): {message}")
+        report.workers.append(WorkerStats(node, pid, load_s))
+    return actors, report, recipe
+
+
+def stop_workers(actors: list) -> None:
+    import ray
+
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+
+
+def run_batches(
+    actors: list,
+    report: FarmReport,
+    batches: Sequence[Sequence[FrameInputs]],
+    keys: Sequence[Sequence[str]],
+    settings,
+    store_root: str,
+    on_done: Callable[[BatchDone], None],
+    log: Callable[[str], None],
+) -> None:
+    """Hand each batch to the next free worker until all are stored; lost batches go to another worker."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    todo = deque(range(len(batches)))
+    idle = list(range(len(actors)))
+    in_flight: dict = {}  # object ref -> (worker index, batch index); batch None: a restart being awaited
+    attempts = [0] * len(batches)
+    while todo or any(b is not None for _, b in in_flight.values()):
+        # 1. One batch in flight per worker: a free worker takes the next batch (work stealing).
+        while todo and idle:
+            w, b = idle.pop(0), todo.popleft()
+            attempts[b] += 1
+            in_flight[actors[w].render.remote(list(batches[b]), list(keys[b]), settings, store_root)] = (w, b)
+        if not in_flight:
+            raise RuntimeError(f"every Ray worker died; {sum(len(batches[b]) for b in todo)} frames were not rendered")
+        # 2. Wait for any batch (or a restarted worker); store-visible keys go to the assembler at once.
+        [ref], _ = ray.wait(list(in_flight), num_returns=1)
+        w, b = in_flight.pop(ref)
+        stats = report.workers[w]
+        try:
+            done = ray.get(ref)
+        except RayActorError as e:
+            if b is None:  # its restarts are used up: carry on with the others
+                log(f"latentwalk: Ray worker on node {stats.node} is gone for good ({type(e).__name__})")
+                continue
+            # 3. The worker died (SIGKILL, OOM killer, node gone): only this batch is lost. Ray
+            # restarts the actor; it takes batches again once `info` answers (the model reloaded).
+            reason = type(e).__name__
+            report.retries.append({"node": stats.node, "pid": stats.pid, "frames": len(batches[b]), "reason": reason})
+            log(f"latentwalk: Ray worker on node {stats.node} (pid {stats.pid}) died mid-batch ({reason}); "
+                f"its {len(batches[b])} frames go to another worker")
+            if attempts[b] >= MAX_ATTEMPTS:
+                raise RuntimeError(f"a batch of {len(batches[b])} frames killed {attempts[b]} Ray workers in a row (out of memory?)") from None
+            todo.appendleft(b)
+            in_flight[actors[w].info.options(max_task_retries=-1).remote()] = (w, None)
+            continue
+        except RayTaskError as e:
+            # 4. The worker raised (out of GPU memory, a full disk): the same batch would fail again.
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            raise RuntimeError(f"Ray worker on node {stats.node} (pid {stats.pid}) failed: {type(cause).__name__}: {first}") from None
+        if b is None:  # a restarted worker, model loaded
+            stats.node, stats.pid, _, error = done
+            if error is None:
+                idle.append(w)
+            else:
+                log(f"latentwalk: Ray worker on node {stats.node} (pid {stats.pid}) could not restart: {error[1]}")
+            continue
+        stats.batches += 1
+        stats.frames += len(done.keys)
+        stats.busy_s += done.seconds
+        idle.append(w)
+        on_done(done)
+
+
+class Farm:
+    """A render's use of a Ray cluster, from joining it to stopping its workers (`close`)."""
+
+    def __init__(self, settings: FarmSettings, device: str, store_root: str):
+        # 1. Configuration a worker cannot fix, before joining the cluster.
+        if store_root.startswith("memory://"):
+            raise UserError(f"store: {store_root!r} lives in one process's memory; Ray workers need a shared folder or an object store (s3://...)")
+        self.settings, self.store_root = settings, store_root
+        # 2. Join (or start) the cluster and decide where workers run.
+        self.started = connect(settings.address)
+        self.actors: list = []
+        try:
+            self.placement = place(settings, device)
+        except BaseException:
+            self.close()
+            raise
+        self.report = FarmReport(self.placement)
+
+    def start(self, spec, dtype: str, options, identity: RenderIdentity) -> None:
+        """One worker per GPU (or per `cpus_per_worker` cores), each with the model loaded."""
+        self.actors, self.report, self.recipe = start_workers(self.placement, self.settings.cpus_per_worker, spec, dtype, options, identity)
+
+    def render(self, frames: Sequence[FrameInputs], keys: Sequence[str], settings, on_done: Callable[[BatchDone], None], log: Callable[[str], None]) -> None:
+        """Render `frames` (missing, in video order) in the batches one process would form, with `settings`."""
+        from latentwalk.engine import plan_batches
+
+        key_of = dict(zip(frames, keys))
+        batches = plan_batches(frames, settings.batch_size)
+        run_batches(self.actors, self.report, batches, [[key_of[f] for f in b] for b in batches], settings, self.store_root, on_done, log)
+
+    def check_visible(self, store, done: BatchDone, shape: tuple[int, int, int]) -> None:
+        """A worker's frames must be readable here: a local folder on another node is not."""
+        if not store.has(done.keys[0], shape) and not _readable(store, done.keys[0], shape):
+            raise UserError(
+                f"store: frames that the Ray worker on node {done.node} stored in {self.store_root!r} are not visible on the "
+                "driver; on several machines use a shared folder (NFS) or an object store (--store s3://bucket/prefix)"
+            )
+
+    def close(self) -> None:
+        """Stop the workers and the cluster this render started; keep workers warm on a cluster it joined."""
+        import ray
+
+        global _warm
+        if self.actors and not self.started and ray.is_initialized():
+            _warm = (self.recipe, self.actors)
+        elif self.actors:
+            stop_workers(self.actors)
+        self.actors = []
+        if self.started and ray.is_initialized():
+            ray.shutdown()
+            self.started = False
+
+
+def _readable(store, key: str, shape: tuple[int, int, int]) -> bool:
+    try:
+        store.load(key, shape)
+        return True
+    except FileNotFoundError:
+        return False

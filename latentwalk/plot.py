@@ -1,0 +1,125 @@
+"""A picture of a plan: waveform, beats and bars, keyframes, travel progress and every track.
+
+All panels share one time axis in seconds, so a track's pulse can be checked against the kick
+it should follow before anything renders. matplotlib is an optional extra (`pip install
+latentwalk[plot]`), imported only here and only when a plot is asked for.
+"""
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from latentwalk.errors import UserError
+from latentwalk.schedule import Plan, track_value
+
+WIDTH_INCHES = 14.0
+PANEL_INCHES = 1.6  # height of each panel
+DPI = 100
+SUFFIXES = (".png", ".svg", ".pdf")
+WAVEFORM_BINS = 4000  # min/max pairs drawn for the waveform: enough for the width, fast for long songs
+PROMPT_CHARS = 40  # keyframe prompts are cut to this length on the plot
+
+
+def figure_size(n_tracks: int) -> tuple[float, float]:
+    """Inches (width, height) of a plot with `n_tracks` track panels; pixels are these × DPI."""
+    return WIDTH_INCHES, PANEL_INCHES * (2 + n_tracks)
+
+
+def check_plot_path(path: str | Path) -> Path:
+    """The plot's path; only image suffixes, so a slip cannot overwrite a timeline or a video."""
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise UserError(f"--plot: expected a {', '.join(SUFFIXES)} file, got {str(path)!r}")
+    return path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'latentwalk[plot]' (or pip install matplotlib)") from None
+    return plt
+
+
+def waveform_envelope(samples: np.ndarray, sample_rate: float, bins: int = WAVEFORM_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, low, high): the min and max of each of `bins` equal slices of the samples."""
+    n = len(samples)
+    bins = max(1, min(bins, n))
+    edges = np.linspace(0, n, bins + 1).astype(int)
+    low = np.minimum.reduceat(samples, edges[:-1])
+    high = np.maximum.reduceat(samples, edges[:-1])
+    return edges[:-1] / sample_rate, low, high
+
+
+def plot_plan(plan: Plan, path: str | Path, tracks: Sequence[str] | None = None, **options) -> Path:
+    """Draw the plan into `path` (png, svg or pdf) and return the path; options as in draw_plan."""
+    path = check_plot_path(path)
+    fig = draw_plan(plan, tracks, **options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    _pyplot().close(fig)
+    return path
+
+
+def draw_plan(
+    plan: Plan,
+    tracks: Sequence[str] | None = None,
+    samples: np.ndarray | None = None,
+    sample_rate: float = 22050.0,
+    beats_per_bar: int = 4,
+    downbeat: int = 0,
+    title: str = "",
+):
+    """The plan's matplotlib Figure: `tracks` (default: those the timeline sets), `samples` mono audio."""
+    plt = _pyplot()
+    tracks = list(plan.tracks if tracks is None else tracks)
+    times = np.array([r.time for r in plan.frames])
+    end = plan.duration
+
+    # 1. One figure, panels stacked over one time axis.
+    fig, axes = plt.subplots(2 + len(tracks), 1, figsize=figure_size(len(tracks)), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    wave_ax, key_ax, track_axes = axes[0], axes[1], axes[2:]
+
+    # 2. Waveform, beats and bars (downbeats thicker and numbered).
+    if samples is not None and len(samples):
+        t, low, high = waveform_envelope(np.asarray(samples, dtype=np.float64), sample_rate)
+        wave_ax.fill_between(t, low, high, color="0.55", linewidth=0, label="waveform")
+    beats = np.asarray(plan.beats)
+    beats = beats[beats <= end]
+    for i, b in enumerate(beats):
+        is_bar = i >= downbeat and (i - downbeat) % beats_per_bar == 0
+        for ax in axes:
+            ax.axvline(b, color="tab:red" if is_bar else "0.8", linewidth=1.2 if is_bar else 0.5, zorder=0)
+        if is_bar:
+            wave_ax.text(b, 1.02, f"bar {(i - downbeat) // beats_per_bar}", transform=wave_ax.get_xaxis_transform(), fontsize=7, color="tab:red")
+    wave_ax.set_ylabel("audio")
+    wave_ax.set_yticks([])
+
+    # 3. Keyframes with their prompts, and the travel progress of each segment.
+    key_ax.plot(times, [r.t for r in plan.frames], color="tab:blue", label="t (prompt)")
+    key_ax.plot(times, [r.noise_t for r in plan.frames], color="tab:orange", linestyle="--", label="noise_t")
+    for k in plan.keyframes:
+        key_ax.axvline(k.time, color="black", linewidth=1.0)
+        prompt = k.keyframe.prompt if len(k.keyframe.prompt) <= PROMPT_CHARS else k.keyframe.prompt[: PROMPT_CHARS - 1] + "…"
+        key_ax.text(k.time, 1.05, f" {k.index}: {prompt}", rotation=20, fontsize=7, va="bottom", ha="left")
+    key_ax.set_ylim(-0.05, 1.05)
+    key_ax.set_ylabel("travel")
+    key_ax.legend(loc="upper right", fontsize=7)
+
+    # 4. Every parameter track, one panel each, drawn from the plan's own values.
+    for ax, name in zip(track_axes, tracks):
+        ax.plot(times, [track_value(r, name) for r in plan.frames], color="tab:green", label=name)
+        ax.set_ylabel(name)
+        ax.legend(loc="upper right", fontsize=7)
+
+    axes[-1].set_xlabel("seconds")
+    axes[-1].set_xlim(0, end)
+    fps = f"{plan.fps:g} fps, {plan.n_frames} frames" + (f", {plan.bpm:.1f} bpm" if plan.bpm else "")
+    fig.suptitle(f"{title}  ({fps})" if title else fps, fontsize=9, y=0.995)
+    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(), hspace=0.35)
+    return fig

@@ -1,0 +1,254 @@
+"""Perceptually even travel: offline image distances, placement by perceived progress, probing, walk metrics.
+
+Pure NumPy: no torch, no model, no files. Frames are uint8 or float arrays (..., H, W, 3).
+
+A segment's path is rendered at a few probe weights t_0 = 0 < ... < t_m = 1; the distance
+between adjacent probes is summed into the cumulative perceived progress P(t), and each
+frame's weight is t = P⁻¹(ease(paced progress)), so easing and audio pacing act on what the
+viewer sees rather than on the raw interpolation weight (the re-scheduling idea of
+DiffMorpher, Zhang et al. 2024, with probes found by bisection as in latentblending).
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from latentwalk.schedule import EASINGS, hold_then, paced_progress
+
+# SSIM constants of Wang, Bovik, Sheikh & Simoncelli 2004, "Image quality assessment: from error
+# visibility to structural similarity": an 11x11 Gaussian window of σ = 1.5, K1 = 0.01, K2 = 0.03.
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = 5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+ZERO_FLOOR = 1e-9  # fraction of the total progress every probe interval keeps, so P is strictly increasing
+REUSE_ATOL = 1e-12  # a frame whose t is this close to a probe's is that probe
+
+
+# ---------------------------------------------------------------------------- distances
+
+
+def as_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 frames → float64 in [0, 1]; float frames are taken to be in [0, 1] already."""
+    images = np.asarray(images)
+    return images.astype(np.float64) / 255.0 if images.dtype == np.uint8 else images.astype(np.float64)
+
+
+def pixel_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean absolute difference per image pair, in [0, 1]: a, b (..., H, W, C) → (...)."""
+    return np.abs(as_unit(a) - as_unit(b)).mean(axis=(-3, -2, -1))
+
+
+def gaussian_window(sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS) -> np.ndarray:
+    """Normalised 1-D Gaussian of 2·radius + 1 taps."""
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def _valid_filter_matrix(n: int, window: np.ndarray) -> np.ndarray:
+    """(n - len(window) + 1, n) matrix M with M @ x = the 'valid' correlation of x with window."""
+    k = len(window)
+    m = np.zeros((n - k + 1, n))
+    for i in range(n - k + 1):
+        m[i, i : i + k] = window
+    return m
+
+
+def _blur(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Separable Gaussian filter, 'valid' region (as Wang et al.'s reference filter2(..., 'valid')): (..., H, W)."""
+    return rows @ x @ cols.T
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean SSIM per image pair (Wang et al. 2004), averaged over colour channels: (..., H, W, C) → (...).
+
+    Channels are compared separately and averaged, as scikit-image does with `channel_axis`,
+    so a hue change at equal luma still counts. Dynamic range L = 1.
+    """
+    x, y = np.moveaxis(as_unit(a), -1, -3), np.moveaxis(as_unit(b), -1, -3)  # (..., C, H, W)
+    h, w = x.shape[-2:]
+    window = gaussian_window()
+    if min(h, w) < len(window):
+        raise ValueError(f"ssim: images must be at least {len(window)} pixels per side, got {h}x{w}")
+    rows, cols = _valid_filter_matrix(h, window), _valid_filter_matrix(w, window)
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    mu_x, mu_y = _blur(x, rows, cols), _blur(y, rows, cols)
+    var_x = _blur(x * x, rows, cols) - mu_x**2
+    var_y = _blur(y * y, rows, cols) - mu_y**2
+    cov = _blur(x * y, rows, cols) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.mean(axis=(-3, -2, -1))
+
+
+def ssim_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 − SSIM per image pair: 0 for identical images."""
+    return 1.0 - ssim(a, b)
+
+
+def perceptual_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The placement distance: geometric mean of pixel MAD and √(1 − SSIM).
+
+    Both factors grow linearly with a small change (1 − SSIM grows with its square, hence the
+    root), so the distance is a length that adds up along a path, which the cumulative progress
+    needs; the geometric mean needs no weights (only ratios within a segment matter), and
+    follows colour and brightness (MAD) as well as structure (SSIM).
+    """
+    return np.sqrt(pixel_distance(a, b) * np.sqrt(np.clip(ssim_distance(a, b), 0.0, None)))
+
+
+DISTANCES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "pixel": pixel_distance,
+    "ssim": ssim_distance,
+    "perceptual": perceptual_distance,
+}
+
+
+def adjacent_distances(frames: np.ndarray, distance: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Distance between each frame and the next: (N, H, W, C) → (N - 1,)."""
+    frames = np.asarray(frames)
+    return np.asarray(distance(frames[:-1], frames[1:]), dtype=np.float64)
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's ρ: Pearson correlation of the ranks (ties broken by order, fine for continuous distances)."""
+    rx = np.argsort(np.argsort(np.asarray(x))).astype(np.float64)
+    ry = np.argsort(np.argsort(np.asarray(y))).astype(np.float64)
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+# ---------------------------------------------------------------------------- placement
+
+
+def cumulative_progress(distances: np.ndarray) -> np.ndarray:
+    """P at each probe: 0, d_0, d_0 + d_1, ...; every interval keeps a tiny floor so P strictly increases."""
+    d = np.asarray(distances, dtype=np.float64)
+    d = np.maximum(d, ZERO_FLOOR * max(d.sum(), ZERO_FLOOR))
+    return np.concatenate([[0.0], np.cumsum(d)])
+
+
+def invert_progress(probe_t: np.ndarray, distances: np.ndarray, progress: np.ndarray) -> np.ndarray:
+    """t = P⁻¹(progress · P(1)), P piecewise linear between probes (monotone, exact at the probes)."""
+    probe_t = np.asarray(probe_t, dtype=np.float64)
+    check_probes(probe_t, distances)
+    p = cumulative_progress(distances)
+    if np.sum(distances) <= 0:  # nothing changes along the path: placement cannot tell, keep t
+        return np.interp(np.asarray(progress, dtype=np.float64), [0.0, 1.0], [probe_t[0], probe_t[-1]])
+    return np.interp(np.asarray(progress, dtype=np.float64) * p[-1], p, probe_t)
+
+
+def check_probes(probe_t: np.ndarray, distances: np.ndarray) -> None:
+    """Probes must start at 0, end at 1, strictly increase, and have one distance per interval."""
+    if len(probe_t) < 2 or probe_t[0] != 0.0 or probe_t[-1] != 1.0 or np.any(np.diff(probe_t) <= 0):
+        raise ValueError(f"probes must run strictly upward from 0 to 1, got {probe_t.tolist()}")
+    if len(distances) != len(probe_t) - 1 or np.any(np.asarray(distances) < 0):
+        raise ValueError(f"need {len(probe_t) - 1} non-negative distances, got {np.asarray(distances).tolist()}")
+
+
+def segment_progress(
+    n: int, easing: str = "linear", hold: float = 0.0, energy: np.ndarray | None = None, strength: float = 0.0
+) -> np.ndarray:
+    """Eased, paced progress of a segment's n frames, as `schedule.plan_frames` computes it: (n,), from 0."""
+    return EASINGS[easing](hold_then(paced_progress(n, energy, strength), hold))
+
+
+def place_frames(probe_t: np.ndarray, distances: np.ndarray, progress: np.ndarray) -> np.ndarray:
+    """Each frame's t so that its share of the perceived change is its progress: t = P⁻¹(progress)."""
+    t = invert_progress(probe_t, distances, progress)
+    # Exact endpoints: progress 0 is the keyframe itself, whatever interp's rounding does.
+    return np.where(np.asarray(progress) <= 0.0, 0.0, np.where(np.asarray(progress) >= 1.0, 1.0, t))
+
+
+def snap_to_probes(t: np.ndarray, probe_t: np.ndarray, tolerance: float) -> np.ndarray:
+    """Move a frame onto a probe within `tolerance` × its smaller gap to a neighbour (< 0.5 keeps the order).
+
+    The probe's render is then reused as the frame; tolerance 0 only reuses exact coincidences.
+    """
+    if not 0.0 <= tolerance < 0.5:
+        raise ValueError(f"snap tolerance must be in [0, 0.5), got {tolerance}")
+    t = np.asarray(t, dtype=np.float64)
+    probe_t = np.asarray(probe_t, dtype=np.float64)
+    gaps = np.diff(t)
+    left = np.concatenate([[np.inf], gaps])
+    right = np.concatenate([gaps, [1.0 - t[-1] if len(t) else np.inf]])
+    nearest = probe_t[np.abs(probe_t[None, :] - t[:, None]).argmin(axis=1)]
+    near = np.abs(nearest - t) <= np.maximum(tolerance * np.minimum(left, right), REUSE_ATOL)
+    return np.where(near, nearest, t)
+
+
+def reused_probes(t: np.ndarray, probe_t: np.ndarray) -> np.ndarray:
+    """For each frame, the index of the probe it coincides with, or -1."""
+    diff = np.abs(np.asarray(t, dtype=np.float64)[:, None] - np.asarray(probe_t, dtype=np.float64)[None, :])
+    return np.where(diff.min(axis=1) <= REUSE_ATOL, diff.argmin(axis=1), -1)
+
+
+# ---------------------------------------------------------------------------- probing plan
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """How a segment is probed: a coarse pass of one batch, then bisection rounds of one batch each."""
+
+    batch_size: int = 8
+    rounds: int = 2  # bisection rounds after the coarse pass
+    min_width: float = 1e-3  # intervals narrower than this in t are not split again
+
+    def __post_init__(self):
+        if self.batch_size < 2:
+            raise ValueError(f"probing needs batches of at least 2 (both ends), got {self.batch_size}")
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+
+
+def coarse_probes(plan: ProbePlan) -> np.ndarray:
+    """One full batch evenly spread in t, both keyframes included (they are final frames anyway)."""
+    return np.linspace(0.0, 1.0, plan.batch_size)
+
+
+def refine_probes(probe_t: np.ndarray, distances: np.ndarray, n_frames: int, plan: ProbePlan) -> np.ndarray:
+    """Midpoints of the intervals holding more than one frame's share of the change, largest first.
+
+    Returns up to `batch_size` new t values (sorted), or none when every interval holds at most
+    1/n_frames of the total (its frames cannot jump). Once one interval qualifies, the rest of the
+    batch bisects the next-largest intervals too: a padded batch costs the same as a full one.
+    Ties go to the lower t, so the plan is deterministic.
+    """
+    probe_t = np.asarray(probe_t, dtype=np.float64)
+    d = np.asarray(distances, dtype=np.float64)
+    check_probes(probe_t, d)
+    widths = np.diff(probe_t)
+    splittable = widths >= 2 * plan.min_width
+    share = d.sum() / max(n_frames, 1)
+    if d.sum() <= 0 or not np.any(splittable & (d > share)):
+        return np.empty(0)
+    order = np.lexsort((probe_t[:-1], -d))  # largest distance first, then lower t
+    chosen = [i for i in order if splittable[i]][: plan.batch_size]
+    return np.sort(probe_t[:-1][chosen] + widths[chosen] / 2)
+
+
+# ---------------------------------------------------------------------------- walk metrics
+
+
+@dataclass(frozen=True)
+class WalkMetrics:
+    """Statistics of the adjacent-frame distance over a walk (DiffMorpher's PPL and PDV, Zhang et al. 2024)."""
+
+    p95_over_median: float
+    max_over_median: float
+    ppl: float  # perceptual path length: the sum
+    pdv: float  # perceptual distance variance
+
+
+def walk_metrics(distances: np.ndarray) -> WalkMetrics:
+    """Jumpiness ratios, sum and variance of adjacent-frame distances."""
+    d = np.asarray(distances, dtype=np.float64)
+    median = float(np.median(d))
+    ratio = (lambda x: x / median) if median > 0 else (lambda x: float("inf") if x > 0 else 1.0)
+    return WalkMetrics(
+        p95_over_median=float(ratio(np.percentile(d, 95))),
+        max_over_median=float(ratio(d.max())),
+        ppl=float(d.sum()),
+        pdv=float(d.var()),
+    )

@@ -1,0 +1,198 @@
+"""The Ray farm and the fsspec store: a local two-worker cluster renders the bytes one process renders."""
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentwalk.api import render
+from latentwalk.cli import main
+from latentwalk.errors import UserError
+from latentwalk.fsstore import FsspecFrameStore
+from latentwalk.store import FrameStore, open_store
+from latentwalk.timeline import parse_timeline
+
+ray = pytest.importorskip("ray")
+
+FRAMES = 16  # batches of 2: 8 batches, enough for both workers and for a kill mid-render
+WORKER_TITLE = b"ray::FrameWorker.render"  # Ray's process title while an actor runs `render`
+
+
+@pytest.fixture(autouse=True, scope="module")
+def cluster(one_thread):
+    """2 CPUs, 2 workers of 1 CPU (1 torch thread each, as the single-process reference uses)."""
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write_timeline(folder: Path, model: Path, extra: str = "") -> Path:
+    path = folder / "walk.yaml"
+    path.write_text(
+        f"model: {model}\nwidth: 32\nheight: 32\nfps: 8\nsteps: 4\nbatch_size: 2\ndevice: cpu\n{extra}"
+        f"end: {{frame: {FRAMES}}}\nkeyframes:\n"
+        "  - {frame: 0, prompt: a cat, seed: 1}\n"
+        "  - {frame: 7, prompt: a dog at night, seed: 2}\n"
+        "  - {frame: 15, prompt: the sea, seed: 3}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir, tmp_path_factory):
+    """The single-process render every farm render must equal."""
+    folder = tmp_path_factory.mktemp("reference")
+    path = write_timeline(folder, tiny_model_dir)
+    return path, render(path, folder / "walk.mp4", progress=False)
+
+
+def frame_bytes(store) -> dict[str, bytes]:
+    store = open_store(str(store))
+    return {key: Path(store.path(key)).read_bytes() for key in store.keys()}
+
+
+def test_farm_render_equals_single_process(reference, tmp_path):
+    path, local = reference
+    farm = render(path, tmp_path / "walk.mp4", progress=False, executor="ray")
+    assert (farm.frames_rendered, farm.frames_reused) == (FRAMES, 0)
+    assert frame_bytes(farm.store) == frame_bytes(local.store) and len(frame_bytes(local.store)) == FRAMES
+    assert farm.video.read_bytes() == local.video.read_bytes()
+    workers = json.loads(farm.manifest.read_text())["farm"]["workers"]
+    # Work stealing: both workers took batches, and together they rendered every frame once.
+    assert len(workers) == 2 and all(w["frames"] >= 2 and w["frames_per_s"] > 0 for w in workers)
+    assert sum(w["frames"] for w in workers) == FRAMES and sum(w["batches"] for w in workers) == FRAMES // 2
+    assert farm.farm["retries"] == [] and farm.farm["cpu_threads"] == 1
+
+
+def test_second_run_reuses_every_frame_and_resumes_what_is_missing(reference, tmp_path):
+    path, local = reference
+    # The farm's keys are the single-process keys: a farm render of a local store renders nothing.
+    again = render(path, tmp_path / "again.mp4", progress=False, executor="ray", store_dir=local.store)
+    assert (again.frames_rendered, again.frames_reused) == (0, FRAMES) and again.farm["workers"] == []
+    assert again.video.read_bytes() == local.video.read_bytes()
+    # A driver killed mid-render leaves part of the store: the re-run renders exactly the rest.
+    store = tmp_path / "partial.frames"
+    store.mkdir()
+    keys = sorted(FrameStore(local.store).keys())
+    for key in keys[:11]:
+        (store / f"{key}.npy").write_bytes(FrameStore(local.store).path(key).read_bytes())
+    resumed = render(path, tmp_path / "resumed.mp4", progress=False, executor="ray", store_dir=store)
+    assert (resumed.frames_rendered, resumed.frames_reused) == (FRAMES - 11, 11)
+    assert frame_bytes(store) == frame_bytes(local.store)
+    assert resumed.video.read_bytes() == local.video.read_bytes()
+
+
+def kill_first_rendering_worker(stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first process Ray titles as running FrameWorker.render: a worker mid-batch."""
+    while not stop.is_set():
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(WORKER_TITLE):
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.005)
+
+
+def test_worker_killed_mid_batch_is_recovered(reference, tmp_path, capsys):
+    path, local = reference
+    stop, killed = threading.Event(), []
+    watcher = threading.Thread(target=kill_first_rendering_worker, args=(stop, killed), daemon=True)
+    watcher.start()
+    try:
+        farm = render(path, tmp_path / "walk.mp4", progress=True, executor="ray")
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(killed) == 1
+    retries = farm.farm["retries"]
+    assert len(retries) == 1 and retries[0]["pid"] == killed[0] and retries[0]["frames"] == 2
+    assert "died mid-batch" in capsys.readouterr().err  # the driver says so
+    # The lost batch was rendered again, and nothing differs from one process.
+    assert farm.frames_rendered == FRAMES and sum(w["frames"] for w in farm.farm["workers"]) == FRAMES
+    assert frame_bytes(farm.store) == frame_bytes(local.store)
+    assert farm.video.read_bytes() == local.video.read_bytes()
+
+
+def test_configuration_errors_fail_before_work(reference, tmp_path, capsys):
+    path, _ = reference
+    out = tmp_path / "bad.mp4"
+    # Nothing listens on port 1: the probe fails in milliseconds, with exit 2 and no traceback.
+    assert main(["render", str(path), "--out", str(out), "--quiet", "--ray", "127.0.0.1:1"]) == 2
+    assert "no Ray cluster answers at '127.0.0.1:1'" in capsys.readouterr().err
+    assert main(["render", str(path), "--out", str(out), "--quiet", "--ray", "not an address"]) == 2
+    assert "expected auto, host:port or ray://host:port" in capsys.readouterr().err
+    with pytest.raises(UserError, match="ray_workers: 3 workers need 3 CPUs, but the cluster has 0 GPUs and 2 CPUs"):
+        render(path, out, progress=False, executor="ray", ray_workers=3)
+    with pytest.raises(UserError, match="lives in one process's memory"):
+        render(path, out, progress=False, executor="ray", store_dir="memory://frames")
+    assert not out.exists() and not (tmp_path / "bad.frames").exists()
+
+
+def test_timeline_settings_choose_the_executor(tiny_model_dir, tmp_path):
+    settings = parse_timeline(write_timeline(tmp_path, tiny_model_dir, "executor: ray\nray_address: auto\nray_cpus_per_worker: 2\n").read_text()).settings
+    assert (settings.executor, settings.ray_address, settings.ray_cpus_per_worker, settings.ray_workers) == ("ray", "auto", 2, None)
+    with pytest.raises(UserError, match=r"<timeline>:8: ray_address: only used with executor: ray"):
+        parse_timeline(write_timeline(tmp_path, tiny_model_dir, "ray_address: auto\n").read_text())
+    with pytest.raises(UserError, match=r"<timeline>:8: executor: unknown value 'dask'"):
+        parse_timeline(write_timeline(tmp_path, tiny_model_dir, "executor: dask\n").read_text())
+
+
+# --- the store through fsspec ----------------------------------------------------------------------
+
+
+def test_memory_store_round_trips_the_bytes_of_a_folder_store(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = {f"{i:064x}": rng.integers(0, 256, (24, 40, 3), dtype=np.uint8) for i in range(3)}
+    folder, memory = FrameStore(tmp_path), open_store("memory://latentwalk-test/frames")
+    assert isinstance(memory, FsspecFrameStore) and memory.atomic_put
+    assert not memory.has(next(iter(frames)), (24, 40, 3)) and memory.keys() == set()
+    for key, frame in frames.items():
+        folder.save(key, frame)
+        memory.save(key, frame)
+    assert memory.keys() == set(frames) and memory.usage() == folder.usage()
+    for key, frame in frames.items():
+        assert memory.has(key, frame.shape) and not memory.has(key, (24, 40, 4))
+        assert np.array_equal(memory.load(key, frame.shape), frame)
+        assert memory.fs.cat_file(memory.path(key)) == folder.path(key).read_bytes()  # the same files
+    # A fresh handle sees what another one stored; prune keeps exactly what it is told to.
+    keep = sorted(frames)[:1]
+    removed = open_store("memory://latentwalk-test/frames").prune(keep)
+    assert (removed.frames, removed.temp_files) == (2, 0) and memory.keys() == set(keep)
+    memory.fs.rm(memory.base, recursive=True)
+
+
+def test_non_object_filesystems_write_through_a_temp_name(tmp_path, monkeypatch):
+    store = FsspecFrameStore(f"file://{tmp_path}/frames")  # open_store would use a plain folder store
+    assert not store.atomic_put
+    frame = np.full((8, 16, 3), 7, dtype=np.uint8)
+    store.save("a" * 64, frame)
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["a" * 64 + ".npy"]
+    assert np.array_equal(FrameStore(tmp_path / "frames").load("a" * 64, frame.shape), frame)
+    # A move that fails leaves neither the key nor the temp file.
+    monkeypatch.setattr(store.fs, "mv", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        store.save("b" * 64, frame)
+    assert store.keys() == {"a" * 64} and store.usage().temp_files == 0
+
+
+def test_local_render_into_a_memory_store_then_reuses_it(reference, tmp_path):
+    path, local = reference
+    url = "memory://latentwalk-render/walk.frames"
+    first = render(path, tmp_path / "a.mp4", progress=False, store_dir=url)
+    second = render(path, tmp_path / "b.mp4", progress=False, store_dir=url)
+    assert first.store == url and (first.frames_rendered, second.frames_rendered, second.frames_reused) == (FRAMES, 0, FRAMES)
+    memory = open_store(url)
+    assert {k: memory.fs.cat_file(memory.path(k)) for k in memory.keys()} == frame_bytes(local.store)
+    assert second.video.read_bytes() == local.video.read_bytes()
+    memory.fs.rm(memory.base, recursive=True)
