@@ -281,6 +281,11 @@ def check_clip(timeline: Timeline, file_duration: float | None) -> None:
     for key, value in (("start", spec.start), ("end", spec.end)):
         if value is not None and value > file_duration + 1e-6 or key == "start" and value >= file_duration:
             raise UserError(f"{timeline.at('audio', key)}: {value:g}s is past the end of the audio file ({file_duration:.3f}s long)")
+    clip = (spec.end if spec.end is not None else file_duration) - spec.start
+    fps = timeline.settings.fps
+    if round(clip * fps) < 1:  # before analysing it: a clip this short has no beats to track
+        key = "end" if spec.end is not None else "start"
+        raise UserError(f"{timeline.at('audio', key)}: the audio clip is {clip:.3f}s long, shorter than one frame at {fps:g} fps")
 
 
 def travel(a: float, b: float, t: float) -> float:

@@ -80,7 +80,9 @@ def test_second_run_reuses_every_frame_and_resumes_what_is_missing(reference, tm
     store.mkdir()
     keys = sorted(FrameStore(local.store).keys())
     for key in keys[:11]:
-        (store / f"{key}.npy").write_bytes(FrameStore(local.store).path(key).read_bytes())
+        partial = FrameStore(store)
+        partial.create()
+        partial.path(key).write_bytes(FrameStore(local.store).path(key).read_bytes())
     resumed = render(path, tmp_path / "resumed.mp4", progress=False, executor="ray", store_dir=store)
     assert (resumed.frames_rendered, resumed.frames_reused) == (FRAMES - 11, 11)
     assert frame_bytes(store) == frame_bytes(local.store)
@@ -177,7 +179,7 @@ def test_non_object_filesystems_write_through_a_temp_name(tmp_path, monkeypatch)
     assert not store.atomic_put
     frame = np.full((8, 16, 3), 7, dtype=np.uint8)
     store.save("a" * 64, frame)
-    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["a" * 64 + ".npy"]
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [".latentwalk-store", "a" * 64 + ".frame"]
     assert np.array_equal(FrameStore(tmp_path / "frames").load("a" * 64, frame.shape), frame)
     # A move that fails leaves neither the key nor the temp file.
     monkeypatch.setattr(store.fs, "mv", lambda *a, **k: 1 / 0)
