@@ -224,18 +224,33 @@ def write_feedback_timeline(folder: Path, model: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def feedback_reference(tiny_model_dir, tmp_path_factory):
-    """The single-process feedback render (both chains in each round's batch) the farm must equal."""
+    """The single-process feedback render the farm must equal, and the seeds of each batch's rows."""
+    import latentwalk.engine as engine
+
     folder = tmp_path_factory.mktemp("feedback")
     path = write_feedback_timeline(folder, tiny_model_dir)
-    return path, render(path, folder / "fb.mp4", progress=False)
+    batch_inputs, seeds = engine.batch_inputs, []
+
+    def spy(rows, *args, **kwargs):
+        seeds.append({r.seed_a for r in rows})
+        return batch_inputs(rows, *args, **kwargs)
+
+    engine.batch_inputs = spy
+    try:
+        result = render(path, folder / "fb.mp4", progress=False)
+    finally:
+        engine.batch_inputs = batch_inputs
+    return path, result, seeds
 
 
 def test_feedback_chains_render_one_per_worker_to_the_single_process_bytes(feedback_reference, tmp_path):
-    path, local = feedback_reference
+    path, local, local_seeds = feedback_reference
     farm = render(path, tmp_path / "fb.mp4", progress=False, executor="ray")
     assert (farm.frames_rendered, farm.frames_reused) == (FB_FRAMES, 0) == (local.frames_rendered, local.frames_reused)
-    # Locally a round's rows of both chains share one padded batch; on the farm each chain's rows
-    # are padded alone. Rows are independent, so the pixels are the same.
+    # Locally a round's rows of both chains share one padded batch (chain one travels from seed 1,
+    # chain two from seed 2); on the farm each chain's rows are padded alone. Rows are independent,
+    # so the pixels are the same.
+    assert sum(seeds == {1, 2} for seeds in local_seeds) >= 3
     # The store: the 12 video frames and frame 11's independent render (its colour reference).
     assert frame_bytes(farm.store) == frame_bytes(local.store) and len(frame_bytes(local.store)) == FB_FRAMES + 1
     assert farm.video.read_bytes() == local.video.read_bytes()
@@ -276,7 +291,7 @@ def kill_chain_worker_after(store: Path, chains: list[list[str]], n_stored: int,
 
 
 def test_worker_killed_mid_chain_resumes_the_chain_from_its_last_stored_frame(feedback_reference, tmp_path, capsys):
-    path, local = feedback_reference
+    path, local, _ = feedback_reference
     stop, killed = threading.Event(), []
     watcher = threading.Thread(target=kill_chain_worker_after, args=(tmp_path / "fb.frames", chain_keys(path, local), 3, stop, killed), daemon=True)
     watcher.start()
