@@ -311,8 +311,6 @@ def _render_claimed(
     # A farm's workers, not this process, decide the device and thread count the keys name.
     t0 = time.perf_counter()
     store = open_store(store_dir if store_dir is not None else default_store(out))
-    if farm_settings and timeline.mode == "feedback":
-        raise UserError("executor: ray renders travel timelines; a feedback chain is sequential, render it locally")
     farm = Farm(farm_settings, device or settings.device, shared_root(store.root)) if farm_settings else None
     try:
         placement = (farm.placement.device_type, farm.placement.cpu_threads) if farm else None
@@ -359,8 +357,10 @@ def _render_claimed(
                 in_order.arrived(done.keys)
                 bar.update(len(done.keys))
 
-            if farm and frames.missing:
-                log = lambda message: bar.write(message, file=sys.stderr)  # noqa: E731
+            log = lambda message: bar.write(message, file=sys.stderr)  # noqa: E731
+            if farm and chains is not None and missing_keys:  # one feedback chain per worker
+                farm.render_chains(chains.frames, chains.work, engine_settings(settings, batch_size), fresh, arrived, log)
+            elif farm and chains is None and frames.missing:
                 farm.render(frames.missing, [key_of[f] for f in frames.missing], engine_settings(settings, batch_size), arrived, log)
             elif backend is not None and chains is not None:
                 render_chains(backend, chains, engine_settings(settings, batch_size), in_order, bar.update, fresh)

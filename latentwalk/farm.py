@@ -7,15 +7,22 @@ size on the same device type, dtype and thread count as the render identity says
 frames are the bytes one process would make. A worker killed mid-batch loses only that batch:
 Ray restarts the actor, the driver hands the batch to the next free worker and reports it.
 
+Feedback timelines (camera motion) run one chain per actor: a chain is sequential, chains are
+independent. The actor streams each round's keys back as it stores them (a Ray generator); an
+actor lost mid-chain loses only the frames it had not stored, and the chain resumes on another
+actor from its last stored frame (chain keys cover a frame's whole past, so resuming is exact).
+
 Ray is imported only here and only when a farm is used (`pip install latentwalk[ray]`).
 """
 
 import os
+import queue
 import socket
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from latentwalk.errors import UserError
 from latentwalk.frames import FrameInputs, RenderIdentity
@@ -190,6 +197,68 @@ class FrameWorker:
         render_frames(self.backend, frames, settings, stored)
         return BatchDone(tuple(keys), self.node, self.pid, time.perf_counter() - t0)
 
+    def render_chain(self, frames: Sequence, settings, store_root: str, made: Sequence[str] | None) -> Iterator[BatchDone]:
+        """Render one feedback chain (feedback.chain_frames) into a store; yield each round's new video keys.
+
+        `made`: with `fresh`, the keys this render already made (only those count as stored);
+        None: any stored key counts. Resumes from the chain's last stored frame either way.
+        """
+        from latentwalk.feedback import engine_fns, feedback_keys, render_feedback
+        from latentwalk.store import open_store
+
+        store = self.stores.setdefault(store_root, open_store(store_root))
+        shape = (settings.height, settings.width, 3)
+        video = set(feedback_keys(frames))
+        made_here = None if made is None else set(made)
+        pending: list[str] = []
+        clock = [time.perf_counter()]
+
+        def stored(key: str) -> bool:
+            return (made_here is None or key in made_here) and store.has(key, shape)
+
+        def save(key: str, image) -> None:
+            store.save(key, image)
+            if made_here is not None:
+                made_here.add(key)
+            if key in video:  # not a colour reference's independent render
+                pending.append(key)
+
+        def round_done() -> BatchDone:
+            now = time.perf_counter()
+            done = BatchDone(tuple(pending), self.node, self.pid, now - clock[0])
+            pending.clear()
+            clock[0] = now
+            return done
+
+        def run(emit: Callable[[BatchDone], None]) -> None:
+            first_fn, img2img_fn = engine_fns(self.backend, frames, settings)
+            render_feedback(
+                frames, img2img_fn, first_fn, lambda key: store.load(key, shape) if stored(key) else None, save,
+                batch_size=settings.batch_size, on_step=lambda _: emit(round_done()), stored=stored,
+            )
+            emit(round_done())  # in-betweens filled after the last round
+
+        yield from (done for done in streamed(run) if done.keys)
+
+
+def streamed(run: Callable[[Callable], None]) -> Iterator:
+    """What `run(emit)` emits, as an iterator: `run` goes on a thread so a generator can yield from its callbacks."""
+    items: queue.Queue = queue.Queue()
+    finished = object()
+
+    def work() -> None:
+        try:
+            run(items.put)
+            items.put(finished)
+        except BaseException as e:  # raised again on the caller's thread
+            items.put(e)
+
+    threading.Thread(target=work, name="latentwalk-chain", daemon=True).start()
+    while (item := items.get()) is not finished:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
 
 # --- the driver --------------------------------------------------------------------------------
 
@@ -312,6 +381,94 @@ def run_batches(
         on_done(done)
 
 
+def run_chains(
+    actors: list,
+    report: FarmReport,
+    chains: Sequence[Sequence],
+    missing: Sequence[Sequence[tuple[int, str]]],
+    starts: Sequence[int],
+    settings,
+    store_root: str,
+    fresh: bool,
+    on_done: Callable[[BatchDone], None],
+    log: Callable[[str], None],
+) -> None:
+    """Hand each feedback chain to the next free worker, one chain per worker; a lost chain resumes elsewhere.
+
+    `missing`: per chain, (video frame, key) of the frames this render makes, in order; `starts`:
+    each chain's first video frame.
+    """
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    todo = deque(range(len(chains)))
+    idle = list(range(len(actors)))
+    in_flight: dict = {}  # chain generator (or a restart's `info` ref) -> (worker index, chain index or None)
+    arrived: list[set[str]] = [set() for _ in chains]  # keys each chain has streamed back
+    attempts = [0] * len(chains)
+    while todo or any(c is not None for _, c in in_flight.values()):
+        # 1. A free worker takes the next chain and keeps it to its end.
+        while todo and idle:
+            w, c = idle.pop(0), todo.popleft()
+            attempts[c] += 1
+            made = sorted(arrived[c]) if fresh else None
+            in_flight[actors[w].render_chain.remote(list(chains[c]), settings, store_root, made)] = (w, c)
+        if not in_flight:
+            raise RuntimeError(f"every Ray worker died; {len(todo)} feedback chains were not rendered")
+        # 2. Wait for any chain's next round (or a restarted worker).
+        [ready], _ = ray.wait(list(in_flight), num_returns=1)
+        w, c = in_flight[ready]
+        stats = report.workers[w]
+        try:
+            done = ray.get(ready if c is None else next(ready))
+        except StopIteration:  # the chain is complete
+            del in_flight[ready]
+            idle.append(w)
+            # A lost worker may have stored frames it never reported; the chain is in the store now.
+            unreported = tuple(key for _, key in missing[c] if key not in arrived[c])
+            if unreported:
+                arrived[c].update(unreported)
+                on_done(BatchDone(unreported, stats.node, stats.pid, 0.0))
+            continue
+        except RayActorError as e:
+            del in_flight[ready]
+            if c is None:
+                log(f"latentwalk: Ray worker on node {stats.node} is gone for good ({type(e).__name__})")
+                continue
+            # 3. The worker died: the chain's stored frames stand; it resumes from the last of them.
+            reason = type(e).__name__
+            lost = [frame for frame, key in missing[c] if key not in arrived[c]]
+            in_flight[actors[w].info.options(max_task_retries=-1).remote()] = (w, None)
+            if not lost:  # it died after its last round: nothing to redo
+                continue
+            report.retries.append({"node": stats.node, "pid": stats.pid, "frames": len(lost), "reason": reason,
+                                   "chain": starts[c], "resumed_at": lost[0]})
+            log(f"latentwalk: Ray worker on node {stats.node} (pid {stats.pid}) died mid-chain ({reason}); "
+                f"the feedback chain from frame {starts[c]} resumes at frame {lost[0]} or later on another worker")
+            if attempts[c] >= MAX_ATTEMPTS:
+                raise RuntimeError(f"the feedback chain from frame {starts[c]} killed {attempts[c]} Ray workers in a row (out of memory?)") from None
+            todo.appendleft(c)
+            continue
+        except RayTaskError as e:
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            raise RuntimeError(f"Ray worker on node {stats.node} (pid {stats.pid}) failed: {type(cause).__name__}: {first}") from None
+        if c is None:  # a restarted worker, model loaded
+            del in_flight[ready]
+            stats.node, stats.pid, _, error = done
+            if error is None:
+                idle.append(w)
+            else:
+                log(f"latentwalk: Ray worker on node {stats.node} (pid {stats.pid}) could not restart: {error[1]}")
+            continue
+        # 4. A round of the chain is stored: its keys go to the assembler.
+        stats.batches += 1
+        stats.frames += len(done.keys)
+        stats.busy_s += done.seconds
+        arrived[c].update(done.keys)
+        on_done(done)
+
+
 class Farm:
     """A render's use of a Ray cluster, from joining it to stopping its workers (`close`)."""
 
@@ -341,6 +498,16 @@ class Farm:
         key_of = dict(zip(frames, keys))
         batches = plan_batches(frames, settings.batch_size)
         run_batches(self.actors, self.report, batches, [[key_of[f] for f in b] for b in batches], settings, self.store_root, on_done, log)
+
+    def render_chains(self, frames: Sequence, work, settings, fresh: bool, on_done: Callable[[BatchDone], None], log: Callable[[str], None]) -> None:
+        """Render a feedback plan's incomplete chains (feedback.FeedbackWork), one chain per worker."""
+        from latentwalk.feedback import chain_frames
+
+        todo = [c for c, resume in enumerate(work.resume_at()) if resume is not None]
+        chains = [chain_frames(frames, work.chains[c]) for c in todo]
+        missing = [[(i, work.keys[i]) for i in sorted(work.diffuse[c] + work.fill[c])] for c in todo]
+        starts = [work.chains[c][0] for c in todo]
+        run_chains(self.actors, self.report, chains, missing, starts, settings, self.store_root, fresh, on_done, log)
 
     def check_visible(self, store, done: BatchDone, shape: tuple[int, int, int]) -> None:
         """A worker's frames must be readable here: a local folder on another node is not."""

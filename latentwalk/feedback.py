@@ -91,6 +91,21 @@ def reference_index(frames: Sequence[FeedbackFrame], chain: list[int], i: int) -
     return frames[i].reference if frames[i].reference is not None else chain[0]
 
 
+def chain_frames(frames: Sequence[FeedbackFrame], chain: Sequence[int]) -> list[FeedbackFrame]:
+    """One chain as a plan of its own (references re-indexed): its keys are the whole plan's keys for it.
+
+    A chain depends on nothing outside itself, so a worker can render it alone (a Ray farm).
+    """
+    start, end = chain[0], chain[-1]
+    out = []
+    for i in chain:
+        ref = frames[i].reference
+        if ref is not None and not start <= ref <= end:
+            raise ValueError(f"frame {i}'s colour reference {ref} lies outside its chain {start}-{end}")
+        out.append(replace(frames[i], reference=None if ref is None else ref - start))
+    return out
+
+
 def feedback_keys(frames: Sequence[FeedbackFrame]) -> list[str]:
     """The store key of every frame: chain keys for diffused frames, fill keys for cadence in-betweens."""
     keys = [""] * len(frames)

@@ -15,7 +15,7 @@ from latentwalk.cli import main
 from latentwalk.errors import UserError
 from latentwalk.fsstore import FsspecFrameStore
 from latentwalk.store import FrameStore, open_store
-from latentwalk.timeline import parse_timeline
+from latentwalk.timeline import load_timeline, parse_timeline
 
 ray = pytest.importorskip("ray")
 
@@ -198,3 +198,119 @@ def test_local_render_into_a_memory_store_then_reuses_it(reference, tmp_path):
     assert {k: memory.fs.cat_file(memory.path(k)) for k in memory.keys()} == frame_bytes(local.store)
     assert second.video.read_bytes() == local.video.read_bytes()
     memory.fs.rm(memory.base, recursive=True)
+
+
+# --- feedback timelines: one chain per worker ------------------------------------------------------
+
+FB_FRAMES = 12  # two chains of 6: frames 0-5 and, after the cut, 6-11
+FB_CHAIN = 6
+
+
+def write_feedback_timeline(folder: Path, model: Path) -> Path:
+    """Two chains of the same strength: one process denoises their rows side by side in one batch of 2.
+
+    Cadence 2 diffuses frames 0, 2, 4, 5 of each chain and fills the rest; the colour reference of
+    frame 11 is keyframe 2's own image (a reference index the farm re-bases to its chain).
+    """
+    path = folder / "fb.yaml"
+    path.write_text(
+        f"mode: feedback\nmodel: {model}\nwidth: 32\nheight: 32\nfps: 8\nsteps: 2\nbatch_size: 2\ndevice: cpu\n"
+        "strength: 0.6\nzoom: 1.05\nangle: 2\ncadence: 2\ncoherence: {colour: 0.5, reference: keyframe}\n"
+        f"end: {{frame: {FB_FRAMES}}}\nkeyframes:\n"
+        "  - {frame: 0, prompt: a cat, seed: 1}\n"
+        f"  - {{frame: {FB_CHAIN}, prompt: the sea at night, seed: 2, cut: true}}\n"
+        "  - {frame: 11, prompt: a city in snow, seed: 3}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def feedback_reference(tiny_model_dir, tmp_path_factory):
+    """The single-process feedback render the farm must equal, and the seeds of each batch's rows."""
+    import latentwalk.engine as engine
+
+    folder = tmp_path_factory.mktemp("feedback")
+    path = write_feedback_timeline(folder, tiny_model_dir)
+    batch_inputs, seeds = engine.batch_inputs, []
+
+    def spy(rows, *args, **kwargs):
+        seeds.append({r.seed_a for r in rows})
+        return batch_inputs(rows, *args, **kwargs)
+
+    engine.batch_inputs = spy
+    try:
+        result = render(path, folder / "fb.mp4", progress=False)
+    finally:
+        engine.batch_inputs = batch_inputs
+    return path, result, seeds
+
+
+def test_feedback_chains_render_one_per_worker_to_the_single_process_bytes(feedback_reference, tmp_path):
+    path, local, local_seeds = feedback_reference
+    farm = render(path, tmp_path / "fb.mp4", progress=False, executor="ray")
+    assert (farm.frames_rendered, farm.frames_reused) == (FB_FRAMES, 0) == (local.frames_rendered, local.frames_reused)
+    # Locally a round's rows of both chains share one padded batch (chain one travels from seed 1,
+    # chain two from seed 2); on the farm each chain's rows are padded alone. Rows are independent,
+    # so the pixels are the same.
+    assert sum(seeds == {1, 2} for seeds in local_seeds) >= 3
+    # The store: the 12 video frames and frame 11's independent render (its colour reference).
+    assert frame_bytes(farm.store) == frame_bytes(local.store) and len(frame_bytes(local.store)) == FB_FRAMES + 1
+    assert farm.video.read_bytes() == local.video.read_bytes()
+    # One chain per worker, streamed back round by round: 4 diffused frames, their in-betweens with them.
+    workers = farm.farm["workers"]
+    assert sorted(w["frames"] for w in workers) == [FB_CHAIN, FB_CHAIN]
+    assert sorted(w["batches"] for w in workers) == [4, 4] and farm.farm["retries"] == []
+    chains = json.loads(farm.manifest.read_text())["feedback"]["chains"]
+    assert [(c["first_frame"], c["diffused"], c["rendered"]) for c in chains] == [(0, 4, FB_CHAIN), (FB_CHAIN, 4, FB_CHAIN)]
+    video_keys = set(sum(chain_keys(path, local), []))
+    assert len(video_keys) == FB_FRAMES and len(frame_bytes(local.store).keys() - video_keys) == 1
+
+
+def chain_keys(path: Path, result) -> list[list[str]]:
+    """Each chain's video keys, as the single-process render stored them."""
+    from latentwalk.api import chain_plan, frame_plan
+
+    timeline, store = load_timeline(path), FrameStore(result.store)
+    work = chain_plan(timeline, result.plan, frame_plan(timeline, result.plan, store), store).work
+    return [[work.keys[i] for i in chain] for chain in work.chains]
+
+
+def kill_chain_worker_after(store: Path, chains: list[list[str]], n_stored: int, stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL a worker running a feedback chain once every chain has `n_stored` frames in the store."""
+    while not stop.is_set() and min(sum((store / f"{k}.npy").exists() for k in keys) for keys in chains) < n_stored:
+        time.sleep(0.005)
+    while not stop.is_set() and not killed:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(WORKER_TITLE + b"_chain"):
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.005)
+
+
+def test_worker_killed_mid_chain_resumes_the_chain_from_its_last_stored_frame(feedback_reference, tmp_path, capsys):
+    path, local, _ = feedback_reference
+    stop, killed = threading.Event(), []
+    watcher = threading.Thread(target=kill_chain_worker_after, args=(tmp_path / "fb.frames", chain_keys(path, local), 3, stop, killed), daemon=True)
+    watcher.start()
+    try:
+        farm = render(path, tmp_path / "fb.mp4", progress=True, executor="ray")
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(killed) == 1
+    [retry] = farm.farm["retries"]
+    assert retry["pid"] == killed[0] and retry["chain"] in (0, FB_CHAIN)
+    # The chain resumed after the frames it had stored, not from its first frame.
+    assert retry["chain"] < retry["resumed_at"] < retry["chain"] + FB_CHAIN
+    assert retry["frames"] == retry["chain"] + FB_CHAIN - retry["resumed_at"]
+    assert "died mid-chain" in capsys.readouterr().err
+    # No frame rendered twice: a restart from the chain's first frame would count more than 12. (The
+    # killed worker's last round, a diffused frame and its in-between, may be stored but unreported.)
+    assert FB_FRAMES - 2 <= sum(w["frames"] for w in farm.farm["workers"]) <= FB_FRAMES
+    assert frame_bytes(farm.store) == frame_bytes(local.store)
+    assert farm.video.read_bytes() == local.video.read_bytes()

@@ -15,6 +15,7 @@ from latentwalk.camera import Motion
 from latentwalk.feedback import (
     Coherence,
     FeedbackFrame,
+    chain_frames,
     engine_fns,
     feedback_keys,
     first_changed,
@@ -88,6 +89,25 @@ def test_an_edit_changes_its_own_key_and_later_ones_of_its_chain_only():
     edited[3] = replace(frames[3], key="own-3-new-prompt")
     assert first_changed(keys, feedback_keys(edited)) == 3
     assert split_chains(frames) == [list(range(8)), list(range(8, 12))]
+
+
+def test_a_chain_alone_renders_the_bytes_and_keys_of_the_whole_plan():
+    # Chain two (frames 6-11) takes its colour from frame 9's independent render, a reference
+    # index into the whole plan; alone it is index 3 of its own plan.
+    frames = [replace(f, reference=9 if f.row >= 9 else None) for f in plan(12, cuts=(6,), cadence_gaps=(7, 10))]
+    whole = Recorder()
+    keys = whole.run(frames, batch_size=2)
+    chains = split_chains(frames)
+    alone = [chain_frames(frames, chain) for chain in chains]
+    assert [f.reference for f in alone[1]] == [None, None, None, 3, 3, 3]
+    for chain, part in zip(chains, alone):
+        single = Recorder()
+        assert single.run(part, batch_size=2) == [keys[i] for i in chain]
+        assert all(np.array_equal(single.store[k], whole.store[k]) for k in single.store)
+    # Colour references are stored under their own key, rendered once, by the chain that uses them.
+    assert set(whole.store) == set(keys) | {"own-9"}
+    with pytest.raises(ValueError, match="frame 3's colour reference 9 lies outside its chain 0-5"):
+        chain_frames([replace(f, reference=9) if f.row == 3 else f for f in frames], chains[0])
 
 
 def test_cadence_fills_depend_on_both_neighbours():
