@@ -277,7 +277,7 @@ def chain_keys(path: Path, result) -> list[list[str]]:
 
 def kill_chain_worker_after(store: Path, chains: list[list[str]], n_stored: int, stop: threading.Event, killed: list[int]) -> None:
     """SIGKILL a worker running a feedback chain once every chain has `n_stored` frames in the store."""
-    while not stop.is_set() and min(sum((store / f"{k}.npy").exists() for k in keys) for keys in chains) < n_stored:
+    while not stop.is_set() and min(sum((store / f"{k}.frame").exists() for k in keys) for keys in chains) < n_stored:
         time.sleep(0.005)
     while not stop.is_set() and not killed:
         for pid in filter(str.isdigit, os.listdir("/proc")):
