@@ -347,13 +347,18 @@ def format_path(path: tuple) -> str:
     return out
 
 
+INT_TAG = "tag:yaml.org,2002:int"
+
+
 def yaml_line_map(node: yaml.Node, path: tuple = (), lines: dict | None = None) -> dict[tuple, int]:
     """1-based YAML line of every mapping key and sequence item, keyed by its path."""
     lines = {} if lines is None else lines
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key_path = path + (key_node.value,)
+            # A number key (an LRC line in lyrics_overrides) is an int once loaded: index it so.
+            key = int(key_node.value) if key_node.tag == INT_TAG else key_node.value
+            key_path = path + (key,)
             lines[key_path] = key_node.start_mark.line + 1
             yaml_line_map(value_node, key_path, lines)
     elif isinstance(node, yaml.SequenceNode):
@@ -399,9 +404,11 @@ class _BoundedLoader(yaml.SafeLoader):
         seen: dict[str, int] = {}
         for key, _ in node.value:
             line = key.start_mark.line + 1
-            if not isinstance(key, yaml.ScalarNode) or key.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"):
+            if not isinstance(key, yaml.ScalarNode) or key.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge", INT_TAG):
                 shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or mapping"
-                raise _KeyError(None, None, f"{shown}: a key must be text (a field name), not a number or a list", key.start_mark)
+                raise _KeyError(None, None, f"{shown}: a key must be text (a field name) or a whole number, not a list or another value", key.start_mark)
+            if key.tag == INT_TAG and not key.value.isdigit():  # 0x10, 1_000: not a line number anyone means
+                raise _KeyError(None, None, f"{key.value}: a number key must be written in plain digits", key.start_mark)
             if key.value in seen and key.value != "<<":
                 problem = f"{key.value}: given twice, on line {seen[key.value]} and line {line}; remove one"
                 raise _KeyError(None, None, problem, key.start_mark)

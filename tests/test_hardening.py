@@ -315,7 +315,9 @@ def test_yaml_alias_bombs_duplicate_and_numeric_keys(tmp_path, capsys):
     cases = {
         laughs + "end: {time: 1}\n": r"t.yaml:\d+: invalid YAML: the document expands to more than 100,000 values",
         "fps: 4\nend: {time: 1}\nfps: 400\n": r"t.yaml:3: fps: given twice, on line 1 and line 3; remove one",
-        "fps: 4\n12: 5\nend: {time: 1}\n": r"t.yaml:2: 12: a key must be text",
+        "fps: 4\n12: 5\nend: {time: 1}\n": r"t.yaml:2: \[12\]: unknown key '12'",  # on its own line, not line 1
+        "fps: 4\n[a, b]: 5\nend: {time: 1}\n": r"t.yaml:2: .*a key must be text",
+        "fps: 4\n0x1f: 5\nend: {time: 1}\n": r"t.yaml:2: .*plain digits",
     }
     for text, needle in cases.items():
         (tmp_path / "t.yaml").write_text(text + "keyframes:\n  - {time: 0, prompt: a}\n")
