@@ -103,8 +103,9 @@ class RenderResult:
     plan: Plan
     timings: dict[str, float]
     frames_reused: int = 0  # video frames taken from the frame store, made by an earlier run
-    frames_rendered: int = 0  # distinct frames denoised by this run
+    frames_rendered: int = 0  # distinct frames denoised by this run (probes included)
     store: Path | None = None
+    probes_rendered: int = 0  # of frames_rendered, those denoised as probes of perceptual placement
 
 
 def default_output(timeline: Timeline) -> Path:
@@ -243,6 +244,7 @@ def render(
     from latentwalk.backends import load_backend
     from latentwalk.encode import AudioClip, VideoWriter
     from latentwalk.engine import render_frames
+    from latentwalk.placement import StoredImages, place
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -262,16 +264,29 @@ def render(
     t0 = time.perf_counter()
     store = FrameStore(store_dir if store_dir is not None else default_store(out))
     frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh)
-    key_of = frames.key_of()
-    missing_keys = {key_of[f] for f in frames.missing}
     timings["store_lookup_s"] = time.perf_counter() - t0
 
-    # 3. Load the model, unless every frame is stored.
+    # 3. Perceptual placement: probes (stored frames, else rendered in full batches) re-place the
+    # frames of `spacing: perceptual` segments; then key the placed frames. The model loads on
+    # the first frame that must be denoised, probe or video frame.
     backend = None
-    if frames.missing:
-        t0 = time.perf_counter()
-        backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
-        timings["load_model_s"] = time.perf_counter() - t0
+
+    def render_missing(missing: Sequence[FrameInputs], on_batch) -> None:
+        nonlocal backend
+        if backend is None:
+            t1 = time.perf_counter()
+            backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
+            timings["load_model_s"] = time.perf_counter() - t1
+        render_frames(backend, missing, engine_settings(settings, batch_size), on_batch, overlap=overlap)
+
+    t0 = time.perf_counter()
+    probes = StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape, render_missing, fresh)
+    placement = place(schedule, frames.inputs, probes)
+    schedule = placement.schedule
+    frames = replace_missing(frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh), probes.rendered)
+    key_of = frames.key_of()
+    missing_keys = {key_of[f] for f in frames.missing}
+    timings["placement_s"] = time.perf_counter() - t0
 
     # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
     # stored or new, into ffmpeg in video order.
@@ -290,14 +305,15 @@ def render(
             in_order.add([key_of[f] for f in batch], images)
             bar.update(len(batch))
 
-        if backend is not None:
-            render_frames(backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap)
+        if frames.missing:
+            render_missing(frames.missing, stored)
         in_order.flush()
     bar.close()
     timings["render_s"] = time.perf_counter() - t0
 
-    # 5. Optionally drop stored frames this render no longer uses.
-    pruned = store.prune(frames.keys) if prune else None
+    # 5. Optionally drop stored frames this render no longer uses (its probes it does use).
+    probe_keys = [frame_key(frames.identity, p) for p in placement.probes]
+    pruned = store.prune(list(frames.keys) + probe_keys) if prune else None
     usage = store.usage()
     timings["total_s"] = time.perf_counter() - clock
 
@@ -306,7 +322,8 @@ def render(
     store_info = {
         "path": str(store.root),
         "frames_reused": reused,
-        "frames_rendered": len(frames.missing),
+        "frames_rendered": len(frames.missing) + len(probes.rendered),
+        "probes_rendered": len(probes.rendered),
         "fresh": fresh,
         "frames_stored": usage.frames,
         "bytes": usage.bytes,
@@ -321,9 +338,36 @@ def render(
     data["model"]["family"] = frames.identity.family
     data["store"] = store_info
     data["model"]["options"] = to_jsonable(asdict(model_options(settings)))
+    add_placement(data, placement, frame_distances(store, frames))
     manifest = out.with_suffix(".json")
     manifest.write_text(json.dumps(data, indent=1))
-    return RenderResult(out, manifest, schedule, timings, reused, len(frames.missing), store.root)
+    return RenderResult(
+        out, manifest, schedule, timings, reused, len(frames.missing) + len(probes.rendered), store.root, len(probes.rendered)
+    )
+
+
+def replace_missing(frames: FramePlan, rendered: set[str]) -> FramePlan:
+    """The plan without the frames this run already rendered (probes that are video frames)."""
+    key_of = frames.key_of()
+    return replace(frames, missing=tuple(f for f in frames.missing if key_of[f] not in rendered))
+
+
+def frame_distances(store: FrameStore, frames: FramePlan) -> np.ndarray:
+    """(n_frames - 1,) placement distance between each stored video frame and the next."""
+    from latentwalk.placement import frame_distances as distances
+
+    images = {k: store.load(k, frames.shape) for k in dict.fromkeys(frames.keys)}  # held frames share a key
+    return distances([images[k] for k in frames.keys])
+
+
+def add_placement(data: dict, placement, distances: np.ndarray) -> None:
+    """Per frame: its distance to the next frame; per placed segment: its probes and their distances."""
+    for record, d in zip(data["plan"]["frames"], list(distances) + [None]):
+        record["distance"] = None if d is None else float(d)
+    data["placement"] = {
+        "distance": "sqrt(MAD * sqrt(1 - SSIM)) on frames block-averaged to <= 128 px (latentwalk.smooth.perceptual_distance)",
+        "segments": [to_jsonable(asdict(s)) for s in placement.segments],
+    }
 
 
 def plan_data(schedule: Plan, timeline: Timeline) -> dict:
@@ -412,5 +456,11 @@ def prune_store(
     timeline = as_timeline(timeline)
     out = Path(out) if out is not None else default_output(timeline)
     store = FrameStore(store_dir if store_dir is not None else default_store(out))
-    frames = frame_plan(timeline, plan(timeline), store, device=device, batch_size=batch_size)
-    return store, store.prune(frames.keys)
+    from latentwalk.placement import StoredImages, place
+
+    # Perceptual placement from the stored probes alone: a missing probe is an error, never a prune.
+    schedule = plan(timeline)
+    frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size)
+    placement = place(schedule, frames.inputs, StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape))
+    frames = frame_plan(timeline, placement.schedule, store, device=device, batch_size=batch_size)
+    return store, store.prune(list(frames.keys) + [frame_key(frames.identity, p) for p in placement.probes])
