@@ -388,6 +388,8 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
                 "prompt": k.keyframe.prompt,
                 "seed": k.keyframe.seed,
                 "origin": k.keyframe.origin or None,
+                # perceptual: `t` of the segment's frames is perceived progress until a render places them
+                "spacing": k.keyframe.spacing,
             }
             for k in schedule.keyframes
         ],

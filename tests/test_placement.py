@@ -171,3 +171,18 @@ def test_thumbnail_block_averages_to_at_most_the_side():
     small = thumbnail(image, side=128)
     assert small.shape == (100, 66, 3)
     assert small[0, 0, 0] == pytest.approx(image[:3, :3, 0].mean() / 255)
+
+
+def test_cli_render_plot_and_plan_note(rendered, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from latentwalk.cli import main
+
+    tmp, perceptual, _ = rendered
+    png = tmp_path / "d.png"
+    assert main(["render", str(tmp / "t.yaml"), "--out", str(tmp_path / "v.mp4"), "--store", str(perceptual.store), "--quiet", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "0 rendered" in capsys.readouterr().out  # from the stored frames and probes alone
+    assert main(["plan", str(tmp / "t.yaml")]) == 0
+    assert "segments 0, 1 use `spacing: perceptual`" in capsys.readouterr().out
+    assert main(["plan", str(tmp / "u.yaml")]) == 0
+    assert "perceptual" not in capsys.readouterr().out
