@@ -21,7 +21,9 @@ from latentwalk.tracks import Track, parse_expression
 UNITS = ("time", "beat", "bar", "frame")
 EASING_NAMES = ("linear", "smoothstep", "cosine", "cubic_in", "cubic_out", "cubic_in_out", "hold")
 PACING_NAMES = ("uniform", "audio")
-INTERPOLATION_NAMES = ("slerp", "lerp")
+# slerp/lerp travel the text embeddings; blend travels the guided noise predictions of the two
+# prompts (engine.BLEND), avoiding the third concept an embedding midpoint can show, at 1.5x UNet work.
+INTERPOLATION_NAMES = ("slerp", "lerp", "blend")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 # A hub id is "owner/name"; anything else that is not a folder is a typo, caught before loading.

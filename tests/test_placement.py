@@ -186,3 +186,32 @@ def test_cli_render_plot_and_plan_note(rendered, tmp_path, capsys):
     assert "segments 0, 1 use `spacing: perceptual`" in capsys.readouterr().out
     assert main(["plan", str(tmp / "u.yaml")]) == 0
     assert "perceptual" not in capsys.readouterr().out
+
+
+def blend_frames(model, frames, batch_size):
+    from latentwalk.engine import EngineSettings, render_frames
+
+    out = {}
+    settings = EngineSettings(32, 32, "ddim", "auto", "blend", batch_size)
+    render_frames(model, list(frames), settings, lambda fs, images: out.update(zip(fs, images)))
+    return [out[f] for f in frames]
+
+
+def test_blend_is_batch_invariant_and_the_plain_prompt_at_its_ends(tiny_model_dir, one_thread):
+    from latentwalk.backends import ModelSpec, load_backend
+    from latentwalk.engine import EngineSettings, render_frames
+    from latentwalk.frames import FrameInputs
+
+    model = load_backend(ModelSpec(str(tiny_model_dir)), device="cpu")
+    base = FrameInputs(1, 2, 0.0, '"a cat"', '"a dog at night"', '""', '""', 0.0, 7.5, 2)
+    frames = [replace(base, t=t, noise_t=t) for t in (0.0, 0.3, 0.6, 1.0)]
+    together = blend_frames(model, frames, 4)
+    alone = [blend_frames(model, [f], 4)[0] for f in frames[1:3]]
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together[1:3]))  # neighbours do not matter
+    assert not np.array_equal(together[1], together[2])
+    plain = {}
+    settings = EngineSettings(32, 32, "ddim", "auto", "slerp", 4)
+    ends = [frames[0], replace(base, prompt_a=base.prompt_b, seed_a=2, noise_t=0.0)]
+    render_frames(model, ends, settings, lambda fs, images: plain.update(zip(fs, images)))
+    for blended, f in zip((together[0], together[3]), ends):  # t = 0 and 1: the plain prompt (UNet batch shape aside)
+        assert np.abs(blended.astype(int) - plain[f].astype(int)).max() <= 2
