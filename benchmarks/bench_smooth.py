@@ -95,7 +95,7 @@ def rendered_frames(path: Path, out: Path) -> tuple[np.ndarray, object, float]:
     return np.stack([store.load(k, (SIZE, SIZE, 3)) for k in keys]), result, wall
 
 
-def part_placement(walks: list) -> dict:
+def part_placement(walks: list, plots: Path | None = None) -> dict:
     """(a) `spacing: t` against `spacing: perceptual`, per walk, rendered by `latentwalk render`'s engine."""
     from latentwalk.smooth import DISTANCES, adjacent_distances, rank_correlation
 
@@ -109,6 +109,12 @@ def part_placement(walks: list) -> dict:
                 frames, result, wall = rendered_frames(walk_timeline(Path(tmp), walk, spacing), Path(tmp) / "w.mp4")
             m = metrics_row(frames)
             print(f"{name[:58]:58s} {spacing:10s} | {fmt(m)} | {result.frames_rendered:5d} {wall:7.1f}")
+            if plots is not None:
+                from latentwalk.placement import frame_distances
+                from latentwalk.plot import plot_distances
+
+                out = plots / f"walk{walks.index(walk)}-{spacing}.png"
+                plot_distances(result.plan, frame_distances(frames), out, title=f"{name}, spacing: {spacing}")
             rows.append({"walk": name, "spacing": spacing, "metrics": m, "frames_rendered": result.frames_rendered,
                          "probes_rendered": result.probes_rendered, "wall_s": wall, "t": [f.t for f in result.plan.frames]})
             if spacing == "t":
@@ -224,6 +230,7 @@ def main() -> None:
     parser.add_argument("--speed-spacing", default="perceptual", choices=["perceptual", "t"], help="latentwalk's spacing in the speed runs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--plots", type=Path, help="write each placement walk's distance plot into this folder")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
 
@@ -235,7 +242,7 @@ def main() -> None:
                                   "threads": torch.get_num_threads(), "load": os.getloadavg()}}
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if "placement" in parts:
-        results["placement"] = part_placement(WALKS[: args.walks])
+        results["placement"] = part_placement(WALKS[: args.walks], args.plots)
     if "detours" in parts:
         results["detours"] = part_detours()
     if "speed" in parts:
