@@ -108,6 +108,7 @@ class RenderResult:
     frames_rendered: int = 0  # distinct frames denoised by this run
     store: Path | str | None = None  # a folder, or a URL (s3://...) for a store through fsspec
     farm: dict | None = None  # with executor ray: workers, their throughput, and batches retried
+    probes_rendered: int = 0  # of frames_rendered, those denoised as probes of perceptual placement
 
 
 def default_output(timeline: Timeline) -> Path:
@@ -291,6 +292,7 @@ def _render_claimed(
     from latentwalk.encode import AudioClip, VideoWriter
     from latentwalk.engine import render_frames
     from latentwalk.farm import BatchDone, Farm
+    from latentwalk.placement import StoredImages, place
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -313,8 +315,47 @@ def _render_claimed(
     store = open_store(store_dir if store_dir is not None else default_store(out))
     farm = Farm(farm_settings, device or settings.device, shared_root(store.root)) if farm_settings else None
     try:
-        placement = (farm.placement.device_type, farm.placement.cpu_threads) if farm else None
-        frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh, placement=placement)
+        device_placement = (farm.placement.device_type, farm.placement.cpu_threads) if farm else None
+        frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh, placement=device_placement)
+        timings["store_lookup_s"] = time.perf_counter() - t0
+
+        # 3. Perceptual placement (travel mode): probes (stored frames, else rendered in full
+        # batches, here or on the farm) re-place the frames of `spacing: perceptual` segments;
+        # then the placed frames are keyed. The model loads on the first frame to denoise.
+        backend = None
+        farm_started = False
+        log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+
+        def load_model() -> None:
+            nonlocal backend, farm_started
+            t1 = time.perf_counter()
+            if farm and not farm_started:
+                farm.start(model_spec(settings), settings.dtype, model_options(settings), frames.identity)
+                farm_started = True
+            elif not farm and backend is None:
+                budget.check_render_memory(timeline, frames.identity.batch_size, frames.identity.device_type, frames.identity.dtype)
+                backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
+            else:
+                return
+            timings["load_model_s"] = time.perf_counter() - t1
+
+        def render_missing(missing: Sequence[FrameInputs], on_batch) -> None:
+            load_model()
+            if farm:  # workers store the probes; they are read back from the shared store
+                keys = [frame_key(frames.identity, f) for f in missing]
+                farm.render(list(missing), keys, engine_settings(settings, batch_size), lambda done: probes.rendered.update(done.keys), log)
+            else:
+                render_frames(backend, missing, engine_settings(settings, batch_size), on_batch, overlap=overlap)
+
+        placement = None
+        probes = StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape, render_missing, fresh)
+        if timeline.mode == "travel":
+            t0 = time.perf_counter()
+            placement = place(schedule, frames.inputs, probes)
+            schedule = placement.schedule
+            frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh, placement=device_placement)
+            frames = replace_missing(frames, probes.rendered)
+            timings["placement_s"] = time.perf_counter() - t0
         key_of = frames.key_of()
         chains = None
         if timeline.mode == "feedback":
@@ -322,18 +363,8 @@ def _render_claimed(
             video_keys, missing_keys = chains.work.keys, chains.missing_keys()
         else:
             video_keys, missing_keys = frames.keys, {key_of[f] for f in frames.missing}
-        timings["store_lookup_s"] = time.perf_counter() - t0
-
-        # 3. Load the model (here, or once on every farm worker), unless every frame is stored.
-        backend = None
         if missing_keys:
-            t0 = time.perf_counter()
-            if farm:
-                farm.start(model_spec(settings), settings.dtype, model_options(settings), frames.identity)
-            else:
-                budget.check_render_memory(timeline, frames.identity.batch_size, frames.identity.device_type, frames.identity.dtype)
-                backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
-            timings["load_model_s"] = time.perf_counter() - t0
+            load_model()
 
         # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
         # stored or new, into ffmpeg in video order.
@@ -373,8 +404,9 @@ def _render_claimed(
         if farm:
             farm.close()
 
-    # 5. Optionally drop stored frames this render no longer uses.
-    pruned = store.prune(chains.keep() if chains else frames.keys) if prune else None
+    # 5. Optionally drop stored frames this render no longer uses (its probes it does use).
+    probe_keys = [frame_key(frames.identity, p) for p in placement.probes] if placement else []
+    pruned = store.prune(chains.keep() if chains else list(frames.keys) + probe_keys) if prune else None
     usage = store.usage()
     timings["total_s"] = time.perf_counter() - clock
 
@@ -383,7 +415,8 @@ def _render_claimed(
     store_info = {
         "path": str(store.root),
         "frames_reused": reused,
-        "frames_rendered": len(missing_keys),
+        "frames_rendered": len(missing_keys) + len(probes.rendered),
+        "probes_rendered": len(probes.rendered),
         "fresh": fresh,
         "frames_stored": usage.frames,
         "bytes": usage.bytes,
@@ -403,8 +436,11 @@ def _render_claimed(
         data["feedback"] = chains.manifest(timeline)
     farm_info = farm.report.as_dict() if farm else None
     data["farm"] = farm_info
+    if placement is not None:
+        add_placement(data, placement, frame_distances(store, frames))
     manifest = outputs.write_manifest(out.with_suffix(".json"), data)
-    return RenderResult(out, manifest, schedule, timings, reused, len(missing_keys), store.root, farm_info)
+    rendered = len(missing_keys) + len(probes.rendered)
+    return RenderResult(out, manifest, schedule, timings, reused, rendered, store.root, farm_info, len(probes.rendered))
 
 
 @dataclass(frozen=True)
@@ -495,6 +531,30 @@ def shared_root(root: str | Path) -> str:
     return root if isinstance(root, str) and "://" in root else str(Path(root).absolute())
 
 
+def replace_missing(frames: FramePlan, rendered: set[str]) -> FramePlan:
+    """The plan without the frames this run already rendered (probes that are video frames)."""
+    key_of = frames.key_of()
+    return replace(frames, missing=tuple(f for f in frames.missing if key_of[f] not in rendered))
+
+
+def frame_distances(store: FrameStore, frames: FramePlan) -> np.ndarray:
+    """(n_frames - 1,) placement distance between each stored video frame and the next."""
+    from latentwalk.placement import frame_distances as distances
+
+    images = {k: store.load(k, frames.shape) for k in dict.fromkeys(frames.keys)}  # held frames share a key
+    return distances([images[k] for k in frames.keys])
+
+
+def add_placement(data: dict, placement, distances: np.ndarray) -> None:
+    """Per frame: its distance to the next frame; per placed segment: its probes and their distances."""
+    for record, d in zip(data["plan"]["frames"], list(distances) + [None]):
+        record["distance"] = None if d is None else float(d)
+    data["placement"] = {
+        "distance": "sqrt(MAD * sqrt(1 - SSIM)) on frames block-averaged to <= 128 px (latentwalk.smooth.perceptual_distance)",
+        "segments": [to_jsonable(asdict(s)) for s in placement.segments],
+    }
+
+
 def plan_data(schedule: Plan, timeline: Timeline) -> dict:
     """The plan as JSON-ready data: fps, the per-frame records and the resolved keyframes."""
     return {
@@ -513,6 +573,8 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
                 "prompt": k.keyframe.prompt,
                 "seed": k.keyframe.seed,
                 "origin": k.keyframe.origin or None,
+                # perceptual: `t` of the segment's frames is perceived progress until a render places them
+                "spacing": k.keyframe.spacing,
             }
             for k in schedule.keyframes
         ],
@@ -581,9 +643,17 @@ def prune_store(
     timeline = as_timeline(timeline)
     out = Path(out) if out is not None else default_output(timeline)
     store = FrameStore(store_dir if store_dir is not None else default_store(out))
+    from latentwalk.placement import StoredImages, place
+
     schedule = plan(timeline)
     frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size)
-    keep = chain_plan(timeline, schedule, frames, store).keep() if timeline.mode == "feedback" else frames.keys
+    if timeline.mode == "feedback":
+        keep = chain_plan(timeline, schedule, frames, store).keep()
+    else:
+        # Perceptual placement from the stored probes alone: a missing probe is an error, never a prune.
+        placement = place(schedule, frames.inputs, StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape))
+        frames = frame_plan(timeline, placement.schedule, store, device=device, batch_size=batch_size)
+        keep = list(frames.keys) + [frame_key(frames.identity, p) for p in placement.probes]
     if store.state() not in ("store", "legacy"):
         return store, store.prune(keep)  # refuses, naming why
     with store.lock():

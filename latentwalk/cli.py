@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--store", metavar="DIR", help="frame store to reuse frames from: a folder or a URL (s3://bucket/prefix, through fsspec) (default: <out>.frames/ beside the video)")
     r.add_argument("--fresh", action="store_true", help="ignore stored frames: render and overwrite every frame")
     r.add_argument("--prune", action="store_true", help="afterwards delete stored frames this render does not use")
+    r.add_argument("--plot", metavar="FILE", help="also draw each frame's distance to the next (keyframes, beats marked) into a .png/.svg/.pdf")
     r.add_argument("--overlap", choices=["auto", "on", "off"], default="auto", help="decode batch k-1 on a worker thread while batch k denoises (auto: on CUDA only, where it helps)")
     r.add_argument("--overwrite-frames", action="store_true", help="let --frames write frame_NNNNNN.png into a folder holding other files")
     r.add_argument("--wait", action="store_true", help="if another render holds this video or store, wait for it instead of exiting")
@@ -78,6 +79,11 @@ def cmd_render(args: argparse.Namespace) -> None:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    if args.plot:
+        from latentwalk.plot import _pyplot, check_plot_path
+
+        check_plot_path(args.plot)  # a bad path or missing matplotlib fails before rendering
+        _pyplot()
     result = render(
         args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
         store_dir=args.store, fresh=args.fresh, overlap={"auto": None, "on": True, "off": False}[args.overlap], prune=args.prune,
@@ -94,6 +100,12 @@ def cmd_render(args: argparse.Namespace) -> None:
         if result.farm["retries"]:
             print(f"{len(result.farm['retries'])} batches retried after a worker died")
     print(f"manifest {result.manifest}")
+    if args.plot:
+        from latentwalk.plot import plot_distances
+
+        frames = json.loads(result.manifest.read_text())["plan"]["frames"]
+        out = plot_distances(result.plan, [f["distance"] for f in frames[:-1]], args.plot, title=Path(args.timeline).name)
+        print(f"plot {out}", file=sys.stderr)
 
 
 def cmd_store(args: argparse.Namespace) -> None:
@@ -135,6 +147,12 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print()
         return
     print(format_plan(schedule))
+    perceptual = [k.index for k in schedule.keyframes[:-1] if k.keyframe.spacing == "perceptual"]
+    if perceptual:
+        print(
+            f"\nnote: segments {', '.join(map(str, perceptual))} use `spacing: perceptual`: the t above is each frame's "
+            "perceived progress; its weight is placed at render time from probe frames (recorded in the render's manifest)"
+        )
 
 
 def write_plot(schedule, timeline, path: str) -> None:

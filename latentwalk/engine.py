@@ -27,6 +27,8 @@ from latentwalk.interpolation import INTERPOLATORS, seed_noise, slerp_noise
 from latentwalk.prompts import parse_prompt
 from latentwalk.sampling import STEP_NOISE_SALT, BatchInputs, denoise, uses_guidance
 
+# `interpolation: blend`: the two prompts' noise predictions are blended instead of their embeddings.
+BLEND = "blend"
 OVERLAP_DEPTH = 2  # denoised batches waiting for the decoder: bounds memory at ~3 batches
 MAX_SEED = 2**63  # torch.Generator.manual_seed takes a signed 64-bit seed
 T = TypeVar("T")
@@ -107,9 +109,18 @@ def batch_inputs(
     interpolation: str,
     init_latents: dict[str, torch.Tensor] | None = None,
 ) -> BatchInputs:
-    """Per-row noise, conditioning, guidance and init latents, each built from its own frame alone."""
-    conds = [interpolate_cond(conditioning.positive[r.prompt_a], conditioning.positive[r.prompt_b], r.t, interpolation) for r in rows]
-    unconds = [interpolate_cond(conditioning.negative[r.negative_a], conditioning.negative[r.negative_b], r.t, interpolation) for r in rows]
+    """Per-row noise, conditioning, guidance and init latents, each built from its own frame alone.
+
+    `blend`: each row carries both prompts (the negatives travel by slerp) and the weight t.
+    """
+    blending = interpolation == BLEND
+    travel = "slerp" if blending else interpolation
+    unconds = [interpolate_cond(conditioning.negative[r.negative_a], conditioning.negative[r.negative_b], r.t, travel) for r in rows]
+    if blending:
+        conds = [conditioning.positive[r.prompt_a] for r in rows]
+        conds_b = [conditioning.positive[r.prompt_b] for r in rows]
+    else:
+        conds = [interpolate_cond(conditioning.positive[r.prompt_a], conditioning.positive[r.prompt_b], r.t, interpolation) for r in rows]
     return BatchInputs(
         noise=torch.cat([frame_noise(r, shape) for r in rows]),
         cond={name: torch.cat([c[name] for c in conds]) for name in conds[0]},
@@ -117,6 +128,8 @@ def batch_inputs(
         guidance=torch.tensor([r.guidance for r in rows], dtype=torch.float32),
         step_seeds=tuple((r.seed_a ^ STEP_NOISE_SALT) % 2**63 for r in rows),
         init_latents=None if rows[0].init is None else torch.cat([init_latents[r.init] for r in rows]),
+        cond_b={name: torch.cat([c[name] for c in conds_b]) for name in conds_b[0]} if blending else None,
+        blend=torch.tensor([r.t for r in rows], dtype=torch.float32) if blending else None,
     )
 
 

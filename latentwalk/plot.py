@@ -123,3 +123,30 @@ def draw_plan(
     fig.suptitle(f"{title}  ({fps})" if title else fps, fontsize=9, y=0.995)
     fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(), hspace=0.35)
     return fig
+
+
+def plot_distances(plan: Plan, distances: Sequence[float], path: str | Path, title: str = "") -> Path:
+    """Adjacent-frame distance per frame (a render's manifest), keyframes and beats marked, into `path`."""
+    plt = _pyplot()
+    path = check_plot_path(path)
+    d = np.asarray(distances, dtype=np.float64)  # (n_frames - 1,): frame i to frame i + 1
+    fig, ax = plt.subplots(1, 1, figsize=(WIDTH_INCHES, 2 * PANEL_INCHES))
+    for b in np.asarray(plan.beats)[np.asarray(plan.beats) <= plan.duration]:
+        ax.axvline(b * plan.fps, color="0.85", linewidth=0.5, zorder=0)
+    for k in plan.keyframes:
+        ax.axvline(k.frame, color="black", linewidth=1.0)
+        ax.text(k.frame, 1.01, f" {k.index}", transform=ax.get_xaxis_transform(), fontsize=7)
+    ax.plot(np.arange(len(d)) + 0.5, d, color="tab:blue", marker=".", markersize=3, linewidth=0.8)
+    median = float(np.median(d)) if len(d) else 0.0
+    ax.axhline(median, color="tab:green", linewidth=0.8, linestyle="--", label=f"median {median:.4f}")
+    if median > 0:
+        ax.set_title(f"{title}  p95/median {np.percentile(d, 95) / median:.2f}, max/median {d.max() / median:.2f}", fontsize=9)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("distance to next frame")
+    ax.set_xlim(0, max(plan.n_frames - 1, 1))
+    ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

@@ -40,6 +40,10 @@ class BatchInputs:
     guidance: torch.Tensor  # (B,)
     step_seeds: tuple[int, ...]  # (B,) seeds of stochastic samplers' per-step noise
     init_latents: torch.Tensor | None = None  # (B, C, h, w) img2img starting latents
+    # `interpolation: blend`: `cond` is prompt A's, `cond_b` prompt B's, and each row's noise
+    # prediction is (1 - blend)·ε_A + blend·ε_B (one more UNet row per frame).
+    cond_b: "Cond | None" = None  # each (B, ...)
+    blend: torch.Tensor | None = None  # (B,)
 
 
 def make_scheduler(name: str, config: dict, spacing: str = "auto"):
@@ -102,17 +106,18 @@ def denoise(
     step_kwargs = {}
     if "generator" in inspect.signature(scheduler.step).parameters:
         step_kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in inputs.step_seeds]
-    if guided:
-        cond = {name: torch.cat([inputs.uncond[name], inputs.cond[name]]) for name in inputs.cond}  # (2B, ...)
-    else:
-        cond = inputs.cond
+    # UNet rows: [uncond,] cond[, cond_b], each B rows.
+    parts = ([inputs.uncond] if guided else []) + [inputs.cond] + ([inputs.cond_b] if inputs.cond_b is not None else [])
+    cond = {name: torch.cat([p[name] for p in parts]) for name in inputs.cond}  # (len(parts)·B, ...)
     scale = inputs.guidance.to(backend.device).view(-1, 1, 1, 1)
+    blend = None if inputs.blend is None else inputs.blend.to(backend.device, torch.float32).view(-1, 1, 1, 1)
     for t in timesteps:
-        x = torch.cat([latents, latents]) if guided else latents
+        x = torch.cat([latents] * len(parts)) if len(parts) > 1 else latents
         x = scheduler.scale_model_input(x, t)
-        out = backend.predict(x, t, cond, width, height)
-        if guided:
-            out_uncond, out_cond = out.chunk(2)
-            out = out_uncond + scale * (out_cond - out_uncond)
+        out = backend.predict(x, t, cond, width, height).chunk(len(parts))
+        # Composable diffusion (Liu et al. 2022): the two prompts' predictions blended per row;
+        # at blend 0 exactly prompt A's (1·ε_A + 0·ε_B).
+        out_cond = out[-1] if blend is None else out[-2] * (1 - blend) + out[-1] * blend
+        out = out[0] + scale * (out_cond - out[0]) if guided else out_cond
         latents = scheduler.step(out, t, latents, **step_kwargs).prev_sample
     return latents

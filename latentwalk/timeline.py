@@ -21,7 +21,9 @@ from latentwalk.tracks import Track, parse_expression
 UNITS = ("time", "beat", "bar", "frame")
 EASING_NAMES = ("linear", "smoothstep", "cosine", "cubic_in", "cubic_out", "cubic_in_out", "hold")
 PACING_NAMES = ("uniform", "audio")
-INTERPOLATION_NAMES = ("slerp", "lerp")
+# slerp/lerp travel the text embeddings; blend travels the guided noise predictions of the two
+# prompts (engine.BLEND), avoiding the third concept an embedding midpoint can show, at 1.5x UNet work.
+INTERPOLATION_NAMES = ("slerp", "lerp", "blend")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 EXECUTOR_NAMES = ("local", "ray")  # where frames are denoised: this process, or a Ray cluster's workers
@@ -34,6 +36,9 @@ SCHEDULER_NAMES = tuple(SCHEDULERS)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")  # textual inversion: diffusers' and A1111's files
 LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a LoRA's name in keyframes and frame params
+# How a segment's frames spread along its travel: `perceptual` places them so the picture changes
+# evenly (measured at render time, see placement.py); `t` evenly in the interpolation weight.
+SPACING_NAMES = ("perceptual", "t")
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 # Per-frame numeric tracks: a number or an expression (see tracks.py), at top level or per keyframe,
 # travelling between keyframes with the segment's easing. The default of each has no effect:
@@ -106,6 +111,7 @@ class Keyframe:
     cut: bool = False  # mode: feedback: start a new chain here, rendered from scratch
     snap: str = "none"  # lyric keyframes: snap the time to the nearest "beat" or "bar"
     origin: str = ""  # where a generated keyframe comes from ("song.lrc:12"); "" for the YAML list
+    spacing: str = "perceptual"  # one of SPACING_NAMES, for the segment leaving this keyframe
 
     @property
     def guidance(self) -> Track | None:
@@ -252,6 +258,7 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
     "hold": None,
     "pacing": "uniform",
     "pacing_strength": 0.5,
+    "spacing": "perceptual",
 }
 TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | FEEDBACK_KEYS | {"audio", "keyframes", "end", "noise_shift_seed", "mode"}
 AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat", "tracker"}
@@ -789,6 +796,7 @@ def _parse_keyframe(
         hold=hold,
         pacing=r.choice(seg["pacing"], where("pacing"), PACING_NAMES),
         pacing_strength=r.number(seg["pacing_strength"], where("pacing_strength"), minimum=0),
+        spacing=r.choice(seg["spacing"], where("spacing"), SPACING_NAMES),
         line=r.lines.get(path, 0),
         tracks=tracks,
         loras=_keyframe_loras(r, item.get("loras"), path + ("loras",), lora_names),

@@ -141,7 +141,7 @@ def test_sdxl_takes_a_lora_per_row(tiny_sdxl_dir, tmp_path):
 
 def lora_timeline(lora: Path, weights: tuple[float, float, float], model: Path, extra: str = "") -> str:
     return (
-        f"model: {model}\nwidth: {TINY_SIZE}\nheight: {TINY_SIZE}\nfps: 6\nsteps: 2\nguidance: 5\nbatch_size: 4\ndevice: cpu\n"
+        f"model: {model}\nwidth: {TINY_SIZE}\nheight: {TINY_SIZE}\nfps: 6\nsteps: 2\nguidance: 5\nbatch_size: 4\ndevice: cpu\nspacing: t\n"
         f"loras:\n  - {{path: {lora.name}, weight: 0.5}}\n{extra}end: {{frame: 12}}\nkeyframes:\n"
         f"  - {{frame: 0, prompt: a cat in the snow, seed: 3, loras: {{{lora.stem}: {weights[0]}}}}}\n"
         f"  - {{frame: 4, prompt: a dog at night, seed: 4, loras: {{{lora.stem}: {weights[1]}}}, easing: smoothstep}}\n"

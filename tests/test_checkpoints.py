@@ -59,7 +59,7 @@ def folder_frames(tiny_model_dir) -> np.ndarray:
 def timeline(tmp_path: Path, model: Path, extra: str = "") -> Path:
     path = tmp_path / f"{model.stem}.yaml"
     path.write_text(
-        f"model: {model}\n{extra}width: {TINY_SIZE}\nheight: {TINY_SIZE}\nfps: 4\nsteps: 3\nbatch_size: 2\ndevice: cpu\n"
+        f"model: {model}\n{extra}width: {TINY_SIZE}\nheight: {TINY_SIZE}\nfps: 4\nsteps: 3\nbatch_size: 2\ndevice: cpu\nspacing: t\n"
         "end: {frame: 3}\nkeyframes:\n  - {frame: 0, prompt: a cat in the snow, seed: 3}\n  - {frame: 2, prompt: a dog at night, seed: 4}\n"
     )
     return path

@@ -22,6 +22,7 @@ def write_timeline(folder, model) -> object:
     path = folder / "walk.yaml"
     path.write_text(
         f"model: {model}\nwidth: 32\nheight: 32\nfps: 10\nsteps: 2\nbatch_size: 4\ndevice: cpu\n"
+        "spacing: t\n"  # counts below are the video frames alone (no placement probes)
         f"end: {{frame: {FRAMES}}}\nkeyframes:\n"
         "  - {frame: 0, prompt: a cat, seed: 1}\n"
         "  - {frame: 5, prompt: a dog at night, seed: 2}\n"

@@ -56,6 +56,7 @@ def timeline_yaml(model: Path, prompts: list[str], batch_size: int = 4) -> str:
         "fps: 10",
         "steps: 2",
         f"batch_size: {batch_size}",
+        "spacing: t",  # frame counts below are video frames alone (placement probes: test_placement.py)
         "device: cpu",
         f"end: {{frame: {FRAMES}}}",
         "keyframes:",

@@ -1,0 +1,187 @@
+"""Render-time perceptual placement: probe each `spacing: perceptual` segment, then re-place its frames.
+
+The schedule gives every frame its eased, paced progress (its `t` under `spacing: t`). Here that
+progress is read as *perceived* progress: each segment's path is rendered at a few probe weights
+(a coarse batch, then bisection rounds where the picture changes most; smooth.py's plan), the
+distance between adjacent probes gives the cumulative perceived progress P, and each frame's
+weight becomes P⁻¹(its progress). Keyframe frames have progress 0 and stay exactly t = 0.
+
+Probes are ordinary frames (`FrameInputs` with the probe's t = noise_t), rendered through the
+engine in full batches and kept in the frame store under their own keys: a probe a frame lands
+on is that frame, and a resumed render re-places from stored probes without rendering any.
+
+Noise: probes walk the prompt and noise weights together (t = noise_t = s), and the same map
+P⁻¹ is applied to a frame's `noise_t` as to its `t`. With `noise_easing` equal to `easing` (the
+default) frames lie on the probed path exactly; with another noise easing the map is the
+path's, an approximation that still keeps both weights monotone and exact at the keyframes.
+
+A segment is placed only where nothing but the two weights travels (guidance, LoRA weights and
+other tracks constant along it): probes of a path along which other quantities change would
+measure those too. Other segments keep `t` spacing, as the manifest records.
+"""
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from latentwalk.errors import UserError
+from latentwalk.frames import FrameInputs
+from latentwalk.schedule import Plan
+from latentwalk.smooth import ProbePlan, coarse_probes, perceptual_distance, place_frames, refine_probes, snap_to_probes
+
+PROBES = 8  # coarse probes per segment, and the most one bisection round adds to it
+ROUNDS = 2  # bisection rounds after the coarse pass (measured: p95/median 5.0 → 1.6 with 2)
+# A frame this close to a probe (as a fraction of its gap to a neighbour) becomes the probe,
+# whose render is then reused: ≤ 10 % of one frame's step of unevenness for fewer renders.
+SNAP_TOLERANCE = 0.1
+# Distances are measured on frames block-averaged to at most this many pixels per side: cheap at
+# any resolution, and the change a viewer sees between frames is not in single pixels.
+DISTANCE_SIDE = 128
+
+ImagesOf = Callable[[Sequence[FrameInputs]], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A perceptually spaced segment: its video frames (keyframe first) and its keyframe's own frame."""
+
+    index: int  # the keyframe it leaves
+    frames: tuple[int, ...]
+    base: FrameInputs  # the keyframe frame: t = noise_t = 0
+
+    def probe(self, s: float) -> FrameInputs:
+        """The frame at weight s along the path (prompt and noise together)."""
+        return replace(self.base, t=float(s), noise_t=float(s))
+
+    def probe_plan(self) -> ProbePlan:
+        """Never more coarse probes than the segment has frames (plus its far end)."""
+        return ProbePlan(batch_size=max(2, min(PROBES, len(self.frames) + 1)), rounds=ROUNDS)
+
+
+@dataclass(frozen=True)
+class SegmentPlacement:
+    """What placed one segment: probe weights and the distance between adjacent probes."""
+
+    index: int
+    probe_t: tuple[float, ...]
+    distances: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Placement:
+    schedule: Plan  # frames' t and noise_t placed
+    probes: tuple[FrameInputs, ...]  # every probe rendered or read (keep them: a resume reuses them)
+    segments: tuple[SegmentPlacement, ...]
+
+
+def thumbnail(image: np.ndarray, side: int = DISTANCE_SIDE) -> np.ndarray:
+    """(H, W, 3) uint8 → float [0, 1], block-averaged by the integer factor that brings it to ≤ side."""
+    factor = max(1, -(-max(image.shape[:2]) // side))
+    h, w = image.shape[0] // factor * factor, image.shape[1] // factor * factor
+    x = image[:h, :w].astype(np.float64) / 255.0
+    return x.reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
+
+
+def frame_distances(images: Sequence[np.ndarray]) -> np.ndarray:
+    """The placement distance between each frame and the next: (n - 1,)."""
+    thumbs = [thumbnail(im) for im in images]
+    return np.array([float(perceptual_distance(a, b)) for a, b in zip(thumbs, thumbs[1:])])
+
+
+def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs]) -> tuple[Segment, ...]:
+    """Segments with `spacing: perceptual`, at least two frames, and only t and noise_t travelling."""
+    segments = []
+    keys = schedule.keyframes
+    for k, key in enumerate(keys[:-1]):
+        if key.keyframe.spacing != "perceptual":
+            continue
+        frames = tuple(r.frame for r in schedule.frames if r.segment == k and r.frame >= key.frame)
+        base = inputs[key.frame]
+        still = base.prompt_a == base.prompt_b and base.negative_a == base.negative_b and base.seed_a == base.seed_b
+        if len(frames) < 2 or still or base.t != 0.0 or base.noise_t != 0.0:
+            continue
+        if all(replace(inputs[f], t=0.0, noise_t=0.0) == base for f in frames):
+            segments.append(Segment(k, frames, base))
+    return tuple(segments)
+
+
+def place(schedule: Plan, inputs: Sequence[FrameInputs], images_of: ImagesOf) -> Placement:
+    """Probe every perceptual segment (all segments' probes in one call per round) and re-place its frames.
+
+    `images_of(frames)` returns each frame's (H, W, 3) uint8 image: from the store, else rendered.
+    """
+    segments = placed_segments(schedule, inputs)
+    thumbs: dict[FrameInputs, np.ndarray] = {}
+
+    def measure(wanted: dict[int, np.ndarray]) -> None:
+        probes = [s.probe(t) for s in segments for t in wanted.get(s.index, ()) if s.probe(t) not in thumbs]
+        probes = list(dict.fromkeys(probes))
+        for probe, image in zip(probes, images_of(probes) if probes else []):
+            thumbs[probe] = thumbnail(image)
+
+    def distances(segment: Segment, probe_t: np.ndarray) -> np.ndarray:
+        images = [thumbs[segment.probe(t)] for t in probe_t]
+        return np.array([float(perceptual_distance(a, b)) for a, b in zip(images, images[1:])])
+
+    # 1. Coarse pass: one batch of probes per segment, both ends included.
+    probe_t = {s.index: coarse_probes(s.probe_plan()) for s in segments}
+    measure(probe_t)
+    dist = {s.index: distances(s, probe_t[s.index]) for s in segments}
+    # 2. Bisection rounds where a probe interval holds more than one frame's share of the change.
+    for _ in range(ROUNDS):
+        new = {s.index: refine_probes(probe_t[s.index], dist[s.index], len(s.frames), s.probe_plan()) for s in segments}
+        if not any(len(t) for t in new.values()):
+            break
+        measure(new)
+        for s in segments:
+            probe_t[s.index] = np.union1d(probe_t[s.index], new[s.index])
+            dist[s.index] = distances(s, probe_t[s.index])
+    # 3. Each frame's weights: P⁻¹ of its scheduled progress, snapped onto probes within tolerance.
+    records = list(schedule.frames)
+    for s in segments:
+        t = np.array([records[f].t for f in s.frames])
+        noise = np.array([records[f].noise_t for f in s.frames])
+        placed_t = snap_to_probes(place_frames(probe_t[s.index], dist[s.index], t), probe_t[s.index], SNAP_TOLERANCE)
+        placed_noise = placed_t if np.array_equal(t, noise) else place_frames(probe_t[s.index], dist[s.index], noise)
+        for f, a, b in zip(s.frames, placed_t, placed_noise):
+            records[f] = replace(records[f], t=float(a), noise_t=float(b))
+    return Placement(
+        replace(schedule, frames=tuple(records)),
+        tuple(thumbs),
+        tuple(SegmentPlacement(s.index, tuple(map(float, probe_t[s.index])), tuple(map(float, dist[s.index]))) for s in segments),
+    )
+
+
+class StoredImages:
+    """`images_of` over the frame store: stored frames are read, missing ones rendered in full batches and stored.
+
+    `render(frames, on_batch)` renders frames and hands each decoded batch to `on_batch` (the
+    engine's render_frames with the render's settings); None: a missing frame is an error
+    (planning without a model, e.g. `store --prune`). `fresh` re-renders each frame once.
+    """
+
+    def __init__(self, store, key_of: Callable[[FrameInputs], str], shape: tuple[int, int, int], render=None, fresh: bool = False):
+        self.store, self.key_of, self.shape, self.render, self.fresh = store, key_of, shape, render, fresh
+        self.rendered: set[str] = set()  # keys denoised by this object
+
+    def __call__(self, frames: Sequence[FrameInputs]) -> list[np.ndarray]:
+        keys = [self.key_of(f) for f in frames]
+        missing = {k: f for k, f in zip(keys, frames) if k not in self.rendered and (self.fresh or not self.store.has(k, self.shape))}
+        if missing and self.render is None:
+            raise UserError(
+                f"perceptual placement needs {len(missing)} probe frames that are not in the frame store "
+                f"{self.store.root}; render the timeline first (or set `spacing: t`)"
+            )
+        images: dict[str, np.ndarray] = {}
+
+        def keep(batch: Sequence[FrameInputs], decoded: np.ndarray) -> None:
+            for frame, image in zip(batch, decoded):
+                key = self.key_of(frame)
+                self.store.save(key, image)
+                self.rendered.add(key)
+                images[key] = image
+
+        if missing:
+            self.render(list(missing.values()), keep)
+        return [images[k] if k in images else self.store.load(k, self.shape) for k in keys]
