@@ -159,9 +159,12 @@ def write_plot(schedule, timeline, path: str) -> None:
     """Draw the plan with the timeline's audio clip as its waveform; say where it went on stderr."""
     from latentwalk.plot import plot_plan
 
+    from latentwalk.api import timeline_audio, with_tracked_downbeat
+
     samples, bpb, down = None, 4, 0
     if timeline.audio is not None:
-        bpb, down = timeline.audio.beats_per_bar, timeline.audio.downbeat
+        timeline = with_tracked_downbeat(timeline, timeline_audio(timeline))  # cached: no second analysis
+        bpb, down = timeline.audio.beats_per_bar, timeline.audio.downbeat or 0
         if timeline.audio.path is not None:
             from latentwalk.audio import load_audio
 

@@ -94,7 +94,7 @@ def test_killed_render_resumes_rendering_only_what_is_missing(rendered, tiny_mod
     tmp, perceptual, _ = rendered
     store = FrameStore(tmp_path / "store")
     for key in FrameStore(perceptual.store).keys():  # a run killed after placement: probes stored, frames 10-13 not
-        store.save(key, np.load(FrameStore(perceptual.store).path(key)))
+        store.save(key, FrameStore(perceptual.store).load(key, (32, 32, 3)))
     timeline = parse_timeline((tmp / "t.yaml").read_text(), str(tmp / "t.yaml"))
     placed = frame_plan(timeline, perceptual.plan, store)
     segments = placed_segments(perceptual.plan, frame_plan(timeline, plan(timeline), store).inputs)
@@ -114,7 +114,7 @@ def test_prune_keeps_probes_and_a_missing_probe_is_an_error(rendered, tmp_path):
     tmp, perceptual, _ = rendered
     store = FrameStore(tmp_path / "store")
     for key in FrameStore(perceptual.store).keys():
-        store.save(key, np.load(FrameStore(perceptual.store).path(key)))
+        store.save(key, FrameStore(perceptual.store).load(key, (32, 32, 3)))
     before = store.keys()
     _, removed = prune_store(tmp / "t.yaml", store_dir=store.root)
     assert removed.frames == 0 and store.keys() == before

@@ -22,7 +22,7 @@ TOLERANCE = 2  # uint8 levels: float32 CPU kernels may differ in the last bits b
 def tiny_timeline(model_dir, wav=None, **overrides) -> str:
     settings = {"model": str(model_dir), "width": 32, "height": 32, "fps": 8, "steps": 3, "batch_size": 4, **overrides}
     head = "".join(f"{k}: {v}\n" for k, v in settings.items())
-    audio = f"audio: {{path: {wav}, end: 6}}\n" if wav else "end: {frame: 12}\n"
+    audio = f"audio: {{path: {wav}, end: 6, tracker: librosa}}\n" if wav else "end: {frame: 12}\n"  # librosa: bar 0 is beat 0
     keys = (
         "keyframes:\n"
         "  - {beat: 0, prompt: a cat in the snow, seed: 1}\n"
