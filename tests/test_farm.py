@@ -34,7 +34,8 @@ def cluster(one_thread):
 def write_timeline(folder: Path, model: Path, extra: str = "") -> Path:
     path = folder / "walk.yaml"
     path.write_text(
-        f"model: {model}\nwidth: 32\nheight: 32\nfps: 8\nsteps: 4\nbatch_size: 2\ndevice: cpu\n{extra}"
+        # spacing: t: these tests count frames rendered, and perceptual placement adds probes
+        f"model: {model}\nwidth: 32\nheight: 32\nfps: 8\nsteps: 4\nbatch_size: 2\ndevice: cpu\nspacing: t\n{extra}"
         f"end: {{frame: {FRAMES}}}\nkeyframes:\n"
         "  - {frame: 0, prompt: a cat, seed: 1}\n"
         "  - {frame: 7, prompt: a dog at night, seed: 2}\n"
@@ -144,9 +145,9 @@ def test_configuration_errors_fail_before_work(reference, tmp_path, capsys):
 def test_timeline_settings_choose_the_executor(tiny_model_dir, tmp_path):
     settings = parse_timeline(write_timeline(tmp_path, tiny_model_dir, "executor: ray\nray_address: auto\nray_cpus_per_worker: 2\n").read_text()).settings
     assert (settings.executor, settings.ray_address, settings.ray_cpus_per_worker, settings.ray_workers) == ("ray", "auto", 2, None)
-    with pytest.raises(UserError, match=r"<timeline>:8: ray_address: only used with executor: ray"):
+    with pytest.raises(UserError, match=r"<timeline>:9: ray_address: only used with executor: ray"):
         parse_timeline(write_timeline(tmp_path, tiny_model_dir, "ray_address: auto\n").read_text())
-    with pytest.raises(UserError, match=r"<timeline>:8: executor: unknown value 'dask'"):
+    with pytest.raises(UserError, match=r"<timeline>:9: executor: unknown value 'dask'"):
         parse_timeline(write_timeline(tmp_path, tiny_model_dir, "executor: dask\n").read_text())
 
 
