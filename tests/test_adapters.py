@@ -171,10 +171,10 @@ def test_keyframes_without_a_weight_use_the_top_level_weight(lora_file, tiny_mod
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda t: t.replace("path: style.safetensors", "path: nope.safetensors"), "t.yaml:10: loras[0].path: file not found"),
-        (lambda t: t.replace("path: style.safetensors", "path: corrupt.safetensors"), "t.yaml:10: loras[0].path: cannot read"),
+        (lambda t: t.replace("path: style.safetensors", "path: nope.safetensors"), "t.yaml:11: loras[0].path: file not found"),
+        (lambda t: t.replace("path: style.safetensors", "path: corrupt.safetensors"), "t.yaml:11: loras[0].path: cannot read"),
         (lambda t: t.replace("path: style.safetensors", "path: style.ckpt"), "expected a .safetensors file"),
-        (lambda t: t.replace("{style: 1.0}", "{styel: 1.0}"), "t.yaml:14: keyframes[1].loras.styel: unknown key 'styel' (did you mean 'style'?)"),
+        (lambda t: t.replace("{style: 1.0}", "{styel: 1.0}"), "t.yaml:15: keyframes[1].loras.styel: unknown key 'styel' (did you mean 'style'?)"),
         (lambda t: t.replace("{style: 1.0}", "{style: high}"), "keyframes[1].loras.style: expected a number, got 'high'"),
         (lambda t: t.replace("weight: 0.5}", "weight: 0.5}\n  - {path: style.safetensors}"), "loras[1]: a second LoRA named 'style'"),
         (lambda t: t.replace("weight: 0.5}", "weight: 0.5, name: 'a b'}"), "loras[0].name: 'a b' is not a usable name"),
