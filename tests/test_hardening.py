@@ -49,7 +49,8 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 def tiny_timeline(model: Path, frames: int = FRAMES, extra: str = "") -> str:
     return (
-        f"model: {model}\nwidth: 32\nheight: 32\nfps: 4\nsteps: 2\nbatch_size: 4\ndevice: cpu\n{extra}"
+        # spacing: t: tests here count frames rendered, and perceptual placement adds probes
+        f"model: {model}\nwidth: 32\nheight: 32\nfps: 4\nsteps: 2\nbatch_size: 4\ndevice: cpu\nspacing: t\n{extra}"
         f"end: {{frame: {frames}}}\nkeyframes:\n  - {{frame: 0, prompt: a cat, seed: 1}}\n  - {{frame: {frames - 1}, prompt: the sea, seed: 2}}\n"
     )
 
