@@ -7,6 +7,7 @@ meet the pure stages; each reads as numbered steps.
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -203,6 +204,23 @@ def render_identity(
     )
 
 
+# Settings whose errors are found when the model is read (family, device, dtype), after parsing.
+MODEL_FIELDS = ("model_config", "model", "device", "dtype", "cpu_offload", "vae")
+
+
+@contextmanager
+def blamed_on_field(timeline: Timeline):
+    """Give a model, device or dtype error the timeline's `file:line:` of the field it names."""
+    try:
+        yield
+    except UserError as error:
+        message = str(error)
+        field = next((f for f in MODEL_FIELDS if message.startswith(f + ":")), None)
+        if field is None or not hasattr(timeline, "at"):
+            raise
+        raise UserError(f"{timeline.at(field)}{message[len(field):]}") from None
+
+
 def frame_plan(
     timeline: Timeline,
     schedule: Plan,
@@ -215,7 +233,8 @@ def frame_plan(
 ) -> FramePlan:
     """Key every frame by what determines its pixels and look the keys up; loads no model."""
     settings = timeline.settings
-    identity = render_identity(settings, device=device, batch_size=batch_size, placement=placement)
+    with blamed_on_field(timeline):
+        identity = render_identity(settings, device=device, batch_size=batch_size, placement=placement)
     inputs = timeline_frames(
         schedule.frames, [k.keyframe for k in schedule.keyframes], settings.negative_prompt, settings.steps, timeline.noise_shift_seed
     )
@@ -334,7 +353,8 @@ def _render_claimed(
                 farm_started = True
             elif not farm and backend is None:
                 budget.check_render_memory(timeline, frames.identity.batch_size, frames.identity.device_type, frames.identity.dtype)
-                backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
+                with blamed_on_field(timeline):
+                    backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
             else:
                 return
             timings["load_model_s"] = time.perf_counter() - t1

@@ -54,6 +54,7 @@ def test_unsupported_pipeline_exits_2_before_any_work(tmp_path, capsys):
     assert main(["render", str(timeline), "--out", str(tmp_path / "x.mp4"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "FluxPipeline" in err and "SDXL" in err and "SD 1.x/2.x" in err and "Traceback" not in err
+    assert "t.yaml:1: model: " in err  # the file and line of the field at fault
     assert not (tmp_path / "x.mp4").exists()
 
 
