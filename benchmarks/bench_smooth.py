@@ -8,6 +8,9 @@ Not a test: it prints tables (and writes JSON with --json). Walks are one segmen
                  (variance) in pixel MAD and 1 − SSIM, uniform t against perceptual placement;
                  frames denoised (probes included); rank correlation of the placement
                  distance with pixel and SSIM distance over every adjacent pair
+  (b) sharing    per walk and `share_steps`: the same smoothness figures, each shared frame's distance
+                 from the same frame denoised from its own noise, UNet steps run, and wall time
+                 against today's uniform render (`spacing: t`, no sharing)
   (c) detours    text slerp against `interpolation: blend` (blended guided noise predictions) at t = ¼, ½, ¾:
                  brightness outside the ends' range and the path's detour (d(A,M) + d(M,B)) / d(A,B)
   (d) speed      whole-process frames per second, `latentwalk render` against
@@ -16,6 +19,7 @@ Not a test: it prints tables (and writes JSON with --json). Walks are one segmen
 
   python benchmarks/bench_smooth.py                        # every part
   python benchmarks/bench_smooth.py --parts placement,detours --walks 2
+  python benchmarks/bench_smooth.py --parts sharing --walks 2 --depths 0,8,12
   python benchmarks/bench_smooth.py --parts speed --nateraw-python /path/to/venv/bin/python --runs 3
 """
 
@@ -67,13 +71,14 @@ def fmt(m: dict) -> str:
                     for k in ("pixel", "ssim"))
 
 
-def walk_timeline(folder: Path, walk: tuple, spacing: str, interpolation: str = "slerp", frames: int = FPS * SECONDS + 1) -> Path:
+def walk_timeline(folder: Path, walk: tuple, spacing: str, interpolation: str = "slerp", frames: int = FPS * SECONDS + 1,
+                  share_steps: int | str = "auto") -> Path:
     """One segment A → B of `frames` frames (keyframe B last), linear easing, as `latentwalk render` reads it."""
     prompt_a, seed_a, prompt_b, seed_b = walk
-    path = folder / f"walk-{spacing}-{interpolation}.yaml"
+    path = folder / f"walk-{spacing}-{interpolation}-{share_steps}.yaml"
     path.write_text("\n".join([
         "model: toy", f"width: {SIZE}", f"height: {SIZE}", f"fps: {FPS}", f"steps: {STEPS}", "scheduler: ddim",
-        f"batch_size: {BATCH}", "device: cpu", f"spacing: {spacing}", f"interpolation: {interpolation}",
+        f"batch_size: {BATCH}", "device: cpu", f"spacing: {spacing}", f"interpolation: {interpolation}", f"share_steps: {share_steps}",
         f"end: {{frame: {frames}}}", "keyframes:",
         f"  - {{frame: 0, prompt: '{prompt_a}', seed: {seed_a}}}",
         f"  - {{frame: {frames - 1}, prompt: '{prompt_b}', seed: {seed_b}}}",
@@ -127,6 +132,75 @@ def part_placement(walks: list, plots: Path | None = None) -> dict:
                for r in rows if r["spacing"] == "perceptual" for k in ("pixel", "ssim"))
     print(f"goal p95/median <= 2.0 and max/median <= 3.0 on every walk, both distances: {'met' if goal else 'NOT met'}")
     return {"walks": rows, "rank_correlation": rho, "goal_met": goal}
+
+
+def steps_denoised(timeline, inputs, manifest: dict) -> int:
+    """UNet steps per row (a guidance pair counted once) the render ran: every distinct probe and video frame."""
+    from latentwalk.api import frame_plan, plan
+    from latentwalk.placement import placed_segments
+    from latentwalk.store import FrameStore
+
+    schedule = plan(timeline)
+    unplaced = frame_plan(timeline, schedule, FrameStore(tempfile.mkdtemp())).inputs
+    segments = {s.index: s for s in placed_segments(schedule, unplaced, timeline.settings.share_steps)}
+    probes = [segments[seg["index"]].probe(t) for seg in manifest["placement"]["segments"] for t in seg["probe_t"]]
+    return sum(f.steps - (f.share[2] if f.share else 0) for f in set(probes) | set(inputs))
+
+
+def part_sharing(walks: list, depths: list[int]) -> dict:
+    """(b) shared trajectories: share_steps against smoothness, closeness to from-scratch frames, and wall time."""
+    from latentwalk.api import engine_settings, frame_plan
+    from latentwalk.backends import ModelSpec, load_backend
+    from latentwalk.engine import render_frames
+    from latentwalk.smooth import pixel_distance, ssim
+    from latentwalk.store import FrameStore
+    from latentwalk.timeline import load_timeline
+
+    print(f"\n(b) shared trajectories: {FPS} fps x {SECONDS} s, {SIZE}px, {STEPS} DDIM steps, linear easing, batch {BATCH};"
+          " `spacing: t` with no sharing is today's uniform render")
+    print(f"{'walk':40s} {'spacing':10s} {'share':>5s} | pixel: p95/med max/med PPL PDV | ssim: p95/med max/med PPL PDV |"
+          " vs scratch: pixel med/max  1-SSIM med | steps  wall s  wall/uniform")
+    backend = load_backend(ModelSpec("toy"), device="cpu")
+    rows = []
+    for walk in walks:
+        name = f"{walk[0]} -> {walk[2]}"
+        uniform_wall = None
+        for spacing, depth in [("t", 0)] + [("perceptual", d) for d in depths]:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = walk_timeline(Path(tmp), walk, spacing, share_steps=depth)
+                frames, result, wall = rendered_frames(path, Path(tmp) / "w.mp4")
+                manifest = json.loads(result.manifest.read_text())
+                timeline = load_timeline(path)
+                inputs = frame_plan(timeline, result.plan, FrameStore(result.store)).inputs
+            uniform_wall = wall if spacing == "t" else uniform_wall
+            m = metrics_row(frames)
+            # Every shared frame against the same frame denoised from its own noise.
+            shared = [i for i, f in enumerate(inputs) if f.share]
+            scratch: dict = {}
+            if shared:
+                wanted = list(dict.fromkeys(replace_share(inputs[i]) for i in shared))
+                render_frames(backend, wanted, engine_settings(timeline.settings),
+                              lambda batch, images: scratch.update(zip(batch, images)))
+            ref = np.stack([scratch[replace_share(inputs[i])] for i in shared]) if shared else np.empty((0,))
+            adj = np.median(np.abs(np.diff(frames.astype(np.float64) / 255, axis=0)).mean(axis=(1, 2, 3)))
+            vs_pixel = pixel_distance(frames[shared], ref) / adj if shared else np.zeros(1)
+            vs_ssim = 1 - ssim(frames[shared], ref) if shared else np.zeros(1)
+            steps = steps_denoised(timeline, inputs, manifest)
+            print(f"{name[:40]:40s} {spacing:10s} {depth:5d} | {fmt(m)} | {np.median(vs_pixel):5.2f} {np.max(vs_pixel):5.2f}"
+                  f"  {np.median(vs_ssim):.3f}        | {steps:5d} {wall:6.1f}  {wall / uniform_wall:5.2f}")
+            rows.append({"walk": name, "spacing": spacing, "share_steps": depth, "metrics": m, "wall_s": wall,
+                         "wall_over_uniform": wall / uniform_wall, "steps_denoised": steps, "shared_frames": len(shared),
+                         "vs_scratch_pixel_over_adjacent_median": [float(np.median(vs_pixel)), float(np.max(vs_pixel))],
+                         "vs_scratch_1_minus_ssim_median": float(np.median(vs_ssim))})
+    print("vs scratch: a shared frame's pixel distance to the same frame denoised from its own noise, in units of the"
+          " walk's median adjacent-frame pixel distance; wall: in-process render (model loaded per render), this machine")
+    return {"rows": rows}
+
+
+def replace_share(frame):
+    from dataclasses import replace
+
+    return replace(frame, share=None)
 
 
 def part_detours(midpoints: int = 3) -> dict:
@@ -222,13 +296,14 @@ def part_speed(nateraw_python: str | None, runs: int, frames: int, spacing: str 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="placement,detours,speed")
+    parser.add_argument("--parts", default="placement,sharing,detours,speed")
     parser.add_argument("--walks", type=int, default=len(WALKS), help="how many of the walks to run (placement)")
     parser.add_argument("--nateraw-python", help="python of a virtualenv with stable-diffusion-videos installed")
     parser.add_argument("--runs", type=int, default=3, help="counted A B pairs per speed comparison")
     parser.add_argument("--frames", type=int, default=96, help="frames per speed run")
     parser.add_argument("--speed-spacing", default="perceptual", choices=["perceptual", "t"], help="latentwalk's spacing in the speed runs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--depths", default="0,6,8,10,12,14", help="share_steps values of the sharing part")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--plots", type=Path, help="write each placement walk's distance plot into this folder")
     args = parser.parse_args()
@@ -243,6 +318,8 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if "placement" in parts:
         results["placement"] = part_placement(WALKS[: args.walks], args.plots)
+    if "sharing" in parts:
+        results["sharing"] = part_sharing(WALKS[: args.walks], [int(d) for d in args.depths.split(",")])
     if "detours" in parts:
         results["detours"] = part_detours()
     if "speed" in parts:

@@ -236,7 +236,8 @@ def frame_plan(
     with blamed_on_field(timeline):
         identity = render_identity(settings, device=device, batch_size=batch_size, placement=placement)
     inputs = timeline_frames(
-        schedule.frames, [k.keyframe for k in schedule.keyframes], settings.negative_prompt, settings.steps, timeline.noise_shift_seed
+        schedule.frames, [k.keyframe for k in schedule.keyframes], settings.negative_prompt, settings.steps, timeline.noise_shift_seed,
+        settings.share_steps,
     )
     keys = tuple(frame_key(identity, i) for i in inputs)
     shape = (settings.height, settings.width, 3)
@@ -309,7 +310,7 @@ def _render_claimed(
     from latentwalk.assemble import InOrderWriter
     from latentwalk.backends import load_backend
     from latentwalk.encode import AudioClip, VideoWriter
-    from latentwalk.engine import render_frames
+    from latentwalk.engine import Trajectories, render_frames
     from latentwalk.farm import BatchDone, Farm
     from latentwalk.placement import StoredImages, place
 
@@ -365,13 +366,17 @@ def _render_claimed(
                 keys = [frame_key(frames.identity, f) for f in missing]
                 farm.render(list(missing), keys, engine_settings(settings, batch_size), lambda done: probes.rendered.update(done.keys), log)
             else:
-                render_frames(backend, missing, engine_settings(settings, batch_size), on_batch, overlap=overlap)
+                render_frames(
+                    backend, missing, engine_settings(settings, batch_size), on_batch, overlap=overlap,
+                    trajectories=trajectories, capture=settings.share_steps,
+                )
 
         placement = None
+        trajectories = Trajectories()  # probes' early latents, which the frames between them start from
         probes = StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape, render_missing, fresh)
         if timeline.mode == "travel":
             t0 = time.perf_counter()
-            placement = place(schedule, frames.inputs, probes)
+            placement = place(schedule, frames.inputs, probes, settings.share_steps)
             schedule = placement.schedule
             frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh, placement=device_placement)
             frames = replace_missing(frames, probes.rendered)
@@ -416,7 +421,9 @@ def _render_claimed(
             elif backend is not None and chains is not None:
                 render_chains(backend, chains, engine_settings(settings, batch_size), in_order, bar.update, fresh)
             elif backend is not None:
-                render_frames(backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap)
+                render_frames(
+                    backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap, trajectories=trajectories
+                )
             in_order.flush()
         bar.close()
         timings["render_s"] = time.perf_counter() - t0
@@ -671,7 +678,8 @@ def prune_store(
         keep = chain_plan(timeline, schedule, frames, store).keep()
     else:
         # Perceptual placement from the stored probes alone: a missing probe is an error, never a prune.
-        placement = place(schedule, frames.inputs, StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape))
+        stored = StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape)
+        placement = place(schedule, frames.inputs, stored, timeline.settings.share_steps)
         frames = frame_plan(timeline, placement.schedule, store, device=device, batch_size=batch_size)
         keep = list(frames.keys) + [frame_key(frames.identity, p) for p in placement.probes]
     if store.state() not in ("store", "legacy"):

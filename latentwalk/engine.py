@@ -52,8 +52,9 @@ def image_key(image: np.ndarray) -> str:
 
 
 def batch_class(frame: FrameInputs) -> tuple:
-    """What the rows of one batch must share: the timestep schedule and the guidance mode."""
-    return (frame.steps, frame.strength, uses_guidance(frame.guidance))
+    """What the rows of one batch must share: the timestep schedule (and the step a shared frame
+    starts at) and the guidance mode."""
+    return (frame.steps, frame.strength, uses_guidance(frame.guidance), frame.share[2] if frame.share else 0)
 
 
 def plan_batches(frames: Sequence[FrameInputs], batch_size: int) -> list[list[FrameInputs]]:
@@ -133,6 +134,38 @@ def batch_inputs(
     )
 
 
+class Trajectories:
+    """Frames' latents after the first k steps of their denoising, which shared frames start from.
+
+    Shared trajectories, as latentblending (lunarring) does: a frame between two probes of its
+    path starts at step k from the slerp of the probes' step-k latents (FrameInputs.share) and
+    runs only the remaining steps. Probe renders fill this (`capture=k`); sources it lacks (a
+    resumed render reads its probes as images) are denoised again for k steps, which gives the
+    same latents, since a row does not depend on its batch.
+    """
+
+    def __init__(self) -> None:
+        self.latents: dict[tuple[FrameInputs, int], torch.Tensor] = {}  # (frame, k) → (C, h, w)
+
+    def keep(self, frames: Sequence[FrameInputs], k: int, latents: torch.Tensor) -> None:
+        for frame, row in zip(frames, latents):
+            self.latents[frame, k] = row.clone()
+
+    def missing_sources(self, frames: Sequence[FrameInputs], k: int) -> list[FrameInputs]:
+        """Sources of the frames sharing k steps whose step-k latents are not kept yet, in order, once."""
+        wanted = (source for f in frames if f.share and f.share[2] == k for source in f.share_sources()[:2])
+        return [s for s in dict.fromkeys(wanted) if (s, k) not in self.latents]
+
+    def start(self, rows: Sequence[FrameInputs]) -> torch.Tensor:
+        """(B, C, h, w): each shared row's slerp between its sources' latents."""
+        starts = []
+        for row in rows:
+            a, b, w = row.share_sources()
+            k = row.share[2]
+            starts.append(slerp_noise(self.latents[a, k], self.latents[b, k], torch.tensor([w], dtype=torch.float64)))
+        return torch.cat(starts)
+
+
 @dataclass(frozen=True)
 class Denoised:
     """One denoised batch on its way to the decoder."""
@@ -150,25 +183,47 @@ def denoised_batches(
     settings: EngineSettings,
     init_images: dict[str, np.ndarray] | None = None,
     conditioning: Conditioning | None = None,
+    trajectories: Trajectories | None = None,
+    capture: int = 0,
 ) -> Iterator[Denoised]:
     """Denoise the frames in batches of exactly `settings.batch_size` rows (the last one padded).
 
     `conditioning`: prompts already encoded (a superset of the frames'), for callers that render in many calls.
+    `trajectories`: where shared frames find their sources' latents; `capture=k` keeps there the
+    step-k latents of every frame denoised from its own noise (probes others will share).
     """
     # 1. Encode every distinct prompt once, and every init image once.
     conditioning = conditioning or Conditioning(backend, frames)
     init_latents = {key: backend.encode_images(image[None]) for key, image in (init_images or {}).items()}
     shape = backend.latent_shape(settings.width, settings.height)
-    # 2. Denoise batch by batch.
-    for batch in plan_batches(frames, settings.batch_size):
+
+    def run(batch: Sequence[FrameInputs], **kwargs) -> torch.Tensor:
         padded = list(batch) + [batch[-1]] * (settings.batch_size - len(batch))
         inputs = batch_inputs(padded, conditioning, shape, settings.interpolation, init_latents)
         backend.set_rows(padded)  # per-row quantities inside the model: LoRA weights
         first = batch[0]
-        latents = denoise(
+        return denoise(
             backend, inputs, settings.scheduler, first.steps, width=settings.width, height=settings.height,
-            strength=first.strength, spacing=settings.timestep_spacing, guided=uses_guidance(first.guidance),
+            strength=first.strength, spacing=settings.timestep_spacing, guided=uses_guidance(first.guidance), **kwargs,
         )
+
+    # 2. Shared frames' sources that no probe render left behind: their first k steps again.
+    trajectories = trajectories if trajectories is not None else Trajectories()
+    for k in sorted({f.share[2] for f in frames if f.share}):
+        for batch in plan_batches(trajectories.missing_sources(frames, k), settings.batch_size):
+            trajectories.keep(batch, k, run(batch, stop=k))
+    # 3. Denoise batch by batch.
+    for batch in plan_batches(frames, settings.batch_size):
+        first = batch[0]
+        if first.share:
+            padded = list(batch) + [batch[-1]] * (settings.batch_size - len(batch))
+            latents = run(batch, start=(first.share[2], trajectories.start(padded)))
+        elif capture and first.strength is None:
+            early = run(batch, stop=capture)
+            trajectories.keep(batch, capture, early)
+            latents = run(batch, start=(capture, early))
+        else:
+            latents = run(batch)
         ready = None
         if latents.device.type == "cuda":
             ready = torch.cuda.Event()
@@ -197,8 +252,12 @@ def render_frames(
     init_images: dict[str, np.ndarray] | None = None,
     overlap: bool | None = None,
     conditioning: Conditioning | None = None,
+    trajectories: Trajectories | None = None,
+    capture: int = 0,
 ) -> None:
     """Render `frames` and hand each decoded batch, (frames, (b, H, W, 3) uint8), to `on_batch`.
+
+    `trajectories`, `capture`: shared trajectories, see denoised_batches.
 
     `overlap`: decode batch k-1 on a worker thread while batch k denoises; None = only where
     it helps (CUDA, unless offload hooks move components between devices per call).
@@ -207,7 +266,7 @@ def render_frames(
         return
     if overlap is None:
         overlap = backend.device.type == "cuda" and not backend.options.cpu_offload
-    batches = denoised_batches(backend, frames, settings, init_images, conditioning)
+    batches = denoised_batches(backend, frames, settings, init_images, conditioning, trajectories, capture)
 
     def finish(item: Denoised) -> None:
         images = decode_denoised(backend, item) if overlap else backend.decode(item.latents)[: len(item.frames)]

@@ -7,7 +7,7 @@ Timelines (one per video frame, from the schedule) and sweeps (one per cell) bot
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 # A LoRA's per-frame weight is the frame param LORA_PARAM + its name, e.g. "lora:style".
@@ -66,15 +66,31 @@ class FrameInputs:
     init: str | None = None  # content hash of the init image (see engine.InitImages)
     # Further per-frame quantities by name, sorted: LoRA weights ("lora:<name>"), noise_shift, ...
     params: tuple[tuple[str, float], ...] = ()
+    # Shared trajectory (t0, t1, k): the first k denoising steps are not run; the frame starts from
+    # the slerp of the step-k latents of the two frames of its path at weights t0 < t < t1 (the
+    # probes around it), at weight (t - t0) / (t1 - t0). None: denoised from its own noise.
+    share: tuple[float, float, int] | None = None
 
     def param(self, name: str, default: float = 0.0) -> float:
         return dict(self.params).get(name, default)
+
+    def along_path(self, s: float) -> "FrameInputs":
+        """The frame of this frame's path at prompt and noise weight s, denoised from scratch."""
+        return replace(self, t=float(s), noise_t=float(s), share=None)
+
+    def share_sources(self) -> tuple["FrameInputs", "FrameInputs", float]:
+        """A shared frame's two source frames and its slerp weight between their latents."""
+        t0, t1, _ = self.share
+        return self.along_path(t0), self.along_path(t1), (self.t - t0) / (t1 - t0)
 
 
 def frame_key(identity: RenderIdentity, inputs: FrameInputs) -> str:
     """sha256 hex digest of canonical JSON of the key version, the identity and the inputs."""
     # json writes floats with repr, which round-trips exactly, so distinct floats hash apart.
-    payload = {"version": KEY_VERSION, "render": asdict(identity), "frame": asdict(inputs)}
+    frame = asdict(inputs)
+    if frame["share"] is None:  # frames denoised from scratch keep the keys they had before sharing
+        del frame["share"]
+    payload = {"version": KEY_VERSION, "render": asdict(identity), "frame": frame}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -118,8 +134,13 @@ def adapter_identity(loras, embeddings) -> tuple[tuple[str, str], ...]:
     return tuple(identity)
 
 
-def timeline_frames(records, keyframes, default_negative: str, steps: int, noise_shift_seed: int | None = None) -> tuple[FrameInputs, ...]:
-    """The inputs of every video frame of a schedule (schedule.FrameRecord, timeline.Keyframe)."""
+def timeline_frames(
+    records, keyframes, default_negative: str, steps: int, noise_shift_seed: int | None = None, share_steps: int = 0
+) -> tuple[FrameInputs, ...]:
+    """The inputs of every video frame of a schedule (schedule.FrameRecord, timeline.Keyframe).
+
+    A record placed between two probes (`share`) shares their first `share_steps` steps.
+    """
     from latentwalk.prompts import parse_prompt
 
     prompts = [str(parse_prompt(k.prompt)) for k in keyframes]
@@ -137,6 +158,7 @@ def timeline_frames(records, keyframes, default_negative: str, steps: int, noise
             guidance=r.guidance,
             steps=steps,
             params=shift_seed_param(engine_params(r.params), noise_shift_seed),
+            share=(*r.share, share_steps) if r.share is not None and share_steps > 0 else None,
         )
         for r in records
     )

@@ -44,19 +44,34 @@ ImagesOf = Callable[[Sequence[FrameInputs]], list[np.ndarray]]
 
 @dataclass(frozen=True)
 class Segment:
-    """A perceptually spaced segment: its video frames (keyframe first) and its keyframe's own frame."""
+    """A perceptually spaced segment: its video frames (keyframe first) and its keyframe's own frame.
+
+    `share_steps` > 0: only the coarse probes are denoised from their own noise; every other
+    frame of the segment, bisection probes included, starts at that step from the slerp of the
+    coarse probes around it (shared trajectories), so probes measure the path the frames take.
+    """
 
     index: int  # the keyframe it leaves
     frames: tuple[int, ...]
     base: FrameInputs  # the keyframe frame: t = noise_t = 0
-
-    def probe(self, s: float) -> FrameInputs:
-        """The frame at weight s along the path (prompt and noise together)."""
-        return replace(self.base, t=float(s), noise_t=float(s))
+    share_steps: int = 0
 
     def probe_plan(self) -> ProbePlan:
         """Never more coarse probes than the segment has frames (plus its far end)."""
         return ProbePlan(batch_size=max(2, min(PROBES, len(self.frames) + 1)), rounds=ROUNDS)
+
+    def sources(self) -> np.ndarray:
+        """The coarse probes' weights: frames denoised from their own noise."""
+        return coarse_probes(self.probe_plan())
+
+    def shared_between(self, t: float) -> tuple[float, float] | None:
+        """The coarse probes a frame at weight t starts from; None: from its own noise."""
+        return between(self.sources(), t) if self.share_steps else None
+
+    def probe(self, s: float) -> FrameInputs:
+        """The frame at weight s along the path (prompt and noise together)."""
+        around = self.shared_between(s)
+        return replace(self.base.along_path(s), share=None if around is None else (*around, self.share_steps))
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,7 @@ def frame_distances(images: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([float(perceptual_distance(a, b)) for a, b in zip(thumbs, thumbs[1:])])
 
 
-def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs]) -> tuple[Segment, ...]:
+def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs], share_steps: int = 0) -> tuple[Segment, ...]:
     """Segments with `spacing: perceptual`, at least two frames, and only t and noise_t travelling."""
     segments = []
     keys = schedule.keyframes
@@ -101,17 +116,18 @@ def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs]) -> tuple[Segm
         still = base.prompt_a == base.prompt_b and base.negative_a == base.negative_b and base.seed_a == base.seed_b
         if len(frames) < 2 or still or base.t != 0.0 or base.noise_t != 0.0:
             continue
-        if all(replace(inputs[f], t=0.0, noise_t=0.0) == base for f in frames):
-            segments.append(Segment(k, frames, base))
+        if all(replace(inputs[f], t=0.0, noise_t=0.0, share=None) == base for f in frames):
+            segments.append(Segment(k, frames, base, share_steps))
     return tuple(segments)
 
 
-def place(schedule: Plan, inputs: Sequence[FrameInputs], images_of: ImagesOf) -> Placement:
+def place(schedule: Plan, inputs: Sequence[FrameInputs], images_of: ImagesOf, share_steps: int = 0) -> Placement:
     """Probe every perceptual segment (all segments' probes in one call per round) and re-place its frames.
 
     `images_of(frames)` returns each frame's (H, W, 3) uint8 image: from the store, else rendered.
+    `share_steps` > 0: frames other than the coarse probes share their first steps (Segment).
     """
-    segments = placed_segments(schedule, inputs)
+    segments = placed_segments(schedule, inputs, share_steps)
     thumbs: dict[FrameInputs, np.ndarray] = {}
 
     def measure(wanted: dict[int, np.ndarray]) -> None:
@@ -125,7 +141,7 @@ def place(schedule: Plan, inputs: Sequence[FrameInputs], images_of: ImagesOf) ->
         return np.array([float(perceptual_distance(a, b)) for a, b in zip(images, images[1:])])
 
     # 1. Coarse pass: one batch of probes per segment, both ends included.
-    probe_t = {s.index: coarse_probes(s.probe_plan()) for s in segments}
+    probe_t = {s.index: s.sources() for s in segments}
     measure(probe_t)
     dist = {s.index: distances(s, probe_t[s.index]) for s in segments}
     # 2. Bisection rounds where a probe interval holds more than one frame's share of the change.
@@ -145,12 +161,20 @@ def place(schedule: Plan, inputs: Sequence[FrameInputs], images_of: ImagesOf) ->
         placed_t = snap_to_probes(place_frames(probe_t[s.index], dist[s.index], t), probe_t[s.index], SNAP_TOLERANCE)
         placed_noise = placed_t if np.array_equal(t, noise) else place_frames(probe_t[s.index], dist[s.index], noise)
         for f, a, b in zip(s.frames, placed_t, placed_noise):
-            records[f] = replace(records[f], t=float(a), noise_t=float(b))
+            records[f] = replace(records[f], t=float(a), noise_t=float(b), share=s.shared_between(a))
     return Placement(
         replace(schedule, frames=tuple(records)),
         tuple(thumbs),
         tuple(SegmentPlacement(s.index, tuple(map(float, probe_t[s.index])), tuple(map(float, dist[s.index]))) for s in segments),
     )
+
+
+def between(probe_t: np.ndarray, t: float) -> tuple[float, float] | None:
+    """The probes on either side of t, or None where t is a probe (or outside them)."""
+    i = int(np.searchsorted(probe_t, t))
+    if i == 0 or i == len(probe_t) or probe_t[i] == t:
+        return None
+    return float(probe_t[i - 1]), float(probe_t[i])
 
 
 class StoredImages:

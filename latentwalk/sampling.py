@@ -30,6 +30,10 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
 TIMESTEP_SPACINGS = ("auto", "leading", "linspace", "trailing")
 # Salt between a seed's starting noise and its ancestral samplers' per-step noise.
 STEP_NOISE_SALT = 0x5EED
+# Schedulers whose step k depends only on the latents at step k (no per-step noise, no history of
+# earlier predictions): a run stopped after k steps and resumed from its latents is the same run,
+# so frames can share the first steps of their denoising (`share_steps`).
+RESUMABLE_SCHEDULERS = ("ddim", "euler")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ def denoise(
     strength: float | None = None,
     spacing: str = "auto",
     guided: bool = True,
+    start: tuple[int, torch.Tensor] | None = None,
+    stop: int | None = None,
 ) -> torch.Tensor:
     """Classifier-free guidance (Ho & Salimans 2022) with one UNet call per step and per-sample scales.
 
@@ -85,13 +91,22 @@ def denoise(
     With `strength` and `inputs.init_latents`, img2img as in SDEdit (Meng et al. 2022) and
     diffusers' img2img pipeline: the latents are noised to the timestep that `strength`
     reaches and only the rest of the schedule runs.
+
+    Shared trajectories (RESUMABLE_SCHEDULERS, text-to-image): `stop=k` returns the latents
+    after the first k steps; `start=(k, latents)` runs the rest of the schedule from them.
+    A run stopped at k and started again from its latents equals the uninterrupted run.
     """
     scheduler = make_scheduler(scheduler_name, backend.scheduler_config, spacing)
     # Timesteps and sigmas stay on the CPU: indexing with a device scalar would sync every step.
     scheduler.set_timesteps(steps, device="cpu")
     noise = inputs.noise.to(backend.device, torch.float32)  # (B, C, h, w)
     timesteps = scheduler.timesteps
-    if strength is None:
+    if start is not None:
+        begin, latents = start[0] * scheduler.order, start[1].to(backend.device, torch.float32)
+        timesteps = timesteps[begin:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+    elif strength is None:
         latents = noise * scheduler.init_noise_sigma
     else:
         begin = img2img_start(steps, strength) * scheduler.order
@@ -111,6 +126,8 @@ def denoise(
     cond = {name: torch.cat([p[name] for p in parts]) for name in inputs.cond}  # (len(parts)·B, ...)
     scale = inputs.guidance.to(backend.device).view(-1, 1, 1, 1)
     blend = None if inputs.blend is None else inputs.blend.to(backend.device, torch.float32).view(-1, 1, 1, 1)
+    if stop is not None:
+        timesteps = timesteps[: stop * scheduler.order - (start[0] * scheduler.order if start else 0)]
     for t in timesteps:
         x = torch.cat([latents] * len(parts)) if len(parts) > 1 else latents
         x = scheduler.scale_model_input(x, t)

@@ -155,6 +155,9 @@ class FrameRecord:
     # Every other track the timeline sets, as sorted (name, value) pairs, left out where the value
     # is its no-effect default, so frames of a timeline without tracks keep their keys.
     params: tuple[tuple[str, float], ...] = ()
+    # Perceptual placement: the weights (t0, t1) of the probes on either side of this frame, when
+    # it lies strictly between two (frames.FrameInputs.share); None on a probe and under `spacing: t`.
+    share: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from latentwalk.errors import UserError
-from latentwalk.sampling import SCHEDULERS, TIMESTEP_SPACINGS
+from latentwalk.sampling import RESUMABLE_SCHEDULERS, SCHEDULERS, TIMESTEP_SPACINGS
 from latentwalk.tracks import Track, parse_expression
 
 UNITS = ("time", "beat", "bar", "frame")
@@ -39,6 +39,10 @@ LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a LoRA's name in keyframes a
 # How a segment's frames spread along its travel: `perceptual` places them so the picture changes
 # evenly (measured at render time, see placement.py); `t` evenly in the interpolation weight.
 SPACING_NAMES = ("perceptual", "t")
+# `share_steps: auto`: frames between probes of a perceptual segment share this fraction of the
+# steps with the probes around them (with a resumable scheduler; otherwise none). Measured on the
+# embedded model: see README "Shared trajectories" and benchmarks/bench_smooth.py --parts sharing.
+SHARE_AUTO_FRACTION = 0.5
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 # Per-frame numeric tracks: a number or an expression (see tracks.py), at top level or per keyframe,
 # travelling between keyframes with the segment's easing. The default of each has no effect:
@@ -184,6 +188,9 @@ class RenderSettings:
     ray_address: str | None = None  # None: start a local cluster; "auto"; "host:port"; "ray://host:port"
     ray_cpus_per_worker: int = 1  # CPU cores each worker reserves (and its torch threads on CPU)
     ray_workers: int | None = None  # None: one per GPU, or as many as the cluster's CPUs allow
+    # Denoising steps a perceptually placed frame shares with the probes around it (resolved from
+    # `share_steps`; 0: every frame from its own noise). See frames.FrameInputs.share.
+    share_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "ray_address": None,
     "ray_cpus_per_worker": 1,
     "ray_workers": None,
+    "share_steps": "auto",
 }
 MODEL_OPTION_KEYS = ("channels_last", "compile", "attention_slicing", "vae_tiling", "cpu_offload")
 SEGMENT_DEFAULTS: dict[str, Any] = {
@@ -551,14 +559,16 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
     if ray_address is not None and executor != "ray":
         raise r.fail(("ray_address",), f"only used with executor: ray, but executor is {executor!r}")
     ray_workers = None if get("ray_workers") is None else r.number(get("ray_workers"), ("ray_workers",), minimum=1, integer=True)
+    steps = r.number(get("steps"), ("steps",), minimum=1, integer=True, maximum=MAX_STEPS)
+    scheduler = r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES)
     return RenderSettings(
         model=model,
         width=width,
         height=height,
         fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True, maximum=MAX_FPS),
-        steps=r.number(get("steps"), ("steps",), minimum=1, integer=True, maximum=MAX_STEPS),
+        steps=steps,
         guidance=_setting(r.track(get("guidance"), ("guidance",), minimum=0)),
-        scheduler=r.choice(get("scheduler"), ("scheduler",), SCHEDULER_NAMES),
+        scheduler=scheduler,
         timestep_spacing=r.choice(get("timestep_spacing"), ("timestep_spacing",), TIMESTEP_SPACINGS),
         negative_prompt=negative_prompt,
         interpolation=r.choice(get("interpolation"), ("interpolation",), INTERPOLATION_NAMES),
@@ -574,7 +584,26 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         ray_address=ray_address,
         ray_cpus_per_worker=r.number(get("ray_cpus_per_worker"), ("ray_cpus_per_worker",), minimum=1, integer=True),
         ray_workers=ray_workers,
+        share_steps=_share_steps(r, get("share_steps"), steps, scheduler),
     )
+
+
+def _share_steps(r: FieldReader, value: Any, steps: int, scheduler: str) -> int:
+    """`share_steps`: auto, or a number of steps below `steps` with a resumable scheduler (0: none)."""
+    if value == "auto":
+        return round(SHARE_AUTO_FRACTION * steps) if scheduler in RESUMABLE_SCHEDULERS else 0
+    if isinstance(value, str):
+        raise r.fail(("share_steps",), f"expected auto or a number of steps, got {value!r}")
+    shared = r.number(value, ("share_steps",), minimum=0, integer=True, maximum=MAX_STEPS)
+    if shared and shared >= steps:
+        raise r.fail(("share_steps",), f"must be below steps ({steps}): a shared frame runs at least its last step itself, got {shared}")
+    if shared and scheduler not in RESUMABLE_SCHEDULERS:
+        raise r.fail(
+            ("share_steps",),
+            f"scheduler {scheduler!r} carries noise or earlier predictions from step to step, so a frame cannot start "
+            f"from other frames' latents; use share_steps: 0, or scheduler {' or '.join(RESUMABLE_SCHEDULERS)}",
+        )
+    return shared
 
 
 def safetensors_names(path: Path) -> list[str]:

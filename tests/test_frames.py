@@ -1,9 +1,11 @@
 """Per-frame inputs and the frame key: every input counts, a frame's position does not."""
 
 import dataclasses
+import hashlib
+import json
 import os
 
-from latentwalk.frames import FrameInputs, RenderIdentity, file_fingerprint, frame_key, timeline_frames
+from latentwalk.frames import KEY_VERSION, FrameInputs, RenderIdentity, file_fingerprint, frame_key, timeline_frames
 from latentwalk.schedule import FrameRecord
 from latentwalk.timeline import Keyframe, Position
 
@@ -59,6 +61,7 @@ CHANGED = {
     "strength": 0.5,
     "init": "cd" * 32,
     "params": (("noise_shift", 0.1),),
+    "share": (0.25, 0.75, 10),
 }
 def test_every_input_changes_the_key():
     base = frame_key(IDENTITY, INPUTS)
@@ -75,6 +78,13 @@ def test_every_input_changes_the_key():
             inputs = dataclasses.replace(INPUTS, **{name: value})
         keys.add(frame_key(identity, inputs))
     assert len(keys) == 1 + len(CHANGED)
+
+
+def test_frames_denoised_from_scratch_keep_their_keys_from_before_sharing():
+    # Frames with no shared trajectory hash exactly as before the `share` field existed.
+    payload = {"version": KEY_VERSION, "render": dataclasses.asdict(IDENTITY),
+               "frame": {k: v for k, v in dataclasses.asdict(INPUTS).items() if k != "share"}}
+    assert frame_key(IDENTITY, INPUTS) == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def test_frame_position_does_not_change_the_key():

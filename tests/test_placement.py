@@ -97,7 +97,7 @@ def test_killed_render_resumes_rendering_only_what_is_missing(rendered, tiny_mod
         store.save(key, FrameStore(perceptual.store).load(key, (32, 32, 3)))
     timeline = parse_timeline((tmp / "t.yaml").read_text(), str(tmp / "t.yaml"))
     placed = frame_plan(timeline, perceptual.plan, store)
-    segments = placed_segments(perceptual.plan, frame_plan(timeline, plan(timeline), store).inputs)
+    segments = placed_segments(perceptual.plan, frame_plan(timeline, plan(timeline), store).inputs, timeline.settings.share_steps)
     probe_t = {s["index"]: s["probe_t"] for s in manifest(perceptual)["placement"]["segments"]}
     probes = {frame_key(placed.identity, s.probe(t)) for s in segments for t in probe_t[s.index]}
     lost = set(placed.keys[10:]) - set(placed.keys[:10]) - probes
