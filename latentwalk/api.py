@@ -141,11 +141,13 @@ def model_spec(settings: RenderSettings) -> "ModelSpec":
     return ModelSpec(settings.model, settings.model_config, settings.vae, settings.loras, settings.embeddings)
 
 
-def model_options(settings: RenderSettings) -> "ModelOptions":
+def model_options(settings: RenderSettings, device_type: str) -> "ModelOptions":
+    """The model switches of the settings, `auto` resolved for the device that renders."""
     from latentwalk.backends import ModelOptions
 
     return ModelOptions(
-        channels_last=settings.channels_last,
+        # auto: on where measured faster (CPU: VAE decode 1.45x, UNet 1.09x on the embedded model).
+        channels_last=settings.channels_last if isinstance(settings.channels_last, bool) else device_type == "cpu",
         compile=settings.compile,
         attention_slicing=settings.attention_slicing,
         vae_tiling=settings.vae_tiling,
@@ -198,7 +200,7 @@ def render_identity(
         device_type=torch_device.type,
         cpu_threads=placement[1] if placement else torch.get_num_threads() if torch_device.type == "cpu" else 0,
         batch_size=batch_size or settings.batch_size,
-        options=model_options(settings).numerics(),
+        options=model_options(settings, torch_device.type).numerics(),
         adapters=adapter_identity(settings.loras, settings.embeddings),
         versions=(("diffusers", diffusers.__version__), ("torch", torch.__version__)),
     )
@@ -350,12 +352,14 @@ def _render_claimed(
             nonlocal backend, farm_started
             t1 = time.perf_counter()
             if farm and not farm_started:
-                farm.start(model_spec(settings), settings.dtype, model_options(settings), frames.identity)
+                farm.start(model_spec(settings), settings.dtype, model_options(settings, frames.identity.device_type), frames.identity)
                 farm_started = True
             elif not farm and backend is None:
                 budget.check_render_memory(timeline, frames.identity.batch_size, frames.identity.device_type, frames.identity.dtype)
                 with blamed_on_field(timeline):
-                    backend = load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
+                    backend = load_backend(
+                        model_spec(settings), device or settings.device, settings.dtype, model_options(settings, frames.identity.device_type)
+                    )
             else:
                 return
             timings["load_model_s"] = time.perf_counter() - t1
@@ -457,7 +461,7 @@ def _render_claimed(
     data = manifest_data(timeline, schedule, source, device_name, dtype_name, timings)
     data["model"]["family"] = frames.identity.family
     data["store"] = store_info
-    data["model"]["options"] = to_jsonable(asdict(model_options(settings)))
+    data["model"]["options"] = to_jsonable(asdict(model_options(settings, frames.identity.device_type)))
     data["mode"] = timeline.mode
     if chains is not None:
         data["feedback"] = chains.manifest(timeline)

@@ -75,13 +75,31 @@ class FrameInputs:
         return dict(self.params).get(name, default)
 
     def along_path(self, s: float) -> "FrameInputs":
-        """The frame of this frame's path at prompt and noise weight s, denoised from scratch."""
-        return replace(self, t=float(s), noise_t=float(s), share=None)
+        """The frame of this frame's path at prompt and noise weight s, denoised from scratch.
+
+        Its ends are the keyframes' own frames: s = 0 the a-side alone, s = 1 the b-side alone.
+        """
+        if s == 1.0:
+            return replace(self, seed_a=self.seed_b, prompt_a=self.prompt_b, negative_a=self.negative_b, t=0.0, noise_t=0.0, share=None)
+        return canonical(replace(self, t=float(s), noise_t=float(s), share=None))
 
     def share_sources(self) -> tuple["FrameInputs", "FrameInputs", float]:
         """A shared frame's two source frames and its slerp weight between their latents."""
         t0, t1, _ = self.share
         return self.along_path(t0), self.along_path(t1), (self.t - t0) / (t1 - t0)
+
+
+def canonical(frame: FrameInputs) -> FrameInputs:
+    """At t = noise_t = 0 a frame is its a-side alone: the b-side (prompt, negative, seed) is
+    left out, so a keyframe's frame is one frame whichever keyframe follows it.
+
+    Exact, not approximate: conditioning at t = 0 is prompt A's tensor itself (engine.
+    interpolate_cond), the noise slerp at weight 0 is seed A's noise bit for bit (weights
+    sin θ / sin θ = 1 and 0), and a blend at 0 adds 0·ε_B.
+    """
+    if frame.t == 0.0 and frame.noise_t == 0.0:
+        return replace(frame, seed_b=frame.seed_a, prompt_b=frame.prompt_a, negative_b=frame.negative_a)
+    return frame
 
 
 def frame_key(identity: RenderIdentity, inputs: FrameInputs) -> str:
@@ -146,7 +164,7 @@ def timeline_frames(
     prompts = [str(parse_prompt(k.prompt)) for k in keyframes]
     negatives = [str(parse_prompt(k.negative_prompt if k.negative_prompt is not None else default_negative)) for k in keyframes]
     return tuple(
-        FrameInputs(
+        canonical(FrameInputs(
             seed_a=r.seed_a,
             seed_b=r.seed_b,
             noise_t=r.noise_t,
@@ -159,7 +177,7 @@ def timeline_frames(
             steps=steps,
             params=shift_seed_param(engine_params(r.params), noise_shift_seed),
             share=(*r.share, share_steps) if r.share is not None and share_steps > 0 else None,
-        )
+        ))
         for r in records
     )
 

@@ -53,7 +53,7 @@ class Segment:
 
     index: int  # the keyframe it leaves
     frames: tuple[int, ...]
-    base: FrameInputs  # the keyframe frame: t = noise_t = 0
+    base: FrameInputs  # the path A → B at t = noise_t = 0 (its keyframe's frame is base.along_path(0))
     share_steps: int = 0
 
     def probe_plan(self) -> ProbePlan:
@@ -112,11 +112,13 @@ def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs], share_steps: 
         if key.keyframe.spacing != "perceptual":
             continue
         frames = tuple(r.frame for r in schedule.frames if r.segment == k and r.frame >= key.frame)
-        base = inputs[key.frame]
-        still = base.prompt_a == base.prompt_b and base.negative_a == base.negative_b and base.seed_a == base.seed_b
-        if len(frames) < 2 or still or base.t != 0.0 or base.noise_t != 0.0:
+        if len(frames) < 2:
             continue
-        if all(replace(inputs[f], t=0.0, noise_t=0.0, share=None) == base for f in frames):
+        base = replace(inputs[frames[1]], t=0.0, noise_t=0.0, share=None)  # the path A → B, at its start
+        still = base.prompt_a == base.prompt_b and base.negative_a == base.negative_b and base.seed_a == base.seed_b
+        if still or inputs[key.frame] != base.along_path(0.0):
+            continue
+        if all(replace(inputs[f], t=0.0, noise_t=0.0, share=None) == base for f in frames[1:]):
             segments.append(Segment(k, frames, base, share_steps))
     return tuple(segments)
 

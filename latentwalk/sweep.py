@@ -631,7 +631,11 @@ def run_sweep(
 
     # 2. Load the model.
     t0 = time.perf_counter()
-    model = model if model is not None else load_backend(model_spec(settings), device or settings.device, settings.dtype, model_options(settings))
+    if model is None:
+        from latentwalk.device import pick_device
+
+        options = model_options(settings, pick_device(device or settings.device).type)
+        model = load_backend(model_spec(settings), device or settings.device, settings.dtype, options)
     timings["load_model_s"] = time.perf_counter() - t0
 
     # 3. Render in batches, writing each cell as it arrives.
