@@ -42,7 +42,7 @@ SPACING_NAMES = ("perceptual", "t")
 # `share_steps: auto`: frames between probes of a perceptual segment share this fraction of the
 # steps with the probes around them (with a resumable scheduler; otherwise none). Measured on the
 # embedded model: see README "Shared trajectories" and benchmarks/bench_smooth.py --parts sharing.
-SHARE_AUTO_FRACTION = 0.5
+SHARE_AUTO_FRACTION = 0.7
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 # Per-frame numeric tracks: a number or an expression (see tracks.py), at top level or per keyframe,
 # travelling between keyframes with the segment's easing. The default of each has no effect:
