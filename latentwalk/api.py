@@ -366,14 +366,26 @@ def _render_claimed(
 
         def render_missing(missing: Sequence[FrameInputs], on_batch) -> None:
             load_model()
-            if farm:  # workers store the probes; they are read back from the shared store
-                keys = [frame_key(frames.identity, f) for f in missing]
-                farm.render(list(missing), keys, engine_settings(settings, batch_size), lambda done: probes.rendered.update(done.keys), log)
-            else:
-                render_frames(
-                    backend, missing, engine_settings(settings, batch_size), on_batch, overlap=overlap,
-                    trajectories=trajectories, capture=settings.share_steps,
-                )
+            # One bar per probing round: the rounds' sizes are only known as each one is planned.
+            with tqdm(total=len(missing), unit="probe", desc="placement", disable=not progress, file=sys.stderr) as probe_bar:
+                if farm:  # workers store the probes; they are read back from the shared store
+                    keys = [frame_key(frames.identity, f) for f in missing]
+
+                    def arrived_probes(done: "BatchDone") -> None:
+                        probes.rendered.update(done.keys)
+                        probe_bar.update(len(done.keys))
+
+                    farm.render(list(missing), keys, engine_settings(settings, batch_size), arrived_probes, log)
+                else:
+
+                    def kept(batch: Sequence[FrameInputs], images: np.ndarray) -> None:
+                        on_batch(batch, images)
+                        probe_bar.update(len(batch))
+
+                    render_frames(
+                        backend, missing, engine_settings(settings, batch_size), kept, overlap=overlap,
+                        trajectories=trajectories, capture=settings.share_steps,
+                    )
 
         placement = None
         trajectories = Trajectories()  # probes' early latents, which the frames between them start from

@@ -42,7 +42,7 @@ SPACING_NAMES = ("perceptual", "t")
 # `share_steps: auto`: frames between probes of a perceptual segment share this fraction of the
 # steps with the probes around them (with a resumable scheduler; otherwise none). Measured on the
 # embedded model: see README "Shared trajectories" and benchmarks/bench_smooth.py --parts sharing.
-SHARE_AUTO_FRACTION = 0.7
+SHARE_AUTO_FRACTION = 0.75  # 15 of 20 steps
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 # Per-frame numeric tracks: a number or an expression (see tracks.py), at top level or per keyframe,
 # travelling between keyframes with the segment's easing. The default of each has no effect:
@@ -592,7 +592,8 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
 def _share_steps(r: FieldReader, value: Any, steps: int, scheduler: str) -> int:
     """`share_steps`: auto, or a number of steps below `steps` with a resumable scheduler (0: none)."""
     if value == "auto":
-        return round(SHARE_AUTO_FRACTION * steps) if scheduler in RESUMABLE_SCHEDULERS else 0
+        # A shared frame runs at least its last step itself.
+        return min(round(SHARE_AUTO_FRACTION * steps), steps - 1) if scheduler in RESUMABLE_SCHEDULERS else 0
     if isinstance(value, str):
         raise r.fail(("share_steps",), f"expected auto or a number of steps, got {value!r}")
     shared = r.number(value, ("share_steps",), minimum=0, integer=True, maximum=MAX_STEPS)

@@ -291,7 +291,7 @@ def test_feedback_render_chains_frames_and_records_them(whole_feedback, tiny_mod
     fb = chain_plan(timeline, result.plan, frame_plan(timeline, result.plan, store), store).frames
     assert fb[5].motion == Motion(zoom=1.05, angle=2 * np.sin(5 / 3), translate_x=0.5) and fb[5].strength == 0.6
     settings = timeline.settings
-    backend = load_backend(model_spec(settings), "cpu", settings.dtype, model_options(settings))
+    backend = load_backend(model_spec(settings), "cpu", settings.dtype, model_options(settings, "cpu"))
     first_fn, img2img_fn = engine_fns(backend, fb, engine_settings(settings))
     load = lambda k: store.load(keys[k], (32, 32, 3))  # noqa: E731
     step = camera.motion_matrix(fb[5].motion, 32, 32, fb[5].fov)

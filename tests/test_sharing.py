@@ -196,6 +196,7 @@ def test_share_steps_auto_follows_steps_and_scheduler():
     assert settings_of("steps: 20\nscheduler: euler\n").share_steps == round(SHARE_AUTO_FRACTION * 20)
     assert settings_of("steps: 4\nscheduler: euler_a\n").share_steps == 0  # per-step noise: nothing to share
     assert settings_of("steps: 20\nshare_steps: 0\n").share_steps == 0
+    assert settings_of("steps: 2\n").share_steps == 1 and settings_of("steps: 1\n").share_steps == 0  # one step of its own
 
 
 @pytest.mark.parametrize(

@@ -81,8 +81,9 @@ def test_editing_one_keyframe_rerenders_only_its_segments(tiny_model_dir, tmp_pa
     edited = parse_timeline(timeline_yaml(tiny_model_dir, PROMPTS[:2] + ["the sea at sunset"] + PROMPTS[3:]))
     after = frame_plan(edited, plan(edited), store)
     missing = set(after.missing)
-    # Keyframe 2 sits at frame 20 (of 0, 10, 20, 29, 39): segments 1 and 2 are frames 10-28.
-    assert [i for i, f in enumerate(after.inputs) if f in missing] == list(range(10, 29))
+    # Keyframe 2 sits at frame 20 (of 0, 10, 20, 29, 39): segments 1 and 2 are frames 10-28, but
+    # keyframe 1's own frame (10) does not depend on the keyframe it travels to (frames.canonical).
+    assert [i for i, f in enumerate(after.inputs) if f in missing] == list(range(11, 29))
     assert len(frame_plan(before, schedule, store, fresh=True).missing) == FRAMES
 
 
@@ -135,11 +136,11 @@ def test_prune_keeps_only_the_current_plan(full_render, tiny_model_dir, tmp_path
     for key in FrameStore(full_render.store).keys():
         os.link(FrameStore(full_render.store).path(key), FrameStore(store_dir).path(key))
     store, removed = prune_store(path, store_dir=store_dir)
-    # Keyframes move from 0, 10, 20, 29, 39 to 0, 13, 26, 39: only the first three keyframes'
-    # own frames (t = 0 toward the same next keyframe) keep their inputs, so their images.
-    assert removed.frames == FRAMES - 3
+    # Keyframes move from 0, 10, 20, 29, 39 to 0, 13, 26, 39: only the four kept keyframes' own
+    # frames (t = 0, which leaves out the keyframe they travel to) keep their inputs, so their images.
+    assert removed.frames == FRAMES - 4
     keys = frame_plan(parse_timeline(path.read_text()), plan(path), store).keys
-    assert store.keys() == {keys[0], keys[13], keys[26]}
+    assert store.keys() == {keys[0], keys[13], keys[26], keys[39]}
 
 
 def test_model_options_are_validated_and_keyed(tiny_model_dir, tmp_path):
