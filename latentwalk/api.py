@@ -594,6 +594,8 @@ def add_placement(data: dict, placement, distances: np.ndarray) -> None:
         record["distance"] = None if d is None else float(d)
     data["placement"] = {
         "distance": "sqrt(MAD * sqrt(1 - SSIM)) on frames block-averaged to <= 128 px (latentwalk.smooth.perceptual_distance)",
+        "segment_distances": "per probe interval, the larger of its share of the segment's pixel MAD and of its "
+        "sqrt(1 - SSIM) (latentwalk.smooth.interval_weights); frames are placed evenly in these",
         "segments": [to_jsonable(asdict(s)) for s in placement.segments],
     }
 

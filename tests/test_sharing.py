@@ -9,7 +9,7 @@ import torch
 
 from conftest import TINY_SIZE
 from latentwalk.api import frame_plan, plan, render
-from latentwalk.backends import ModelSpec, load_backend
+from latentwalk.backends import ModelOptions, ModelSpec, load_backend
 from latentwalk.engine import Conditioning, EngineSettings, Trajectories, batch_inputs, render_frames
 from latentwalk.errors import UserError
 from latentwalk.frames import FrameInputs, frame_key
@@ -25,7 +25,8 @@ STEPS, SHARED = 4, 2
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
-    return load_backend(ModelSpec(str(tiny_model_dir)), device="cpu")
+    # As a render loads it on the CPU (`channels_last: auto`), so its frames compare bit for bit.
+    return load_backend(ModelSpec(str(tiny_model_dir)), device="cpu", options=ModelOptions(channels_last=True))
 
 
 @pytest.fixture(autouse=True)

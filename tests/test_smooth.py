@@ -199,3 +199,21 @@ def test_walk_metrics():
     assert m.ppl == 15.0 and m.pdv == pytest.approx(np.var(d))
     even = walk_metrics(np.full(6, 0.2))
     assert (even.p95_over_median, even.max_over_median, even.pdv) == (pytest.approx(1.0), pytest.approx(1.0), pytest.approx(0.0))
+
+
+def test_interval_weights_give_each_step_its_share_of_either_distance():
+    """A path whose first half changes brightness and second half changes structure at a constant mean."""
+    from latentwalk.smooth import interval_weights
+
+    rng = np.random.default_rng(0)
+    texture = rng.random((32, 32, 3))
+    flat = [np.full((32, 32, 3), v) for v in np.linspace(0.3, 0.5, 5)]  # brightness only
+    grain = [0.5 + a * (texture - texture.mean()) * 0.02 for a in range(1, 5)]  # structure, mean kept
+    weights = interval_weights(np.stack(flat + grain))
+    mad = np.abs(np.diff(np.stack(flat + grain), axis=0)).mean(axis=(1, 2, 3))
+    assert weights.shape == (8,)
+    # The brightness steps carry nearly all the MAD, the grain steps most of the structural change:
+    # each half gets a real share, where MAD alone would leave the grain steps almost nothing.
+    assert weights[:4].min() > 0.2 and weights[4:].min() > 0.05
+    assert (mad[4:] / mad.sum()).max() < weights[4:].min()
+    assert np.allclose(interval_weights(np.stack(flat[:1] * 3)), 0.0)  # a still path: no change anywhere
