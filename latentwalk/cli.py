@@ -153,6 +153,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
             f"\nnote: segments {', '.join(map(str, perceptual))} use `spacing: perceptual`: the t above is each frame's "
             "perceived progress; its weight is placed at render time from probe frames (recorded in the render's manifest)"
         )
+        if timeline.settings.share_steps:
+            print(
+                f"note: frames between those segments' coarse probes share their first {timeline.settings.share_steps} of "
+                f"{timeline.settings.steps} steps (share_steps); keyframe frames are denoised from their own noise"
+            )
 
 
 def write_plot(schedule, timeline, path: str) -> None:
