@@ -218,10 +218,13 @@ def denoised_batches(
         if first.share:
             padded = list(batch) + [batch[-1]] * (settings.batch_size - len(batch))
             latents = run(batch, start=(first.share[2], trajectories.start(padded)))
-        elif capture and first.strength is None:
-            early = run(batch, stop=capture)
-            trajectories.keep(batch, capture, early)
-            latents = run(batch, start=(capture, early))
+        elif capture and first.strength is None and capture < first.steps:
+
+            def keep(done: int, early: torch.Tensor, batch=batch) -> None:
+                if done == capture:
+                    trajectories.keep(batch, capture, early)
+
+            latents = run(batch, on_step=keep)
         else:
             latents = run(batch)
         ready = None

@@ -7,7 +7,7 @@ share its timestep schedule (steps, img2img strength) and whether classifier-fre
 
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -30,10 +30,11 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
 TIMESTEP_SPACINGS = ("auto", "leading", "linspace", "trailing")
 # Salt between a seed's starting noise and its ancestral samplers' per-step noise.
 STEP_NOISE_SALT = 0x5EED
-# Schedulers whose step k depends only on the latents at step k (no per-step noise, no history of
-# earlier predictions): a run stopped after k steps and resumed from its latents is the same run,
-# so frames can share the first steps of their denoising (`share_steps`).
-RESUMABLE_SCHEDULERS = ("ddim", "euler")
+# Schedulers whose frames share their first steps under `share_steps: auto`. Any scheduler can
+# start a frame from given latents at step k (a multistep solver starts its history afresh there,
+# an ancestral one draws the frame's own step noise); the few-step samplers are left out of
+# `auto`, since with 1-4 steps there is nothing worth sharing.
+SHARE_AUTO_SCHEDULERS = ("ddim", "euler", "dpmpp_2m")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def denoise(
     guided: bool = True,
     start: tuple[int, torch.Tensor] | None = None,
     stop: int | None = None,
+    on_step: "Callable[[int, torch.Tensor], None] | None" = None,
 ) -> torch.Tensor:
     """Classifier-free guidance (Ho & Salimans 2022) with one UNet call per step and per-sample scales.
 
@@ -92,9 +94,9 @@ def denoise(
     diffusers' img2img pipeline: the latents are noised to the timestep that `strength`
     reaches and only the rest of the schedule runs.
 
-    Shared trajectories (RESUMABLE_SCHEDULERS, text-to-image): `stop=k` returns the latents
-    after the first k steps; `start=(k, latents)` runs the rest of the schedule from them.
-    A run stopped at k and started again from its latents equals the uninterrupted run.
+    Shared trajectories (text-to-image): `stop=k` returns the latents after the first k steps,
+    which are those an uninterrupted run has after its first k steps (`on_step(k, latents)`
+    sees them); `start=(k, latents)` runs the rest of the schedule from given latents.
     """
     scheduler = make_scheduler(scheduler_name, backend.scheduler_config, spacing)
     # Timesteps and sigmas stay on the CPU: indexing with a device scalar would sync every step.
@@ -128,6 +130,7 @@ def denoise(
     blend = None if inputs.blend is None else inputs.blend.to(backend.device, torch.float32).view(-1, 1, 1, 1)
     if stop is not None:
         timesteps = timesteps[: stop * scheduler.order - (start[0] * scheduler.order if start else 0)]
+    done = start[0] if start is not None else 0  # steps behind the latents (order-1 schedulers)
     for t in timesteps:
         x = torch.cat([latents] * len(parts)) if len(parts) > 1 else latents
         x = scheduler.scale_model_input(x, t)
@@ -137,4 +140,7 @@ def denoise(
         out_cond = out[-1] if blend is None else out[-2] * (1 - blend) + out[-1] * blend
         out = out[0] + scale * (out_cond - out[0]) if guided else out_cond
         latents = scheduler.step(out, t, latents, **step_kwargs).prev_sample
+        done += 1
+        if on_step is not None:
+            on_step(done, latents)
     return latents

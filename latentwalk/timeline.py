@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from latentwalk.errors import UserError
-from latentwalk.sampling import RESUMABLE_SCHEDULERS, SCHEDULERS, TIMESTEP_SPACINGS
+from latentwalk.sampling import SCHEDULERS, SHARE_AUTO_SCHEDULERS, TIMESTEP_SPACINGS
 from latentwalk.tracks import Track, parse_expression
 
 UNITS = ("time", "beat", "bar", "frame")
@@ -40,7 +40,7 @@ LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a LoRA's name in keyframes a
 # evenly (measured at render time, see placement.py); `t` evenly in the interpolation weight.
 SPACING_NAMES = ("perceptual", "t")
 # `share_steps: auto`: frames between probes of a perceptual segment share this fraction of the
-# steps with the probes around them (with a resumable scheduler; otherwise none). Measured on the
+# steps with the probes around them (with ddim, euler and dpmpp_2m; with few-step samplers none). Measured on the
 # embedded model: see README "Shared trajectories" and benchmarks/bench_smooth.py --parts sharing.
 SHARE_AUTO_FRACTION = 0.75  # 15 of 20 steps
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
@@ -590,21 +590,15 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
 
 
 def _share_steps(r: FieldReader, value: Any, steps: int, scheduler: str) -> int:
-    """`share_steps`: auto, or a number of steps below `steps` with a resumable scheduler (0: none)."""
+    """`share_steps`: auto, or a number of steps below `steps` (0: none)."""
     if value == "auto":
         # A shared frame runs at least its last step itself.
-        return min(round(SHARE_AUTO_FRACTION * steps), steps - 1) if scheduler in RESUMABLE_SCHEDULERS else 0
+        return min(round(SHARE_AUTO_FRACTION * steps), steps - 1) if scheduler in SHARE_AUTO_SCHEDULERS else 0
     if isinstance(value, str):
         raise r.fail(("share_steps",), f"expected auto or a number of steps, got {value!r}")
     shared = r.number(value, ("share_steps",), minimum=0, integer=True, maximum=MAX_STEPS)
     if shared and shared >= steps:
         raise r.fail(("share_steps",), f"must be below steps ({steps}): a shared frame runs at least its last step itself, got {shared}")
-    if shared and scheduler not in RESUMABLE_SCHEDULERS:
-        raise r.fail(
-            ("share_steps",),
-            f"scheduler {scheduler!r} carries noise or earlier predictions from step to step, so a frame cannot start "
-            f"from other frames' latents; use share_steps: 0, or scheduler {' or '.join(RESUMABLE_SCHEDULERS)}",
-        )
     return shared
 
 
