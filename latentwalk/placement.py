@@ -116,13 +116,18 @@ def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs], share_steps: 
         if key.keyframe.spacing != "perceptual":
             continue
         frames = tuple(r.frame for r in schedule.frames if r.segment == k and r.frame >= key.frame)
-        if len(frames) < 2:
+        moving = {f for f in frames if inputs[f].t != 0.0 or inputs[f].noise_t != 0.0}
+        if len(frames) < 2 or not moving:
             continue
-        base = replace(inputs[frames[1]], t=0.0, noise_t=0.0, share=None)  # the path A → B, at its start
+        # The path A → B at its start, from a frame that travels: frames at t = 0 (the keyframe's,
+        # and those `hold` keeps there) leave out the keyframe they travel to (frames.canonical).
+        base = replace(inputs[min(moving)], t=0.0, noise_t=0.0, share=None)
         still = base.prompt_a == base.prompt_b and base.negative_a == base.negative_b and base.seed_a == base.seed_b
         if still or inputs[key.frame] != base.along_path(0.0):
             continue
-        if all(replace(inputs[f], t=0.0, noise_t=0.0, share=None) == base for f in frames[1:]):
+        if all(
+            replace(inputs[f], t=0.0, noise_t=0.0, share=None) == (base if f in moving else base.along_path(0.0)) for f in frames
+        ):
             segments.append(Segment(k, frames, base, share_steps))
     return tuple(segments)
 

@@ -157,6 +157,21 @@ def test_placement_evens_out_a_jump_and_is_deterministic(tiny_model_dir):
     assert np.diff(uniform).max() / np.median(np.diff(uniform)) > 5.0
 
 
+def test_a_segment_held_on_its_keyframe_is_placed_after_the_hold(tiny_model_dir):
+    """`easing: hold` keeps the first frames at t = 0 (the keyframe's own frame); the rest is placed."""
+    from latentwalk.frames import timeline_frames
+
+    timeline = parse_timeline(timeline_text(tiny_model_dir, extra="easing: hold\nhold: 0.5\n"), "t.yaml")
+    schedule = plan(timeline)
+    inputs = timeline_frames(schedule.frames, [k.keyframe for k in schedule.keyframes], "", 2)
+    assert inputs[1] == inputs[0]  # held: the keyframe's frame itself
+    assert [s.index for s in placed_segments(schedule, inputs)] == [0, 1]
+    jump = lambda t: 255 / (1 + np.exp(-40 * (t - 0.7)))  # noqa: E731
+    placed = place(schedule, inputs, fake_images(jump)).schedule.frames
+    assert [f.t for f in placed[:9]] != [f.t for f in schedule.frames[:9]]
+    assert [f.t for f in placed[:9]][:2] == [0.0, 0.0]  # the hold stays on the keyframe
+
+
 def test_segments_with_travelling_guidance_keep_t_spacing(tiny_model_dir):
     text = timeline_text(tiny_model_dir).replace("seed: 2}", "seed: 2, guidance: 3}")
     timeline = parse_timeline(text, "t.yaml")
