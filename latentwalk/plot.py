@@ -26,12 +26,39 @@ def figure_size(n_tracks: int) -> tuple[float, float]:
     return WIDTH_INCHES, PANEL_INCHES * (2 + n_tracks)
 
 
+# Written into every plot's metadata (PNG Software, SVG and PDF Creator): a file that carries it
+# was drawn by latentwalk and may be drawn again; any other file at the path is the user's.
+PLOT_MARK = "latentwalk plot"
+MARK_BYTES = 1 << 16  # the metadata sits near the start (PNG, SVG) or in the trailer-referenced info (PDF)
+
+
 def check_plot_path(path: str | Path) -> Path:
-    """The plot's path; only image suffixes, so a slip cannot overwrite a timeline or a video."""
+    """The plot's path: an image suffix, and no file there unless latentwalk drew it."""
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise UserError(f"--plot: expected a {', '.join(SUFFIXES)} file, got {str(path)!r}")
+    if path.exists() and not drawn_by_latentwalk(path):
+        raise UserError(f"--plot: {str(path)!r} exists and latentwalk did not draw it; move it away or pick another name")
     return path
+
+
+def drawn_by_latentwalk(path: Path) -> bool:
+    """Whether the file carries PLOT_MARK (a plot of ours, safe to redraw)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(MARK_BYTES)
+            f.seek(max(0, path.stat().st_size - MARK_BYTES))
+            tail = f.read()
+    except OSError:
+        return False
+    return PLOT_MARK.encode() in head or PLOT_MARK.encode() in tail
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save with PLOT_MARK in the metadata."""
+    key = "Software" if path.suffix.lower() == ".png" else "Creator"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, metadata={key: PLOT_MARK})
 
 
 def _pyplot():
@@ -59,8 +86,7 @@ def plot_plan(plan: Plan, path: str | Path, tracks: Sequence[str] | None = None,
     """Draw the plan into `path` (png, svg or pdf) and return the path; options as in draw_plan."""
     path = check_plot_path(path)
     fig = draw_plan(plan, tracks, **options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path)
     _pyplot().close(fig)
     return path
 
@@ -146,7 +172,6 @@ def plot_distances(plan: Plan, distances: Sequence[float], path: str | Path, tit
     ax.set_xlim(0, max(plan.n_frames - 1, 1))
     ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path)
     plt.close(fig)
     return path

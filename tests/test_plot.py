@@ -67,6 +67,18 @@ def test_plot_path_must_be_an_image(tmp_path):
         check_plot_path(tmp_path / "timeline.yaml")
 
 
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
+def test_a_plot_is_redrawn_but_a_file_latentwalk_did_not_draw_is_never_overwritten(tmp_path, suffix):
+    plan = small_plan()
+    ours = plot_plan(plan, tmp_path / f"plan{suffix}")
+    assert plot_plan(plan, ours) == ours  # our own plot: drawn again
+    theirs = tmp_path / f"holiday{suffix}"
+    theirs.write_bytes(b"someone's picture")
+    with pytest.raises(UserError, match="exists and latentwalk did not draw it"):
+        plot_plan(plan, theirs)
+    assert theirs.read_bytes() == b"someone's picture"
+
+
 def test_cli_plan_plot_and_tracks_in_json_and_text(tmp_path, capsys):
     timeline = tmp_path / "t.yaml"
     timeline.write_text(
