@@ -145,11 +145,14 @@ class Trajectories:
     """
 
     def __init__(self) -> None:
-        self.latents: dict[tuple[FrameInputs, int], torch.Tensor] = {}  # (frame, k) → (C, h, w)
+        # (frame, k) → (C, h, w), on the CPU: a long video keeps 8 per segment for the whole
+        # render, which must not take GPU memory from the batches (a copy is exact either way).
+        self.latents: dict[tuple[FrameInputs, int], torch.Tensor] = {}
 
     def keep(self, frames: Sequence[FrameInputs], k: int, latents: torch.Tensor) -> None:
-        for frame, row in zip(frames, latents):
-            self.latents[frame, k] = row.clone()
+        rows = latents.to("cpu", copy=True)
+        for frame, row in zip(frames, rows):
+            self.latents[frame, k] = row
 
     def missing_sources(self, frames: Sequence[FrameInputs], k: int) -> list[FrameInputs]:
         """Sources of the frames sharing k steps whose step-k latents are not kept yet, in order, once."""

@@ -547,7 +547,10 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
     if model_config is not None and Path(model).suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise r.fail(("model_config",), f"only used with a checkpoint file (model: x.safetensors); {model!r} brings its own configs")
     options = {key: r.flag(get(key), (key,)) for key in MODEL_OPTION_KEYS if key != "channels_last"}
-    options["channels_last"] = "auto" if get("channels_last") == "auto" else r.flag(get("channels_last"), ("channels_last",))
+    channels_last = get("channels_last")
+    if channels_last != "auto" and not isinstance(channels_last, bool):
+        raise r.fail(("channels_last",), f"expected auto, true or false, got {channels_last!r}")
+    options["channels_last"] = channels_last
     device = r.choice(get("device"), ("device",), DEVICE_NAMES)
     if options["cpu_offload"] and device in ("cpu", "mps"):
         raise r.fail(("cpu_offload",), f"offloads to the CPU from a CUDA device, but device is {device!r} (use device: cuda or auto)")

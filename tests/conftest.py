@@ -10,6 +10,17 @@ from latentwalk.toy.tokenizer import write_clip_tokenizer
 
 TINY_WORDS = "a the of over in at with cat kitten dog photo day night snow sunset sea city forest mountains".split()
 TINY_SIZE = 32  # pixels; the tiny VAE downsamples by 2, so latents are 16x16
+WALK_FRAMES = 14  # frames of walk_timeline: keyframes on 0, 9 and 12
+
+
+def walk_timeline(model_dir, steps: int = 2, extra: str = "") -> str:
+    """A three-keyframe travel timeline on the tiny model (placement and sharing tests); `extra`: more top-level keys."""
+    return (
+        f"model: {model_dir}\nwidth: 32\nheight: 32\nfps: 8\nsteps: {steps}\nbatch_size: 4\nscheduler: ddim\n"
+        f"{extra}end: {{frame: {WALK_FRAMES}}}\n"
+        "keyframes:\n  - {frame: 0, prompt: a cat in the snow, seed: 1}\n"
+        "  - {frame: 9, prompt: a dog at night, seed: 2}\n  - {frame: 12, prompt: a city, seed: 3}\n"
+    )
 
 
 def build_tiny_pipeline(folder: Path) -> Path:

@@ -6,6 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from conftest import WALK_FRAMES, walk_timeline
+
 from latentwalk.api import frame_plan, plan, render
 from latentwalk.errors import UserError
 from latentwalk.frames import frame_key
@@ -14,16 +16,11 @@ from latentwalk.placement import StoredImages, place, placed_segments, thumbnail
 from latentwalk.store import FrameStore
 from latentwalk.timeline import parse_timeline
 
-N_FRAMES = 14
+N_FRAMES = WALK_FRAMES
 
 
 def timeline_text(model_dir, spacing="perceptual", extra="") -> str:
-    return (
-        f"model: {model_dir}\nwidth: 32\nheight: 32\nfps: 8\nsteps: 2\nbatch_size: 4\nscheduler: ddim\n"
-        f"spacing: {spacing}\n{extra}end: {{frame: {N_FRAMES}}}\n"
-        "keyframes:\n  - {frame: 0, prompt: a cat in the snow, seed: 1}\n"
-        "  - {frame: 9, prompt: a dog at night, seed: 2}\n  - {frame: 12, prompt: a city, seed: 3}\n"
-    )
+    return walk_timeline(model_dir, extra=f"spacing: {spacing}\n{extra}")
 
 
 def write(tmp_path, text, name="t.yaml"):

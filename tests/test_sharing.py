@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_SIZE
+from conftest import TINY_SIZE, WALK_FRAMES, walk_timeline
 from latentwalk.api import frame_plan, plan, render
 from latentwalk.backends import ModelOptions, ModelSpec, load_backend
 from latentwalk.engine import Conditioning, EngineSettings, Trajectories, batch_inputs, render_frames
@@ -19,7 +19,7 @@ from latentwalk.sampling import denoise
 from latentwalk.store import FrameStore
 from latentwalk.timeline import SHARE_AUTO_FRACTION, parse_timeline
 
-N_FRAMES = 14
+N_FRAMES = WALK_FRAMES
 STEPS, SHARED = 4, 2
 
 
@@ -78,6 +78,8 @@ def test_a_shared_frame_starts_from_the_slerp_of_its_sources(backend):
     assert shared.share_sources() == (*sources, 0.25)
     kept = Trajectories()
     captured = images(backend, sources, kept, capture=SHARED)
+    assert set(kept.latents) == {(f, SHARED) for f in sources}  # the probe pass kept exactly its sources' step-k latents
+    assert all(x.device.type == "cpu" and x.shape == (4, 16, 16) for x in kept.latents.values())
     # Capturing step-k latents does not change a source's own pixels.
     plain = images(backend, sources)
     assert all(np.array_equal(captured[f], plain[f]) for f in sources)
@@ -99,6 +101,8 @@ def test_shared_frames_do_not_depend_on_their_batch_or_on_where_sources_came_fro
     kept = Trajectories()
     images(backend, [path_frame(0.0).along_path(t) for t in (0.0, 0.5, 1.0)], kept, capture=SHARED)  # the probe pass
     together = images(backend, shared, kept)
+    scratch = images(backend, [replace(f, share=None) for f in shared])
+    assert all(not np.array_equal(together[f], scratch[replace(f, share=None)]) for f in shared)  # they did share
     # A resumed render has no kept latents: the sources' first k steps run again, alone or in other batches.
     for frame in shared:
         alone = images(backend, [frame])[frame]
@@ -123,18 +127,15 @@ def test_dpmpp_2m_shared_frames_resume_to_the_same_pixels(backend):
     images(backend, [path_frame(0.0).along_path(s) for s in (0.0, 1.0)], kept, capture=SHARED, scheduler="dpmpp_2m")
     resumed = images(backend, [shared], scheduler="dpmpp_2m")[shared]  # no kept latents: recomputed
     np.testing.assert_array_equal(images(backend, [shared], kept, scheduler="dpmpp_2m")[shared], resumed)
+    scratch = replace(shared, share=None)
+    assert not np.array_equal(resumed, images(backend, [scratch], scheduler="dpmpp_2m")[scratch])  # it did share
 
 
 # ---------------------------------------------------------------------------------- renders
 
 
-def timeline_text(model_dir, share="2", extra="") -> str:
-    return (
-        f"model: {model_dir}\nwidth: 32\nheight: 32\nfps: 8\nsteps: {STEPS}\nbatch_size: 4\nscheduler: ddim\n"
-        f"share_steps: {share}\n{extra}end: {{frame: {N_FRAMES}}}\n"
-        "keyframes:\n  - {frame: 0, prompt: a cat in the snow, seed: 1}\n"
-        "  - {frame: 9, prompt: a dog at night, seed: 2}\n  - {frame: 12, prompt: a city, seed: 3}\n"
-    )
+def timeline_text(model_dir, share="2") -> str:
+    return walk_timeline(model_dir, steps=STEPS, extra=f"share_steps: {share}\n")
 
 
 def write(tmp_path, text, name="t.yaml"):
@@ -226,6 +227,7 @@ def test_share_steps_auto_follows_steps_and_scheduler():
         ("steps: 10\nshare_steps: 10\n", r"t.yaml:2: share_steps: must be below steps \(10\)"),
         ("share_steps: half\n", r"t.yaml:1: share_steps: expected auto or a number of steps"),
         ("share_steps: -1\n", r"t.yaml:1: share_steps: must be at least 0"),
+        ("channels_last: maybe\n", r"t.yaml:1: channels_last: expected auto, true or false, got 'maybe'"),
     ],
 )
 def test_bad_share_steps_name_file_line_and_field(text, message):
