@@ -125,7 +125,7 @@ def timed_engine(backend, frames, settings) -> tuple[float, np.ndarray]:
 
 def timed_pipeline(backend, frames, settings, steps: int, guidance: float) -> tuple[float, np.ndarray]:
     """The same frames (conditioning, noise, steps, scheduler) through StableDiffusionXLPipeline, batch by batch."""
-    from latentwalk.sampling import make_scheduler
+    from latentwalk.schedulers import make_scheduler
 
     pipe = backend.pipe
     pipe.set_progress_bar_config(disable=True)

@@ -31,7 +31,8 @@ from latentwalk.api import engine_settings, frame_plan, model_options, model_spe
 from latentwalk.backends import load_backend
 from latentwalk.engine import Conditioning, batch_inputs, plan_batches
 from latentwalk.frames import timeline_frames
-from latentwalk.sampling import denoise, make_scheduler, uses_guidance
+from latentwalk.sampling import denoise
+from latentwalk.schedulers import make_scheduler, uses_guidance
 from latentwalk.store import FrameStore
 from latentwalk.timeline import load_timeline
 

@@ -19,7 +19,8 @@ from latentwalk import audio as audio_stage
 from latentwalk import budget, outputs
 from latentwalk.errors import UserError
 from latentwalk.schedule import FrameRecord, Plan, check_clip, plan_frames, video_frames
-from latentwalk.frames import FrameInputs, RenderIdentity, adapter_identity, file_fingerprint, frame_key, timeline_frames
+from latentwalk.frames import FrameInputs, RenderIdentity, frame_key, timeline_frames
+from latentwalk.modelspec import ModelSpec, adapter_identity, file_fingerprint
 from latentwalk.store import FrameStore, StoreUsage, open_store
 from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
@@ -642,7 +643,7 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from latentwalk import __version__
+    from latentwalk.version import __version__
 
     return {
         "latentwalk": __version__,

@@ -239,12 +239,18 @@ def tracking_onset(y: np.ndarray) -> np.ndarray:
 
 
 def file_duration(path: str | Path) -> float | None:
-    """Seconds of audio in a file from its header, or None when it cannot be read (load_audio then says why)."""
+    """Seconds of audio in a file from its header, or None when it cannot be read (the decoder then says why)."""
+    import soundfile  # libsndfile reads the header in milliseconds; librosa's import alone takes seconds
+
+    try:
+        return float(soundfile.info(str(path)).duration)
+    except Exception:  # a format libsndfile does not read (m4a, ...): librosa's audioread fallback
+        pass
     import librosa
 
     try:
         return float(librosa.get_duration(path=str(path)))
-    except Exception:  # unreadable: load_audio reports it with its own message
+    except Exception:  # unreadable: the decoder reports it with its own message
         return None
 
 

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-BORDERS = {"reflect": "reflection", "replicate": "border"}  # our name → grid_sample's padding_mode
-DEFAULT_FOV = 40.0  # degrees across the width, as Deforum's 3D mode; sets the focal length for 3D steps
+from latentwalk.params import CAMERA_BORDERS as BORDERS
+from latentwalk.params import DEFAULT_FOV, MAX_SHARPEN
+
 
 # CIELAB with the D65 white of sRGB (IEC 61966-2-1; CIE 15:2004).
 RGB_TO_XYZ = np.array(
@@ -220,7 +221,6 @@ def gaussian_blur(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return out
 
 
-MAX_SHARPEN = 1.0  # unsharp amounts above this ring and, fed back, explode within tens of frames
 
 
 def guard(image: np.ndarray, reference: ColourStats, sharpen: float = 0.0, max_contrast: float = 0.0, sigma: float = 1.0) -> np.ndarray:

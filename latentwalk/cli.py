@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from latentwalk.audio import TRACKERS
+from latentwalk.device import DEVICE_NAMES
 from latentwalk.errors import UserError
 from latentwalk.store import FrameStore, open_store
 
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output .mp4 (default: renders/<timeline name>.mp4)")
     r.add_argument("--frames", metavar="DIR", help="also write every frame as a PNG into DIR")
     r.add_argument("--batch-size", type=int, help="frames denoised together (overrides the timeline)")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides the timeline")
+    r.add_argument("--device", choices=DEVICE_NAMES, help="overrides the timeline")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--store", metavar="DIR", help="frame store to reuse frames from: a folder or a URL (s3://bucket/prefix, through fsspec) (default: <out>.frames/ beside the video)")
     r.add_argument("--fresh", action="store_true", help="ignore stored frames: render and overwrite every frame")
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", help="with a timeline: the video whose store to use")
     st.add_argument("--prune", action="store_true", help="delete frames the timeline's current plan does not use")
     st.add_argument("--batch-size", type=int, help="with --prune: the batch size the frames were rendered with")
-    st.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="with --prune: the device they were rendered on")
+    st.add_argument("--device", choices=DEVICE_NAMES, help="with --prune: the device they were rendered on")
 
     p = sub.add_parser("plan", help="print the per-frame schedule without rendering")
     p.add_argument("timeline")
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bpm", type=float, help="track beats at this tempo instead of estimating it")
     b.add_argument("--start", type=float, default=0.0, help="seconds into the file to start at")
     b.add_argument("--end", type=float, help="seconds into the file to stop at")
-    b.add_argument("--tracker", default="auto", choices=["auto", "librosa", "madmom"], help="beat tracker (auto: madmom when the beats extra is installed, else librosa)")
+    b.add_argument("--tracker", default="auto", choices=TRACKERS, help="beat tracker (auto: madmom when the beats extra is installed, else librosa)")
     b.add_argument("--beats-per-bar", type=int, default=4, help="meter used to find downbeats (madmom)")
     b.add_argument("--json", action="store_true", help='print {"bpm", "tracker", "beats", "downbeats", "tempo"}')
 
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="DIR", help="output folder (default: renders/<sweep name>/)")
     s.add_argument("--video", action="store_true", default=None, help="also write an mp4 along the x axis")
     s.add_argument("--batch-size", type=int, help="cells denoised together (overrides the sweep)")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides the sweep")
+    s.add_argument("--device", choices=DEVICE_NAMES, help="overrides the sweep")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -1,10 +1,15 @@
 """Where a render runs: the model's source, the torch device and the dtype, resolved once."""
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from latentwalk.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")  # what pick_device takes
+DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")  # what pick_dtype takes
 
 
 def resolve_model(spec: str) -> str:
@@ -16,7 +21,9 @@ def resolve_model(spec: str) -> str:
     return str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str) -> "torch.device":
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -30,8 +37,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+def pick_dtype(name: str, device: "torch.device") -> "torch.dtype":
     """float16 on CUDA by default (half the memory, tensor cores); float32 elsewhere."""
+    import torch
+
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     dtype = getattr(torch, name)

@@ -23,14 +23,15 @@ import torch
 
 from latentwalk.backends import Backend, Cond
 from latentwalk.frames import FrameInputs
+from latentwalk.params import MAX_SEED
 from latentwalk.interpolation import INTERPOLATORS, seed_noise, slerp_noise
 from latentwalk.prompts import parse_prompt
-from latentwalk.sampling import STEP_NOISE_SALT, BatchInputs, denoise, uses_guidance
+from latentwalk.sampling import BatchInputs, denoise
+from latentwalk.schedulers import STEP_NOISE_SALT, uses_guidance
 
 # `interpolation: blend`: the two prompts' noise predictions are blended instead of their embeddings.
 BLEND = "blend"
 OVERLAP_DEPTH = 2  # denoised batches waiting for the decoder: bounds memory at ~3 batches
-MAX_SEED = 2**63  # torch.Generator.manual_seed takes a signed 64-bit seed
 T = TypeVar("T")
 
 

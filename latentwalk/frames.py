@@ -8,15 +8,12 @@ Timelines (one per video frame, from the schedule) and sweeps (one per cell) bot
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
-# A LoRA's per-frame weight is the frame param LORA_PARAM + its name, e.g. "lora:style".
-LORA_PARAM = "lora:"
+from latentwalk.params import CAMERA_TRACKS
+from latentwalk.prompts import parse_prompt
+
 # Bump when the engine changes which pixels a key stands for: every old frame is then a miss.
 KEY_VERSION = 2
-# Model files at most this big are fingerprinted by content (configs, tokenizer files); bigger
-# ones (weights) by size and mtime, which costs a stat instead of reading gigabytes.
-CONTENT_HASH_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -112,46 +109,6 @@ def frame_key(identity: RenderIdentity, inputs: FrameInputs) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def file_fingerprint(source: str | Path) -> str:
-    """sha256 over a model folder or file: small files by content, big ones by size and mtime."""
-    root = Path(source)
-    if not root.exists():
-        return ""  # a hub id: the id itself is part of the identity
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        digest.update((str(path.relative_to(root)) if path != root else path.name).encode() + b"\0")
-        if stat.st_size <= CONTENT_HASH_LIMIT:
-            digest.update(path.read_bytes())
-        else:
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-# Tensor-name prefixes of LoRA layers in the UNet, in diffusers', kohya's and original layouts.
-UNET_LORA_PREFIXES = ("unet.", "lora_unet_", "model.diffusion_model.", "diffusion_model.")
-
-
-def adapter_identity(loras, embeddings) -> tuple[tuple[str, str], ...]:
-    """(name, fingerprint) of every LoRA and embedding (timeline.LoraSpec, EmbeddingSpec), in the order applied.
-
-    A LoRA's per-frame weight is a frame param; its top-level weight is part of the identity
-    too unless the file holds UNet layers only, since text-encoder layers run at that weight.
-    """
-    from latentwalk.timeline import safetensors_names
-
-    identity = []
-    for lora in loras:
-        fingerprint = file_fingerprint(lora.path)
-        if not all(name.startswith(UNET_LORA_PREFIXES) for name in safetensors_names(Path(lora.path))):
-            fingerprint += f";text_encoder_weight={lora.weight!r}"
-        identity.append((LORA_PARAM + lora.name, fingerprint))
-    identity += [(f"embedding:{e.token}", file_fingerprint(e.path)) for e in embeddings]
-    return tuple(identity)
-
-
 def timeline_frames(
     records, keyframes, default_negative: str, steps: int, noise_shift_seed: int | None = None, share_steps: int = 0
 ) -> tuple[FrameInputs, ...]:
@@ -159,8 +116,6 @@ def timeline_frames(
 
     A record placed between two probes (`share`) shares their first `share_steps` steps.
     """
-    from latentwalk.prompts import parse_prompt
-
     prompts = [str(parse_prompt(k.prompt)) for k in keyframes]
     negatives = [str(parse_prompt(k.negative_prompt if k.negative_prompt is not None else default_negative)) for k in keyframes]
     return tuple(
@@ -184,8 +139,6 @@ def timeline_frames(
 
 def engine_params(params: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
     """The params the denoiser reads: camera tracks and strength belong to a feedback step's key instead."""
-    from latentwalk.timeline import CAMERA_TRACKS
-
     return tuple(p for p in params if p[0] not in CAMERA_TRACKS)
 
 

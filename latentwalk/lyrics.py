@@ -9,8 +9,6 @@ offset shows lyrics sooner); `<mm:ss.xx>` word tags (enhanced LRC) are dropped f
 import re
 from dataclasses import dataclass
 
-import numpy as np
-
 from latentwalk.errors import UserError
 
 SNAP_MODES = ("none", "beat", "bar")
@@ -20,13 +18,11 @@ _WORD_TAG = re.compile(r"<\d+:\d{1,2}(?:[.:]\d+)?>")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
 _OFFSET = re.compile(r"[+-]?\d+")
 
-
 @dataclass(frozen=True)
 class LyricLine:
     time: float  # seconds into the audio file, [offset:] applied
     text: str  # the sung text, word tags removed and whitespace stripped ("" for a gap marker)
     line: int  # 1-based line in the LRC file
-
 
 def parse_lrc(text: str, source: str = "<lyrics>") -> tuple[LyricLine, ...]:
     """Every timed line of an LRC file, sorted by time; bad lines fail as `file:line: lyrics: reason`."""
@@ -62,44 +58,13 @@ def parse_lrc(text: str, source: str = "<lyrics>") -> tuple[LyricLine, ...]:
     shifted = [LyricLine(max(0.0, e.time - offset), e.text, e.line) for e in entries]
     return tuple(sorted(shifted, key=lambda e: e.time))
 
-
-def beat_to_time(beat: np.ndarray, beats: np.ndarray, bpm: float) -> np.ndarray:
-    """Inverse of schedule.beat_positions: seconds of fractional beat indices, at `bpm` off the grid."""
-    beat = np.asarray(beat, dtype=np.float64)
-    if len(beats) == 0:
-        return beat * 60.0 / bpm
-    period = 60.0 / bpm
-    inside = np.interp(beat, np.arange(len(beats)), beats)
-    before = beats[0] + beat * period
-    after = beats[-1] + (beat - (len(beats) - 1)) * period
-    return np.where(beat < 0, before, np.where(beat > len(beats) - 1, after, inside))
-
-
-def snap_times(times: np.ndarray, mode: str, beats: np.ndarray, bpm: float, beats_per_bar: int, downbeat: int) -> np.ndarray:
-    """Times moved to the nearest beat (`beat`) or bar start (`bar`, counted from beat `downbeat`)."""
-    from latentwalk.schedule import beat_positions
-
-    times = np.asarray(times, dtype=np.float64)
-    if mode == "none":
-        return times
-    position = beat_positions(times, beats, bpm)
-    # floor(x + 0.5): halfway rounds up (later), where np.round would round half to even.
-    if mode == "beat":
-        snapped = np.floor(position + 0.5)
-    else:
-        snapped = downbeat + np.floor((position - downbeat) / beats_per_bar + 0.5) * beats_per_bar
-    return np.maximum(beat_to_time(snapped, beats, bpm), 0.0)
-
-
 def escape_text(text: str) -> str:
     """Lyric text made literal inside a prompt: backslashes, quotes and braces escaped."""
     return "".join("\\" + c if c in '\\"{}' else c for c in text)
 
-
 def template_names(template: str) -> tuple[str, ...]:
     """The `{name}` placeholders of a template (token edits such as {a|b:0.3} are not names)."""
     return tuple(_PLACEHOLDER.findall(template))
-
 
 def fill_template(template: str, values: dict[str, str]) -> str:
     """The template with each `{name}` replaced by its value escaped; the result stays a plain prompt."""

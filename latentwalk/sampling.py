@@ -1,4 +1,4 @@
-"""Schedulers and the guided denoising loop: one UNet call per step for a whole batch.
+"""The guided denoising loop: one UNet call per step for a whole batch.
 
 Every per-sample quantity (noise, conditioning, guidance, init latents) is a row of the batch,
 so a frame's pixels do not depend on which frames share its batch. Rows that share a batch
@@ -7,73 +7,41 @@ share its timestep schedule (steps, img2img strength) and whether classifier-fre
 
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import torch
 
-if TYPE_CHECKING:  # the timeline reads the names below without loading model code
-    from latentwalk.backends import Backend, Cond
+from latentwalk.schedulers import img2img_start, make_scheduler
 
-# name → (diffusers class, config overrides). Few-step models: `lcm` for LCM and LCM-LoRA,
-# `euler_a` (ancestral) as SD-Turbo/SDXL-Turbo's model cards use it, with trailing spacing.
-SCHEDULERS: dict[str, tuple[str, dict]] = {
-    "ddim": ("DDIMScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    # DPM-Solver++(2M), Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling".
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    # Latent Consistency Models, Luo et al. 2023.
-    "lcm": ("LCMScheduler", {}),
-}
-# How the steps spread over the training timesteps; distilled few-step models need `trailing`
-# (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps Are Flawed"). `auto`: the model's own.
-TIMESTEP_SPACINGS = ("auto", "leading", "linspace", "trailing")
-# Salt between a seed's starting noise and its ancestral samplers' per-step noise.
-STEP_NOISE_SALT = 0x5EED
-# Schedulers whose frames share their first steps under `share_steps: auto`. Any scheduler can
-# start a frame from given latents at step k (a multistep solver starts its history afresh there,
-# an ancestral one draws the frame's own step noise); the few-step samplers are left out of
-# `auto`, since with 1-4 steps there is nothing worth sharing.
-SHARE_AUTO_SCHEDULERS = ("ddim", "euler", "dpmpp_2m")
+Cond = dict[str, torch.Tensor]  # named conditioning tensors, each (B, ...) (see backends.base)
+
+
+class Denoiser(Protocol):
+    """What the guided loop needs of a model family (backends.base.Backend has it)."""
+
+    device: torch.device
+    scheduler_config: dict
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, width: int, height: int) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
 class BatchInputs:
     noise: torch.Tensor  # (B, C, h, w) unit-variance noise, before the scheduler's scaling
-    cond: "Cond"  # each (B, ...)
-    uncond: "Cond"  # each (B, ...)
+    cond: Cond  # each (B, ...)
+    uncond: Cond  # each (B, ...)
     guidance: torch.Tensor  # (B,)
     step_seeds: tuple[int, ...]  # (B,) seeds of stochastic samplers' per-step noise
     init_latents: torch.Tensor | None = None  # (B, C, h, w) img2img starting latents
     # `interpolation: blend`: `cond` is prompt A's, `cond_b` prompt B's, and each row's noise
     # prediction is (1 - blend)·ε_A + blend·ε_B (one more UNet row per frame).
-    cond_b: "Cond | None" = None  # each (B, ...)
+    cond_b: Cond | None = None  # each (B, ...)
     blend: torch.Tensor | None = None  # (B,)
-
-
-def make_scheduler(name: str, config: dict, spacing: str = "auto"):
-    """A fresh scheduler of the named family built from the model's own noise schedule."""
-    import diffusers
-
-    class_name, overrides = SCHEDULERS[name]
-    if spacing != "auto":
-        overrides = {**overrides, "timestep_spacing": spacing}
-    return getattr(diffusers, class_name).from_config(config, **overrides)
-
-
-def img2img_start(steps: int, strength: float) -> int:
-    """Index of the first of `steps` timesteps an img2img run denoises (diffusers' get_timesteps)."""
-    return steps - min(int(steps * strength), steps)
-
-
-def uses_guidance(scale: float) -> bool:
-    """Classifier-free guidance runs above 1, as in diffusers; at or below 1 the prompt alone steers."""
-    return scale > 1.0
 
 
 @torch.no_grad()
 def denoise(
-    backend: "Backend",
+    backend: Denoiser,
     inputs: BatchInputs,
     scheduler_name: str,
     steps: int,

@@ -10,9 +10,11 @@ from typing import Callable
 import numpy as np
 
 from latentwalk import tracks as track_math
+from latentwalk.beats import beat_positions, beat_time, snap_times
 from latentwalk.errors import UserError
-from latentwalk.frames import LORA_PARAM
-from latentwalk.timeline import MAX_FRAMES, TRACK_BOUNDS, TRACK_DEFAULTS, Keyframe, LoraSpec, Position, Timeline, format_path
+from latentwalk.modelspec import LoraSpec
+from latentwalk.params import LORA_PARAM, TRACK_BOUNDS, TRACK_DEFAULTS
+from latentwalk.timeline import MAX_FRAMES, Keyframe, Position, Timeline, format_path
 
 
 def linear(t: np.ndarray) -> np.ndarray:
@@ -71,40 +73,6 @@ def paced_progress(n: int, energy: np.ndarray | None = None, strength: float = 0
     return np.concatenate([[0.0], np.cumsum(steps)[:-1]]) / np.sum(steps)
 
 
-LOCAL_SPAN = 4  # beats: extrapolation past either end of the grid uses the tempo of the nearest span
-
-
-def edge_period(beats: np.ndarray, bpm: float | None, last: bool = True) -> float | None:
-    """Seconds per beat at the end (or start) of the grid: its local tempo, else `bpm`."""
-    if len(beats) >= 2:
-        k = min(LOCAL_SPAN, len(beats) - 1)
-        return float(beats[-1] - beats[-1 - k]) / k if last else float(beats[k] - beats[0]) / k
-    return 60.0 / bpm if bpm else None
-
-
-def beat_time(beat: float, beats: np.ndarray, field: str, bpm: float | None = None, audio_end: float | None = None) -> float:
-    """Time in seconds of a (fractional) beat index on the tracked beat grid.
-
-    Past the last tracked beat the grid continues at the local tempo of its last beats (the
-    tracker drops the silent tail, so "bar 8" of an 8-bar track is the downbeat after its last
-    beat) up to `audio_end`.
-    """
-    if len(beats) == 0:
-        raise UserError(f"{field}: no beats were found in the audio, so beat/bar positions cannot be used")
-    last = len(beats) - 1
-    if beat <= last:
-        return float(np.interp(beat, np.arange(len(beats)), beats))
-    period = edge_period(beats, bpm) if bpm else None
-    time = float(beats[-1] + (beat - last) * period) if period else float("inf")
-    if audio_end is not None and time > audio_end + 1e-6 or not period:
-        raise UserError(
-            f"{field}: beat {beat:g} is past the end of the audio (it has {len(beats)} beats, "
-            f"numbered 0-{last}, the last at {beats[-1]:.3f}s"
-            + (f"; the audio ends at {audio_end:.3f}s)" if audio_end is not None else ")")
-        )
-    return time
-
-
 def position_time(
     pos: Position, beats: np.ndarray, fps: float, beats_per_bar: int, downbeat: int, field: str,
     bpm: float | None = None, audio_end: float | None = None,
@@ -121,15 +89,6 @@ def position_time(
 def position_frame(pos: Position, time: float, fps: float) -> int:
     """Frame index of a position: frames are exact, everything else rounds time × fps."""
     return int(pos.value) if pos.unit == "frame" else round(time * fps)
-
-
-def beat_positions(times: np.ndarray, beats: np.ndarray, bpm: float) -> np.ndarray:
-    """Fractional beat index of each time, extrapolated at the local tempo before the first/after the last beat."""
-    if len(beats) == 0:
-        return times * bpm / 60.0
-    index = np.interp(times, beats, np.arange(len(beats)))
-    index = np.where(times < beats[0], (times - beats[0]) / edge_period(beats, bpm, last=False), index)
-    return np.where(times > beats[-1], len(beats) - 1 + (times - beats[-1]) / edge_period(beats, bpm), index)
 
 
 @dataclass(frozen=True)
@@ -211,7 +170,6 @@ def merge_lyrics(
     timeline: Timeline, ordinary: list[ResolvedKeyframe], beats: np.ndarray, n_frames: int, bpm: float | None
 ) -> list[ResolvedKeyframe]:
     """Ordinary and lyric keyframes in time order; lyric lines past the video's end are left out."""
-    from latentwalk.lyrics import snap_times
 
     fps = timeline.settings.fps
     bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)

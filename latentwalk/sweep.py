@@ -25,8 +25,8 @@ from latentwalk import outputs
 from latentwalk.errors import UserError
 from latentwalk.prompts import PromptSyntaxError, parse_prompt
 from latentwalk.frames import FrameInputs
+from latentwalk.params import MAX_GUIDANCE, MAX_SEED
 from latentwalk.timeline import (
-    MAX_GUIDANCE,
     MAX_STEPS,
     SETTING_DEFAULTS,
     FieldReader,
@@ -47,7 +47,6 @@ SEEDS_KEYS = {"count", "start"}
 MODES = ("grid", "seeds")
 PARAMS = ("seed", "guidance", "steps", "prompt", "strength")  # besides placeholder names
 DEFAULT_SEED_COUNT = 16  # `mode: seeds` without a `seeds:` mapping
-MAX_SEED = 2**63  # torch.Generator.manual_seed takes a signed 64-bit seed
 MAX_SWEEP_CELLS = 10_000  # images in one sweep, over both axes (a range count of 1e9 allocated gigabytes)
 
 # Contact sheet geometry, in pixels. Cells narrower than MIN_SHEET_CELL are enlarged by a whole

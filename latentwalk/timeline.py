@@ -15,7 +15,11 @@ from typing import Any
 import yaml
 
 from latentwalk.errors import UserError
-from latentwalk.sampling import SCHEDULERS, SHARE_AUTO_SCHEDULERS, TIMESTEP_SPACINGS
+from latentwalk.modelspec import CHECKPOINT_SUFFIXES, EMBEDDING_SUFFIXES, LORA_SUFFIXES, EmbeddingSpec, LoraSpec, safetensors_names
+from latentwalk.audio import TRACKERS
+from latentwalk.device import DEVICE_NAMES, DTYPE_NAMES
+from latentwalk.params import CAMERA_BORDERS, CAMERA_TRACKS, DEFAULT_FOV, MAX_SEED, MAX_SHARPEN, TRACK_BOUNDS, TRACK_DEFAULTS
+from latentwalk.schedulers import SCHEDULERS, SHARE_AUTO_SCHEDULERS, TIMESTEP_SPACINGS
 from latentwalk.tracks import Track, parse_expression
 
 UNITS = ("time", "beat", "bar", "frame")
@@ -24,8 +28,6 @@ PACING_NAMES = ("uniform", "audio")
 # slerp/lerp travel the text embeddings; blend travels the guided noise predictions of the two
 # prompts (engine.BLEND), avoiding the third concept an embedding midpoint can show, at 1.5x UNet work.
 INTERPOLATION_NAMES = ("slerp", "lerp", "blend")
-DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
-DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 EXECUTOR_NAMES = ("local", "ray")  # where frames are denoised: this process, or a Ray cluster's workers
 # A Ray cluster: "auto" (the one `ray start` left on this machine), its GCS "host:port", or a
 # Ray Client "ray://host:port".
@@ -33,8 +35,6 @@ RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 # A hub id is "owner/name"; anything else that is not a folder is a typo, caught before loading.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SCHEDULER_NAMES = tuple(SCHEDULERS)
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
-EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")  # textual inversion: diffusers' and A1111's files
 LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a LoRA's name in keyframes and frame params
 # How a segment's frames spread along its travel: `perceptual` places them so the picture changes
 # evenly (measured at render time, see placement.py); `t` evenly in the interpolation weight.
@@ -44,28 +44,9 @@ SPACING_NAMES = ("perceptual", "t")
 # embedded model: see README "Shared trajectories" and benchmarks/bench_smooth.py --parts sharing.
 SHARE_AUTO_FRACTION = 0.8  # 16 of 20 steps
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
-# Per-frame numeric tracks: a number or an expression (see tracks.py), at top level or per keyframe,
-# travelling between keyframes with the segment's easing. The default of each has no effect:
-# noise_shift slerps a frame's noise toward a second noise direction (0 = today's noise);
-# prompt_offset and noise_offset are added to the prompt and noise travel weights t and noise_t.
-# Camera tracks (mode: feedback): the camera's step from the previous frame to this one (see
-# camera.Motion; zoom 1 and 0 elsewhere stand still) and img2img strength, how much of the warped
-# previous frame each frame re-imagines.
-CAMERA_TRACKS: dict[str, float] = {
-    "zoom": 1.0, "angle": 0.0, "translate_x": 0.0, "translate_y": 0.0, "translate_z": 0.0, "rotation_x": 0.0, "rotation_y": 0.0,
-    "strength": 0.6,
-}
-TRACK_DEFAULTS: dict[str, float] = {"guidance": 7.5, "noise_shift": 0.0, "prompt_offset": 0.0, "noise_offset": 0.0} | CAMERA_TRACKS
-# (low, high, low exclusive) of tracks with a range; constants are checked here, expressions per frame in schedule.
-TRACK_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
-    "guidance": (0.0, None, False), "zoom": (0.0, None, True), "strength": (0.0, 1.0, False),
-}
 MODES = ("travel", "feedback")
-BORDER_NAMES = ("reflect", "replicate")  # camera.BORDERS
 REFERENCE_NAMES = ("first", "keyframe")  # colour coherence matches each chain's first frame, or its keyframe's own image
 COHERENCE_DEFAULTS: dict[str, float] = {"colour": 1.0, "noise": 0.0, "sharpen": 0.0, "max_contrast": 0.0}
-MAX_SHARPEN = 1.0  # camera.MAX_SHARPEN: stronger unsharp masks explode within tens of fed-back frames
-DEFAULT_FOV = 40.0  # camera.DEFAULT_FOV
 # Keys that only mean something in mode: feedback.
 FEEDBACK_KEYS = {"cadence", "coherence", "fov", "border"} | set(CAMERA_TRACKS)
 LYRICS_KEYS = {"lyrics", "lyrics_snap", "lyrics_template", "lyrics_vars", "lyrics_overrides", "lyrics_seed"}
@@ -76,7 +57,6 @@ DEFAULT_LYRICS_TEMPLATE = "{line}"
 MAX_SIZE = 4096  # pixels per side; SDXL's native size is 1024, 4096 already needs vae_tiling
 MAX_FPS = 240
 MAX_STEPS = 1000  # the training schedules of SD models have 1000 timesteps
-MAX_GUIDANCE = 100
 MAX_BATCH_SIZE = 256
 MAX_BPM = 400  # fastest tempo a beat grid is laid at (speedcore tops out near 300)
 MAX_SECONDS = 24 * 3600  # any time position, audio start or end
@@ -136,25 +116,6 @@ class AudioSpec:
     downbeat: int | None  # beat index of bar 0; None: the tracked downbeat, else beat 0
     tracker: str = "auto"  # beat tracker: audio.TRACKERS
     lines: dict[str, int] = field(default_factory=dict, compare=False)  # YAML line of each audio field, for errors
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """A LoRA file applied to the model (`loras:` at the top of a timeline or sweep)."""
-
-    name: str  # how keyframes refer to it; the file's stem unless given
-    path: str  # resolved against the timeline's folder
-    # Weight of every keyframe that does not set its own, and the fixed weight of the LoRA's
-    # text-encoder layers (prompts are encoded once per render, not once per weight).
-    weight: float
-
-
-@dataclass(frozen=True)
-class EmbeddingSpec:
-    """A textual-inversion file whose token can be used in prompts (`embeddings:`)."""
-
-    path: str  # resolved against the timeline's folder
-    token: str  # e.g. "<my-style>"; a file with several vectors expands to "<my-style> <my-style>_1 ..."
 
 
 @dataclass(frozen=True)
@@ -275,7 +236,6 @@ KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"pro
 LYRIC_OVERRIDE_KEYS = KEYFRAME_KEYS - set(UNITS)
 LORA_KEYS = {"path", "weight", "name"}
 EMBEDDING_KEYS = {"path", "token"}
-TRACKER_NAMES = ("auto", "librosa", "madmom")  # audio.TRACKERS (audio imports librosa lazily; kept equal by a test)
 
 
 class FieldReader:
@@ -519,7 +479,7 @@ def _parse_feedback(r: FieldReader, data: dict) -> FeedbackSettings:
         cadence=r.number(data.get("cadence", 1), ("cadence",), minimum=1, integer=True),
         reference=r.choice(coherence.get("reference", "first"), ("coherence", "reference"), REFERENCE_NAMES),
         fov=fov,
-        border=r.choice(data.get("border", "reflect"), ("border",), BORDER_NAMES),
+        border=r.choice(data.get("border", "reflect"), ("border",), tuple(CAMERA_BORDERS)),
         **amount,
     )
 
@@ -605,19 +565,6 @@ def _share_steps(r: FieldReader, value: Any, steps: int, scheduler: str) -> int:
     return shared
 
 
-def safetensors_names(path: Path) -> list[str]:
-    """Tensor names from a .safetensors header (8-byte little-endian length, then JSON); reads no tensors."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        if size < 8 or not 2 <= length <= size - 8:
-            raise ValueError(f"not a safetensors file (header length {length}, file size {size})")
-        header = json.loads(f.read(length))
-    if not isinstance(header, dict):
-        raise ValueError("not a safetensors file (header is not a mapping)")
-    return [name for name in header if name != "__metadata__"]
-
-
 def _adapter_file(r: FieldReader, value: Any, path: tuple, base_dir: Path, suffixes: tuple[str, ...]) -> Path:
     """An existing adapter file with a known suffix; a .safetensors one must have a readable header with tensors."""
     file = Path(r.text(value, path)).expanduser()
@@ -652,7 +599,7 @@ def _parse_loras(r: FieldReader, data: Any, base_dir: Path) -> tuple[LoraSpec, .
         item = r.check_keys({"path": item} if isinstance(item, str) else item, path, LORA_KEYS)
         if "path" not in item:
             raise r.fail(path, "missing field 'path' (a LoRA .safetensors file)")
-        file = _adapter_file(r, item["path"], path + ("path",), base_dir, (".safetensors",))
+        file = _adapter_file(r, item["path"], path + ("path",), base_dir, LORA_SUFFIXES)
         name = r.text(item.get("name", file.stem), path + ("name",))
         if not LORA_NAME.match(name):
             raise r.fail(path + ("name",), f"{name!r} is not a usable name: letters, digits, '_', '-' and '.' only (set name: to one)")
@@ -746,7 +693,7 @@ def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
         bpm=bpm,
         beats_per_bar=r.number(data.get("beats_per_bar", 4), ("audio", "beats_per_bar"), minimum=1, integer=True, maximum=MAX_BEATS_PER_BAR),
         downbeat=r.number(data["downbeat"], ("audio", "downbeat"), minimum=0, integer=True) if data.get("downbeat") is not None else None,
-        tracker=r.choice(data.get("tracker", "auto"), ("audio", "tracker"), TRACKER_NAMES),
+        tracker=r.choice(data.get("tracker", "auto"), ("audio", "tracker"), TRACKERS),
         lines={key: r.lines.get(("audio", key), r.lines.get(("audio",), 0)) for key in AUDIO_KEYS},
     )
 
@@ -802,7 +749,7 @@ def _parse_keyframe(
         _check_prompt(r, r.text(negative, path + ("negative_prompt",)), path + ("negative_prompt",))
     if "seed" in item:
         seed = r.number(item["seed"], path + ("seed",), minimum=0, integer=True)
-        if seed >= 2**63:
+        if seed >= MAX_SEED:
             raise r.fail(path + ("seed",), f"must be below 2**63, got {seed}")
     tracks = tuple((name, r.named_track(name, item[name], path + (name,))) for name in sorted(TRACK_DEFAULTS) if item.get(name) is not None)
     seg = {k: item.get(k, defaults[k]) for k in SEGMENT_DEFAULTS}

@@ -437,7 +437,7 @@ def frame_variables(
     that cannot be computed (no beat grid, no audio) are left out.
     """
     from latentwalk.audio import envelope_at_fps
-    from latentwalk.schedule import beat_positions
+    from latentwalk.beats import beat_positions
 
     times = np.asarray(times, dtype=np.float64)
     n = len(times)

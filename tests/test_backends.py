@@ -142,7 +142,7 @@ def test_v_prediction_models_keep_their_prediction_type(tiny_model_dir, tmp_path
     """SD 2.x 768-v models: the scheduler reads prediction_type from the model's own config."""
     import shutil
 
-    from latentwalk.sampling import make_scheduler
+    from latentwalk.schedulers import make_scheduler
 
     folder = tmp_path / "v"
     shutil.copytree(tiny_model_dir, folder)

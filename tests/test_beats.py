@@ -10,8 +10,8 @@ from latentwalk import audio
 from latentwalk.api import analyze_audio, plan
 from latentwalk.audio import AnalysisSettings, AudioAnalysis
 from latentwalk.errors import UserError
-from latentwalk.schedule import beat_positions, beat_time
-from latentwalk.timeline import TRACKER_NAMES, parse_timeline
+from latentwalk.beats import beat_positions, beat_time
+from latentwalk.timeline import parse_timeline
 from latentwalk.toy.soundtrack import SAMPLE_RATE, Track, _kick, _snare, write_wav
 from test_audio import WINDOW, f_measure
 
@@ -35,10 +35,6 @@ def synthetic(beats, downbeats=(), duration=20.0) -> AudioAnalysis:
 
 
 # Trackers -----------------------------------------------------------------------------------
-
-
-def test_tracker_names_agree():
-    assert TRACKER_NAMES == audio.TRACKERS
 
 
 def test_librosa_tracker_on_drums(drum_wav):

@@ -5,7 +5,8 @@ import hashlib
 import json
 import os
 
-from latentwalk.frames import KEY_VERSION, FrameInputs, RenderIdentity, file_fingerprint, frame_key, timeline_frames
+from latentwalk.frames import KEY_VERSION, FrameInputs, RenderIdentity, frame_key, timeline_frames
+from latentwalk.modelspec import file_fingerprint
 from latentwalk.schedule import FrameRecord
 from latentwalk.timeline import Keyframe, Position
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from latentwalk.errors import UserError
-from latentwalk.lyrics import beat_to_time, fill_template, parse_lrc, snap_times
+from latentwalk.beats import beat_to_time, snap_times
+from latentwalk.lyrics import fill_template, parse_lrc
 from latentwalk.prompts import parse_prompt
 from latentwalk.schedule import plan_frames
 from latentwalk.timeline import parse_timeline

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from latentwalk.errors import UserError
-from latentwalk.schedule import EASINGS, beat_positions, hold_then, paced_progress, plan_frames
+from latentwalk.beats import beat_positions
+from latentwalk.schedule import EASINGS, hold_then, paced_progress, plan_frames
 from latentwalk.timeline import parse_timeline
 
 BEATS = np.arange(0, 40) * 0.5 + 0.013  # 120 bpm, first beat slightly late, like a tracked grid

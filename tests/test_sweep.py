@@ -174,7 +174,8 @@ def test_img2img_noises_to_the_timestep_of_its_strength(tiny_model):
     from diffusers import DDIMScheduler
 
     from latentwalk.interpolation import seed_noise
-    from latentwalk.sampling import BatchInputs, denoise, img2img_start
+    from latentwalk.sampling import BatchInputs, denoise
+    from latentwalk.schedulers import img2img_start
     from latentwalk.sweep import encode_image
 
     model = silent_unet_model(tiny_model)

@@ -17,7 +17,7 @@ from latentwalk.backends.sd import SDBackend
 from latentwalk.backends.sdxl import SDXLBackend
 from latentwalk.device import pick_device, pick_dtype, resolve_model
 from latentwalk.errors import UserError
-from latentwalk.timeline import EmbeddingSpec, LoraSpec
+from latentwalk.modelspec import ModelSpec, is_checkpoint
 
 __all__ = ["Backend", "Cond", "ModelOptions", "ModelSpec", "load_backend", "model_family", "FAMILIES"]
 
@@ -30,7 +30,6 @@ FAMILIES: dict[str, type[Backend]] = {
     "StableDiffusionXLPipeline": SDXLBackend,
     "StableDiffusionXLImg2ImgPipeline": SDXLBackend,
 }
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 HUB_TIMEOUT_S = 3  # an offline machine should hear "unreachable" in seconds, not minutes
 # Tensor-name prefixes of the original (CompVis/Stability) single-file layouts.
 CHECKPOINT_MARKERS = (
@@ -40,25 +39,10 @@ CHECKPOINT_MARKERS = (
 )
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that decides which weights a render runs."""
-
-    model: str  # `toy`, a diffusers folder, a hub id or a checkpoint file
-    model_config: str | None = None  # a local diffusers folder of the same family: configs for a checkpoint file
-    vae: str | None = None  # a diffusers VAE folder replacing the model's (e.g. an fp16-safe SDXL VAE)
-    loras: tuple[LoraSpec, ...] = ()  # applied in this order, weights per frame (see backends.adapters)
-    embeddings: tuple[EmbeddingSpec, ...] = ()  # textual-inversion tokens added to the tokenizers
-
-
 def supported() -> str:
     return "SD 1.x/2.x (" + ", ".join(k for k, v in FAMILIES.items() if v is SDBackend) + "), SDXL (" + ", ".join(
         k for k, v in FAMILIES.items() if v is SDXLBackend
     ) + ")"
-
-
-def is_checkpoint(source: str) -> bool:
-    return Path(source).suffix.lower() in CHECKPOINT_SUFFIXES and Path(source).is_file()
 
 
 def model_family(spec: ModelSpec) -> type[Backend]:

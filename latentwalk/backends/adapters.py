@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from latentwalk.errors import UserError
-from latentwalk.timeline import EmbeddingSpec, LoraSpec
+from latentwalk.modelspec import EmbeddingSpec, LoraSpec
 
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 SDXL_EMBEDDING_KEYS = ("clip_l", "clip_g")  # an SDXL textual-inversion file: one tensor per encoder

@@ -11,15 +11,16 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import numpy as np
 import torch
 
-from latentwalk.frames import LORA_PARAM, FrameInputs
+from latentwalk.frames import FrameInputs
+from latentwalk.params import LORA_PARAM
 from latentwalk.prompts import PromptExpr
+# Cond: conditioning of one prompt (each tensor (1, ...)) or of a batch (each (B, ...)), named so
+# that every operation (sums, slerp, rows) acts on all of a family's tensors alike.
+from latentwalk.sampling import Cond
 
 if TYPE_CHECKING:
     from latentwalk.backends.adapters import LoraRows
 
-# Conditioning of one prompt (each tensor (1, ...)) or of a batch (each (B, ...)): named so that
-# every operation (sums, slerp, rows) acts on all of a family's tensors alike.
-Cond = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
