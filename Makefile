@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	grep -v '^torch==' $(CONSTRAINTS) > $(VENV)/constraints.txt
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet -c $(VENV)/constraints.txt $(TORCH)
-	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" >> $(VENV)/constraints.txt
+	$(BIN)/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" >> $(VENV)/constraints.txt
 	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e ".[test]"
 	touch $(STAMP)
 
