@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING, Sequence
 from latentwalk import audio as audio_stage
 from latentwalk import budget, outputs
 from latentwalk.errors import UserError
+from latentwalk.executors import EXECUTORS, Job
 from latentwalk.schedule import FrameRecord, Plan, check_clip, plan_frames, video_frames
 from latentwalk.frames import FrameInputs, RenderIdentity, frame_key, timeline_frames
 from latentwalk.modelspec import ModelSpec, adapter_identity, file_fingerprint
+from latentwalk.placement import place
 from latentwalk.store import FrameStore, StoreUsage, open_store
 from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
 if TYPE_CHECKING:  # these import torch, which `import latentwalk` should not
-    from latentwalk.backends import ModelOptions, ModelSpec
+    from latentwalk.backends import ModelOptions
     from latentwalk.engine import EngineSettings
     from latentwalk.feedback import FeedbackFrame, FeedbackWork
 
@@ -136,9 +138,7 @@ class FramePlan:
         return dict(zip(self.inputs, self.keys))
 
 
-def model_spec(settings: RenderSettings) -> "ModelSpec":
-    from latentwalk.backends import ModelSpec
-
+def model_spec(settings: RenderSettings) -> ModelSpec:
     return ModelSpec(settings.model, settings.model_config, settings.vae, settings.loras, settings.embeddings)
 
 
@@ -234,21 +234,235 @@ def frame_plan(
     fresh: bool = False,
     placement: tuple[str, int] | None = None,
 ) -> FramePlan:
-    """Key every frame by what determines its pixels and look the keys up; loads no model."""
-    settings = timeline.settings
+    """Key every frame of a schedule by what determines its pixels and look the keys up; loads no model."""
     with blamed_on_field(timeline):
-        identity = render_identity(settings, device=device, batch_size=batch_size, placement=placement)
-    inputs = timeline_frames(
-        schedule.frames, [k.keyframe for k in schedule.keyframes], settings.negative_prompt, settings.steps, timeline.noise_shift_seed,
-        settings.share_steps,
+        identity = render_identity(timeline.settings, device=device, batch_size=batch_size, placement=placement)
+    return keyed_frames(identity, schedule_inputs(timeline, schedule), store, frame_shape(timeline.settings), fresh)
+
+
+def frame_shape(settings: RenderSettings) -> tuple[int, int, int]:
+    return (settings.height, settings.width, 3)
+
+
+def schedule_inputs(timeline: Timeline, schedule: Plan) -> tuple[FrameInputs, ...]:
+    """Every video frame's inputs, from its schedule record (placed records start from their probes)."""
+    settings = timeline.settings
+    keyframes = [k.keyframe for k in schedule.keyframes]
+    return timeline_frames(
+        schedule.frames, keyframes, settings.negative_prompt, settings.steps, timeline.noise_shift_seed, settings.share_steps
     )
+
+
+def keyed_frames(
+    identity: RenderIdentity, inputs: Sequence[FrameInputs], store: FrameStore, shape: tuple[int, int, int],
+    fresh: bool = False, rendered: set[str] = frozenset(),
+) -> FramePlan:
+    """The frames keyed, and which distinct ones the store lacks (a header check, no pixels read).
+
+    `rendered`: keys this run has already made (placement probes that are video frames).
+    """
     keys = tuple(frame_key(identity, i) for i in inputs)
-    shape = (settings.height, settings.width, 3)
     first: dict[str, FrameInputs] = {}
     for key, frame in zip(keys, inputs):
         first.setdefault(key, frame)
-    missing = tuple(f for key, f in first.items() if fresh or not store.has(key, shape))
-    return FramePlan(identity, inputs, keys, missing, shape)
+    missing = tuple(f for key, f in first.items() if key not in rendered and (fresh or not store.has(key, shape)))
+    return FramePlan(identity, tuple(inputs), keys, missing, shape)
+
+
+def _render_claimed(
+    timeline: Timeline,
+    out: Path,
+    *,
+    frames_dir: Path | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    store_dir: str | Path | None = None,
+    fresh: bool = False,
+    overlap: bool | None = None,
+    prune: bool = False,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
+) -> RenderResult:
+    """`render` once its outputs are checked and locked."""
+    clock = Clock()
+    settings = timeline.settings
+
+    # 1. Check inputs: the timeline, the audio and the whole schedule, before any model loads.
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"batch_size: must be at least 1, got {batch_size}")
+    name = executor_name(timeline, executor, ray_address, ray_workers)
+    schedule = plan(timeline)
+    clock.lap("plan_s")
+
+    # 2. The store, and the executor that denoises what it lacks: where frames are made names their keys.
+    store = open_store(store_dir if store_dir is not None else default_store(out))
+    job = render_job(timeline, store, device, batch_size, fresh, overlap, ray_address, ray_workers)
+    with blamed_on_field(timeline):  # a device the machine lacks, a cluster that is not there
+        runner = EXECUTORS[name](job)
+    try:
+        with blamed_on_field(timeline):
+            identity = render_identity(settings, batch_size=batch_size, placement=(runner.device_type, runner.cpu_threads))
+        inputs = schedule_inputs(timeline, schedule)
+
+        # 3. Perceptual placement (travel mode): probes, stored or rendered, re-place the frames of
+        # `spacing: perceptual` segments; then the placed frames are keyed and looked up, once.
+        probes = probe_images(runner, identity, store, frame_shape(settings), fresh, progress, settings.share_steps)
+        placement = None
+        if timeline.mode == "travel":
+            placement = place(schedule, inputs, probes, settings.share_steps)
+            schedule, inputs = placement.schedule, placement.inputs
+            clock.lap("placement_s")
+        frames = keyed_frames(identity, inputs, store, frame_shape(settings), fresh, probes.rendered)
+        chains = chain_plan(timeline, schedule, frames, store, fresh) if timeline.mode == "feedback" else None
+        video_keys, missing_keys = (chains.work.keys, chains.missing_keys()) if chains else (frames.keys, {frames.key_of()[f] for f in frames.missing})
+        clock.lap("store_lookup_s")
+
+        # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
+        # stored or new, into ffmpeg in video order.
+        if missing_keys:
+            with blamed_on_field(timeline):
+                runner.start(identity)
+            clock.lap("load_model_s")
+        stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress)
+        clock.lap("render_s")
+        farm_info, model = runner.report(), runner.model_info(identity)
+    finally:
+        runner.close()
+
+    # 5. Optionally drop stored frames this render no longer uses (its probes it does use).
+    probe_keys = [frame_key(identity, p) for p in placement.probes] if placement else []
+    pruned = store.prune(chains.keep() if chains else list(frames.keys) + probe_keys) if prune else None
+    clock.total()
+
+    # 6. Leave a manifest of exactly what produced the video.
+    # Reused: made by an earlier run; this run's probes that are video frames were rendered here.
+    reused = sum(k not in missing_keys and k not in probes.rendered for k in video_keys)
+    rendered = len(missing_keys) + len(probes.rendered)
+    data = render_manifest(timeline, schedule, frames, chains, placement, store, model, clock.timings, farm_info)
+    data["store"] |= {"frames_reused": reused, "frames_rendered": rendered, "probes_rendered": len(probes.rendered), "fresh": fresh,
+                      "pruned_frames": pruned.frames if pruned else 0}
+    manifest = outputs.write_manifest(out.with_suffix(".json"), data)
+    return RenderResult(out, manifest, schedule, clock.timings, reused, rendered, store.root, farm_info, len(probes.rendered))
+
+
+class Clock:
+    """Seconds per step of a render, for its manifest."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name], self.last = now - self.last, now
+
+    def total(self) -> None:
+        self.timings["total_s"] = time.perf_counter() - self.start
+
+
+def executor_name(timeline: Timeline, executor: str | None, address: str | None, workers: int | None) -> str:
+    """The executor a render asks for (arguments over the timeline), checked before any work."""
+    from latentwalk.timeline import RAY_ADDRESS
+
+    name = executor or timeline.settings.executor
+    if name not in EXECUTORS:
+        import difflib
+
+        where = timeline.at("executor") if executor is None else "executor"
+        close = difflib.get_close_matches(name, EXECUTORS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"{where}: unknown value {name!r}; expected one of: {', '.join(EXECUTORS)}{hint}")
+    if address is not None and not RAY_ADDRESS.match(address):
+        raise UserError(f"--ray: expected auto, host:port or ray://host:port, got {address!r}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--ray-workers: must be at least 1, got {workers}")
+    return name
+
+
+def render_job(
+    timeline: Timeline, store: FrameStore, device: str | None, batch_size: int | None, fresh: bool, overlap: bool | None,
+    ray_address: str | None, ray_workers: int | None,
+) -> Job:
+    """What the executor of this render is given: the model, the engine settings and the farm's."""
+    settings = timeline.settings
+
+    def before_load(device_type: str, dtype: str) -> None:
+        budget.check_render_memory(timeline, batch_size or settings.batch_size, device_type, dtype)
+
+    return Job(
+        spec=model_spec(settings), device=device or settings.device, dtype=settings.dtype,
+        engine=engine_settings(settings, batch_size), store_root=store.root, fresh=fresh, overlap=overlap,
+        log=lambda message: print(message, file=sys.stderr), options_for=lambda device_type: model_options(settings, device_type),
+        before_load=before_load, ray_address=ray_address if ray_address is not None else settings.ray_address,
+        ray_workers=ray_workers or settings.ray_workers, ray_cpus_per_worker=settings.ray_cpus_per_worker,
+    )
+
+
+def probe_images(runner, identity: RenderIdentity, store: FrameStore, shape, fresh: bool, progress: bool, capture: int):
+    """Placement's images: stored probes read, missing ones rendered by the executor in full batches (one bar per round)."""
+    from tqdm import tqdm
+
+    from latentwalk.placement import StoredImages
+
+    def render_missing(frames: Sequence[FrameInputs], keys: Sequence[str], done) -> None:
+        runner.start(identity)
+        with tqdm(total=len(frames), unit="probe", desc="placement", disable=not progress, file=sys.stderr) as bar:
+
+            def counted(batch_keys, images) -> None:
+                done(batch_keys, images)
+                bar.update(len(batch_keys))
+
+            runner.render(frames, keys, counted, capture=capture)
+
+    return StoredImages(store, lambda f: frame_key(identity, f), shape, render_missing, fresh)
+
+
+def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress) -> None:
+    """Denoise the missing frames through the executor while the video is written in order, stored frames and new."""
+    from tqdm import tqdm
+
+    from latentwalk.assemble import InOrderWriter
+    from latentwalk.encode import AudioClip, VideoWriter
+
+    settings = timeline.settings
+    clip = None
+    if timeline.audio is not None and timeline.audio.path is not None:
+        clip = AudioClip(timeline.audio.path, timeline.audio.start, schedule.duration)
+    if frames_dir is not None:
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    video = set(video_keys)
+    bar = tqdm(total=len(missing_keys), unit="frame", desc="render", disable=not progress, file=sys.stderr)
+    with bar, VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
+        in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir)
+
+        def done(keys: Sequence[str], images: np.ndarray | None) -> None:
+            in_order.add(keys, images) if images is not None else in_order.arrived(keys)
+            bar.update(sum(k in video for k in keys))  # a colour reference's own render is no video frame
+
+        if chains is not None and missing_keys:
+            runner.render_chains(chains, done)
+        elif chains is None and frames.missing:
+            runner.render(frames.missing, [frames.key_of()[f] for f in frames.missing], done)
+        in_order.flush()
+
+
+def render_manifest(timeline, schedule, frames: FramePlan, chains, placement, store: FrameStore, model, timings, farm_info) -> dict:
+    """The manifest of a render: what produced it, its store, its placement and its farm."""
+    source, device_name, dtype_name = model
+    usage = store.usage()
+    data = manifest_data(timeline, schedule, source, device_name, dtype_name, timings)
+    data["model"]["family"] = frames.identity.family
+    data["model"]["options"] = to_jsonable(asdict(model_options(timeline.settings, frames.identity.device_type)))
+    data["store"] = {"path": str(store.root), "frames_stored": usage.frames, "bytes": usage.bytes, "identity": to_jsonable(asdict(frames.identity))}
+    data["mode"] = timeline.mode
+    if chains is not None:
+        data["feedback"] = chains.manifest(timeline)
+    data["farm"] = farm_info
+    if placement is not None:
+        add_placement(data, placement, frame_distances(store, frames))
+    return data
 
 
 def render(
@@ -287,204 +501,6 @@ def render(
     )
     with outputs.claim(targets, wait):
         return _render_claimed(timeline, out, frames_dir=frames_dir, store_dir=store_dir, **options)
-
-
-def _render_claimed(
-    timeline: Timeline | str | Path,
-    out: str | Path | None = None,
-    *,
-    frames_dir: str | Path | None = None,
-    batch_size: int | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    store_dir: str | Path | None = None,
-    fresh: bool = False,
-    overlap: bool | None = None,
-    prune: bool = False,
-    executor: str | None = None,
-    ray_address: str | None = None,
-    ray_workers: int | None = None,
-) -> RenderResult:
-    """`render` once its outputs are checked and locked. `overlap`: decode on a worker thread
-    (default: only on CUDA, where it helps).
-    """
-    from tqdm import tqdm
-
-    from latentwalk.assemble import InOrderWriter
-    from latentwalk.backends import load_backend
-    from latentwalk.encode import AudioClip, VideoWriter
-    from latentwalk.engine import Trajectories, render_frames
-    from latentwalk.farm import BatchDone, Farm
-    from latentwalk.placement import StoredImages, place
-
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    # 1. Check inputs: the timeline, the audio and the whole schedule, before any model loads.
-    timeline = as_timeline(timeline)
-    settings = timeline.settings
-    out = Path(out) if out is not None else default_output(timeline)
-    if out.suffix.lower() != ".mp4":
-        raise UserError(f"--out: the video must be an .mp4 file, got {str(out)!r}")
-    if batch_size is not None and batch_size < 1:
-        raise UserError(f"batch_size: must be at least 1, got {batch_size}")
-    farm_settings = farm_settings_of(settings, executor, ray_address, ray_workers)
-    schedule = plan(timeline)
-    timings["plan_s"] = time.perf_counter() - clock
-
-    # 2. Key every frame and look it up in the frame store; feedback frames are keyed by chain.
-    # A farm's workers, not this process, decide the device and thread count the keys name.
-    t0 = time.perf_counter()
-    store = open_store(store_dir if store_dir is not None else default_store(out))
-    farm = Farm(farm_settings, device or settings.device, shared_root(store.root)) if farm_settings else None
-    try:
-        device_placement = (farm.placement.device_type, farm.placement.cpu_threads) if farm else None
-        frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh, placement=device_placement)
-        timings["store_lookup_s"] = time.perf_counter() - t0
-
-        # 3. Perceptual placement (travel mode): probes (stored frames, else rendered in full
-        # batches, here or on the farm) re-place the frames of `spacing: perceptual` segments;
-        # then the placed frames are keyed. The model loads on the first frame to denoise.
-        backend = None
-        farm_started = False
-        log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-
-        def load_model() -> None:
-            nonlocal backend, farm_started
-            t1 = time.perf_counter()
-            if farm and not farm_started:
-                farm.start(model_spec(settings), settings.dtype, model_options(settings, frames.identity.device_type), frames.identity)
-                farm_started = True
-            elif not farm and backend is None:
-                budget.check_render_memory(timeline, frames.identity.batch_size, frames.identity.device_type, frames.identity.dtype)
-                with blamed_on_field(timeline):
-                    backend = load_backend(
-                        model_spec(settings), device or settings.device, settings.dtype, model_options(settings, frames.identity.device_type)
-                    )
-            else:
-                return
-            timings["load_model_s"] = time.perf_counter() - t1
-
-        def render_missing(missing: Sequence[FrameInputs], on_batch) -> None:
-            load_model()
-            # One bar per probing round: the rounds' sizes are only known as each one is planned.
-            with tqdm(total=len(missing), unit="probe", desc="placement", disable=not progress, file=sys.stderr) as probe_bar:
-                if farm:  # workers store the probes; they are read back from the shared store
-                    keys = [frame_key(frames.identity, f) for f in missing]
-
-                    def arrived_probes(done: "BatchDone") -> None:
-                        probes.rendered.update(done.keys)
-                        probe_bar.update(len(done.keys))
-
-                    farm.render(list(missing), keys, engine_settings(settings, batch_size), arrived_probes, log)
-                else:
-
-                    def kept(batch: Sequence[FrameInputs], images: np.ndarray) -> None:
-                        on_batch(batch, images)
-                        probe_bar.update(len(batch))
-
-                    render_frames(
-                        backend, missing, engine_settings(settings, batch_size), kept, overlap=overlap,
-                        trajectories=trajectories, capture=settings.share_steps,
-                    )
-
-        placement = None
-        trajectories = Trajectories()  # probes' early latents, which the frames between them start from
-        probes = StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape, render_missing, fresh)
-        if timeline.mode == "travel":
-            t0 = time.perf_counter()
-            placement = place(schedule, frames.inputs, probes, settings.share_steps)
-            schedule = placement.schedule
-            frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size, fresh=fresh, placement=device_placement)
-            frames = replace_missing(frames, probes.rendered)
-            timings["placement_s"] = time.perf_counter() - t0
-        key_of = frames.key_of()
-        chains = None
-        if timeline.mode == "feedback":
-            chains = chain_plan(timeline, schedule, frames, store, fresh)
-            video_keys, missing_keys = chains.work.keys, chains.missing_keys()
-        else:
-            video_keys, missing_keys = frames.keys, {key_of[f] for f in frames.missing}
-        if missing_keys:
-            load_model()
-
-        # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
-        # stored or new, into ffmpeg in video order.
-        t0 = time.perf_counter()
-        clip = None
-        if timeline.audio is not None and timeline.audio.path is not None:
-            clip = AudioClip(timeline.audio.path, timeline.audio.start, schedule.duration)
-        if frames_dir is not None:
-            frames_dir = Path(frames_dir)
-            frames_dir.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(missing_keys), unit="frame", desc="render", disable=not progress, file=sys.stderr)
-        with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
-            in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir)
-
-            def stored(batch: Sequence[FrameInputs], images: np.ndarray) -> None:
-                in_order.add([key_of[f] for f in batch], images)
-                bar.update(len(batch))
-
-            def arrived(done: "BatchDone") -> None:
-                farm.check_visible(store, done, frames.shape)
-                in_order.arrived(done.keys)
-                bar.update(len(done.keys))
-
-            log = lambda message: bar.write(message, file=sys.stderr)  # noqa: E731
-            if farm and chains is not None and missing_keys:  # one feedback chain per worker
-                farm.render_chains(chains.frames, chains.work, engine_settings(settings, batch_size), fresh, arrived, log)
-            elif farm and chains is None and frames.missing:
-                farm.render(frames.missing, [key_of[f] for f in frames.missing], engine_settings(settings, batch_size), arrived, log)
-            elif backend is not None and chains is not None:
-                render_chains(backend, chains, engine_settings(settings, batch_size), in_order, bar.update, fresh)
-            elif backend is not None:
-                render_frames(
-                    backend, frames.missing, engine_settings(settings, batch_size), stored, overlap=overlap, trajectories=trajectories
-                )
-            in_order.flush()
-        bar.close()
-        timings["render_s"] = time.perf_counter() - t0
-    finally:
-        if farm:
-            farm.close()
-
-    # 5. Optionally drop stored frames this render no longer uses (its probes it does use).
-    probe_keys = [frame_key(frames.identity, p) for p in placement.probes] if placement else []
-    pruned = store.prune(chains.keep() if chains else list(frames.keys) + probe_keys) if prune else None
-    usage = store.usage()
-    timings["total_s"] = time.perf_counter() - clock
-
-    # 6. Leave a manifest of exactly what produced the video.
-    reused = sum(k not in missing_keys for k in video_keys)
-    store_info = {
-        "path": str(store.root),
-        "frames_reused": reused,
-        "frames_rendered": len(missing_keys) + len(probes.rendered),
-        "probes_rendered": len(probes.rendered),
-        "fresh": fresh,
-        "frames_stored": usage.frames,
-        "bytes": usage.bytes,
-        "pruned_frames": pruned.frames if pruned else 0,
-        "identity": to_jsonable(asdict(frames.identity)),
-    }
-    if backend is not None:
-        source, device_name, dtype_name = backend.source, str(backend.device), str(backend.dtype)
-    else:
-        source, device_name, dtype_name = frames.identity.model, frames.identity.device_type, frames.identity.dtype
-    data = manifest_data(timeline, schedule, source, device_name, dtype_name, timings)
-    data["model"]["family"] = frames.identity.family
-    data["store"] = store_info
-    data["model"]["options"] = to_jsonable(asdict(model_options(settings, frames.identity.device_type)))
-    data["mode"] = timeline.mode
-    if chains is not None:
-        data["feedback"] = chains.manifest(timeline)
-    farm_info = farm.report.as_dict() if farm else None
-    data["farm"] = farm_info
-    if placement is not None:
-        add_placement(data, placement, frame_distances(store, frames))
-    manifest = outputs.write_manifest(out.with_suffix(".json"), data)
-    rendered = len(missing_keys) + len(probes.rendered)
-    return RenderResult(out, manifest, schedule, timings, reused, rendered, store.root, farm_info, len(probes.rendered))
 
 
 @dataclass(frozen=True)
@@ -526,59 +542,6 @@ def chain_plan(timeline: Timeline, schedule: Plan, frames: FramePlan, store: Fra
 
     feedback = timeline_feedback_frames(schedule.frames, schedule.keyframes, frames.inputs, frames.keys, timeline.feedback)
     return ChainPlan(tuple(feedback), plan_work(feedback, lambda key: not fresh and store.has(key, frames.shape)))
-
-
-def render_chains(backend, chains: ChainPlan, settings: "EngineSettings", in_order, progress, fresh: bool = False) -> None:
-    """Render a feedback plan's missing frames through the engine, chains side by side, into the in-order writer."""
-    from latentwalk.feedback import engine_fns, render_feedback
-
-    shape, store = in_order.shape, in_order.store
-    first_fn, img2img_fn = engine_fns(backend, chains.frames, settings)
-    video = set(chains.work.keys)
-    made: set[str] = set()  # with `fresh`, only frames of this run count as stored
-
-    def stored(key: str) -> bool:
-        return (key in made or not fresh) and store.has(key, shape)
-
-    def save(key: str, image: np.ndarray) -> None:
-        in_order.add([key], image[None])
-        made.add(key)
-        progress(key in video)
-
-    render_feedback(
-        chains.frames, img2img_fn, first_fn, lambda key: store.load(key, shape) if stored(key) else None, save,
-        batch_size=settings.batch_size, stored=stored,
-    )
-
-
-def farm_settings_of(settings: RenderSettings, executor: str | None, address: str | None, workers: int | None) -> "FarmSettings | None":
-    """The Ray farm a render asks for (arguments over the timeline), or None to render here."""
-    from latentwalk.timeline import EXECUTOR_NAMES, RAY_ADDRESS
-
-    executor = executor or settings.executor
-    if executor not in EXECUTOR_NAMES:
-        raise UserError(f"executor: unknown value {executor!r}; expected one of: {', '.join(EXECUTOR_NAMES)}")
-    if executor != "ray":
-        return None
-    address = address if address is not None else settings.ray_address
-    if address is not None and not RAY_ADDRESS.match(address):
-        raise UserError(f"--ray: expected auto, host:port or ray://host:port, got {address!r}")
-    if workers is not None and workers < 1:
-        raise UserError(f"--ray-workers: must be at least 1, got {workers}")
-    from latentwalk.farm import FarmSettings
-
-    return FarmSettings(address, workers or settings.ray_workers, settings.ray_cpus_per_worker)
-
-
-def shared_root(root: str | Path) -> str:
-    """A store root other processes can open: URLs as they are, folders made absolute (workers run elsewhere)."""
-    return root if isinstance(root, str) and "://" in root else str(Path(root).absolute())
-
-
-def replace_missing(frames: FramePlan, rendered: set[str]) -> FramePlan:
-    """The plan without the frames this run already rendered (probes that are video frames)."""
-    key_of = frames.key_of()
-    return replace(frames, missing=tuple(f for f in frames.missing if key_of[f] not in rendered))
 
 
 def frame_distances(store: FrameStore, frames: FramePlan) -> np.ndarray:
@@ -689,7 +652,7 @@ def prune_store(
     timeline = as_timeline(timeline)
     out = Path(out) if out is not None else default_output(timeline)
     store = FrameStore(store_dir if store_dir is not None else default_store(out))
-    from latentwalk.placement import StoredImages, place
+    from latentwalk.placement import StoredImages
 
     schedule = plan(timeline)
     frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size)
@@ -699,8 +662,7 @@ def prune_store(
         # Perceptual placement from the stored probes alone: a missing probe is an error, never a prune.
         stored = StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape)
         placement = place(schedule, frames.inputs, stored, timeline.settings.share_steps)
-        frames = frame_plan(timeline, placement.schedule, store, device=device, batch_size=batch_size)
-        keep = list(frames.keys) + [frame_key(frames.identity, p) for p in placement.probes]
+        keep = [frame_key(frames.identity, f) for f in placement.inputs] + [frame_key(frames.identity, p) for p in placement.probes]
     if store.state() not in ("store", "legacy"):
         return store, store.prune(keep)  # refuses, naming why
     with store.lock():

@@ -21,6 +21,7 @@ import numpy as np
 
 from latentwalk import camera
 from latentwalk.camera import ColourStats, Motion
+from latentwalk.params import CAMERA_TRACKS
 
 Images = np.ndarray  # (B, H, W, 3) float32 in [0, 1]
 
@@ -287,7 +288,8 @@ def timeline_feedback_frames(records: Sequence, keyframes: Sequence, inputs: Seq
     `inputs` / `keys`: each frame's text-to-image FrameInputs and its frame key, so a chain's
     first frame is exactly the frame a travel render makes; `settings`: timeline.FeedbackSettings.
     """
-    from latentwalk.schedule import track_value
+    def track(record, name: str) -> float:  # a camera track's value (schedule.track_value, without the schedule)
+        return dict(record.params).get(name, CAMERA_TRACKS[name])
 
     # 1. Chains start at frame 0 and at every keyframe marked cut.
     cuts = {0} | {k.frame for k in keyframes if k.keyframe.cut}
@@ -301,8 +303,8 @@ def timeline_feedback_frames(records: Sequence, keyframes: Sequence, inputs: Seq
         frames.append(
             FeedbackFrame(
                 row=row, key=key, cut=r.frame in cuts,
-                motion=Motion(**{name: track_value(r, name) for name in motion_names}),
-                strength=track_value(r, "strength"), coherence=coherence,
+                motion=Motion(**{name: track(r, name) for name in motion_names}),
+                strength=track(r, "strength"), coherence=coherence,
                 noise_seed=r.seed_a + r.frame,  # a different pixel noise every frame, fixed by the timeline
                 reference=reference, fov=settings.fov, border=settings.border,
             )

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from latentwalk.errors import UserError
-from latentwalk.frames import FrameInputs
+from latentwalk.frames import FrameInputs, canonical
 from latentwalk.schedule import Plan
 from latentwalk.smooth import ProbePlan, coarse_probes, interval_weights, perceptual_distance, place_frames, refine_probes, snap_to_probes
 
@@ -89,7 +89,8 @@ class SegmentPlacement:
 
 @dataclass(frozen=True)
 class Placement:
-    schedule: Plan  # frames' t and noise_t placed
+    schedule: Plan  # frames' t and noise_t placed (and `share`: the probes a frame starts from), for plans and manifests
+    inputs: tuple[FrameInputs, ...]  # (n_frames,) every video frame's inputs, placed: what the render keys and denoises
     probes: tuple[FrameInputs, ...]  # every probe rendered or read (keep them: a resume reuses them)
     segments: tuple[SegmentPlacement, ...]
 
@@ -164,16 +165,20 @@ def place(schedule: Plan, inputs: Sequence[FrameInputs], images_of: ImagesOf, sh
             probe_t[s.index] = np.union1d(probe_t[s.index], new[s.index])
             dist[s.index] = distances(s, probe_t[s.index])
     # 3. Each frame's weights: P⁻¹ of its scheduled progress, snapped onto probes within tolerance.
-    records = list(schedule.frames)
+    records, placed = list(schedule.frames), list(inputs)
     for s in segments:
         t = np.array([records[f].t for f in s.frames])
         noise = np.array([records[f].noise_t for f in s.frames])
         placed_t = snap_to_probes(place_frames(probe_t[s.index], dist[s.index], t), probe_t[s.index], SNAP_TOLERANCE)
         placed_noise = placed_t if np.array_equal(t, noise) else place_frames(probe_t[s.index], dist[s.index], noise)
         for f, a, b in zip(s.frames, placed_t, placed_noise):
-            records[f] = replace(records[f], t=float(a), noise_t=float(b), share=s.shared_between(a))
+            around = s.shared_between(a)
+            records[f] = replace(records[f], t=float(a), noise_t=float(b), share=around)
+            share = None if around is None else (*around, s.share_steps)
+            placed[f] = canonical(replace(s.base, t=float(a), noise_t=float(b), share=share))
     return Placement(
         replace(schedule, frames=tuple(records)),
+        tuple(placed),
         tuple(thumbs),
         tuple(SegmentPlacement(s.index, tuple(map(float, probe_t[s.index])), tuple(map(float, dist[s.index]))) for s in segments),
     )
@@ -190,9 +195,9 @@ def between(probe_t: np.ndarray, t: float) -> tuple[float, float] | None:
 class StoredImages:
     """`images_of` over the frame store: stored frames are read, missing ones rendered in full batches and stored.
 
-    `render(frames, on_batch)` renders frames and hands each decoded batch to `on_batch` (the
-    engine's render_frames with the render's settings); None: a missing frame is an error
-    (planning without a model, e.g. `store --prune`). `fresh` re-renders each frame once.
+    `render(frames, keys, done)` renders frames through an executor, which calls `done(keys,
+    images)` per batch (images None: the executor stored them itself); None: a missing frame is
+    an error (planning without a model, e.g. `store --prune`). `fresh` re-renders each frame once.
     """
 
     def __init__(self, store, key_of: Callable[[FrameInputs], str], shape: tuple[int, int, int], render=None, fresh: bool = False):
@@ -209,13 +214,13 @@ class StoredImages:
             )
         images: dict[str, np.ndarray] = {}
 
-        def keep(batch: Sequence[FrameInputs], decoded: np.ndarray) -> None:
-            for frame, image in zip(batch, decoded):
-                key = self.key_of(frame)
-                self.store.save(key, image)
+        def keep(done: Sequence[str], decoded: np.ndarray | None) -> None:
+            for i, key in enumerate(done):
+                if decoded is not None:
+                    self.store.save(key, decoded[i])
+                    images[key] = decoded[i]
                 self.rendered.add(key)
-                images[key] = image
 
         if missing:
-            self.render(list(missing.values()), keep)
+            self.render(list(missing.values()), list(missing), keep)
         return [images[k] if k in images else self.store.load(k, self.shape) for k in keys]

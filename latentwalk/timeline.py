@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from latentwalk.errors import UserError
+from latentwalk.executors import EXECUTORS
 from latentwalk.modelspec import CHECKPOINT_SUFFIXES, EMBEDDING_SUFFIXES, LORA_SUFFIXES, EmbeddingSpec, LoraSpec, safetensors_names
 from latentwalk.audio import TRACKERS
 from latentwalk.device import DEVICE_NAMES, DTYPE_NAMES
@@ -28,7 +29,6 @@ PACING_NAMES = ("uniform", "audio")
 # slerp/lerp travel the text embeddings; blend travels the guided noise predictions of the two
 # prompts (engine.BLEND), avoiding the third concept an embedding midpoint can show, at 1.5x UNet work.
 INTERPOLATION_NAMES = ("slerp", "lerp", "blend")
-EXECUTOR_NAMES = ("local", "ray")  # where frames are denoised: this process, or a Ray cluster's workers
 # A Ray cluster: "auto" (the one `ray start` left on this machine), its GCS "host:port", or a
 # Ray Client "ray://host:port".
 RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
@@ -516,7 +516,7 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         raise r.fail(("cpu_offload",), f"offloads to the CPU from a CUDA device, but device is {device!r} (use device: cuda or auto)")
     negative_prompt = r.text(get("negative_prompt") or "", ("negative_prompt",))
     _check_prompt(r, negative_prompt, ("negative_prompt",))  # now, not after the audio analysis
-    executor = r.choice(get("executor"), ("executor",), EXECUTOR_NAMES)
+    executor = r.choice(get("executor"), ("executor",), tuple(EXECUTORS))
     ray_address = None if get("ray_address") is None else r.text(get("ray_address"), ("ray_address",))
     if ray_address is not None and not RAY_ADDRESS.match(ray_address):
         raise r.fail(("ray_address",), f"expected auto, host:port or ray://host:port, got {ray_address!r}")

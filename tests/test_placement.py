@@ -233,3 +233,16 @@ def test_blend_is_batch_invariant_and_the_plain_prompt_at_its_ends(tiny_model_di
     render_frames(model, ends, settings, lambda fs, images: plain.update(zip(fs, images)))
     for blended, f in zip((together[0], together[3]), ends):  # t = 0 and 1: the plain prompt (UNet batch shape aside)
         assert np.abs(blended.astype(int) - plain[f].astype(int)).max() <= 2
+
+
+def test_a_first_render_reuses_nothing_and_placed_inputs_key_like_the_placed_schedule(rendered, tiny_model_dir):
+    """'reused' counts frames an earlier run made: probes this run rendered (some are video frames) are not."""
+    tmp, perceptual, _ = rendered
+    assert perceptual.frames_reused == 0 and perceptual.probes_rendered > 0
+    distinct = len(set(frame_plan(parse_timeline(timeline_text(tiny_model_dir)), perceptual.plan, FrameStore(perceptual.store)).keys))
+    assert perceptual.frames_rendered >= distinct
+    again = render(tmp / "t.yaml", tmp / "p.mp4", progress=False)
+    assert (again.frames_reused, again.frames_rendered, again.probes_rendered) == (N_FRAMES, 0, 0)
+    # The render keys placement's own inputs; the placed schedule's records key to the same frames.
+    timeline = parse_timeline(timeline_text(tiny_model_dir))
+    assert frame_plan(timeline, again.plan, FrameStore(again.store)).missing == ()

@@ -1,4 +1,4 @@
-"""A render farm on Ray: one actor per GPU (or per N CPU cores) renders batches into a shared store.
+"""The Ray executor, a render farm: one actor per GPU (or per N CPU cores) renders batches into a shared store.
 
 The driver plans exactly the batches a single-process render forms (`engine.plan_batches`),
 hands each to whichever worker is free (work stealing: a slow worker simply takes fewer), and
@@ -22,9 +22,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from latentwalk.errors import UserError
+from latentwalk.executors.base import Done, Job
 from latentwalk.frames import FrameInputs, RenderIdentity
 
 PROBE_TIMEOUT_S = 3.0  # a cluster that does not answer a TCP connect in this long is a wrong address
@@ -538,3 +540,51 @@ def _readable(store, key: str, shape: tuple[int, int, int]) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def shared_root(root: str | Path) -> str:
+    """A store root other processes can open: URLs as they are, folders made absolute (workers run elsewhere)."""
+    return root if isinstance(root, str) and "://" in root else str(Path(root).absolute())
+
+
+class RayExecutor:
+    """The farm behind the executor interface: workers store the frames, the driver hears their keys."""
+
+    def __init__(self, job: Job):
+        from latentwalk.store import open_store
+
+        self.job = job
+        self.farm = Farm(FarmSettings(job.ray_address, job.ray_workers, job.ray_cpus_per_worker), job.device, shared_root(job.store_root))
+        self.device_type, self.cpu_threads = self.farm.placement.device_type, self.farm.placement.cpu_threads
+        self.store = open_store(job.store_root)
+        self.shape = (job.engine.height, job.engine.width, 3)
+        self.started = False
+
+    def start(self, identity: RenderIdentity) -> None:
+        if not self.started:
+            options = self.job.options_for(identity.device_type) if self.job.options_for else None
+            self.farm.start(self.job.spec, self.job.dtype, options, identity)
+            self.started = True
+
+    def arrived(self, done: Done) -> Callable[[BatchDone], None]:
+        def heard(batch: BatchDone) -> None:
+            self.farm.check_visible(self.store, batch, self.shape)
+            done(batch.keys, None)
+
+        return heard
+
+    def render(self, frames: Sequence[FrameInputs], keys: Sequence[str], done: Done, *, capture: int = 0) -> None:
+        # `capture` is local: each worker starts a shared frame from its own probes' latents.
+        self.farm.render(list(frames), list(keys), self.job.engine, self.arrived(done), self.job.log)
+
+    def render_chains(self, chains, done: Done) -> None:
+        self.farm.render_chains(chains.frames, chains.work, self.job.engine, self.job.fresh, self.arrived(done), self.job.log)
+
+    def report(self) -> dict | None:
+        return self.farm.report.as_dict()
+
+    def model_info(self, identity: RenderIdentity) -> tuple[str, str, str]:
+        return identity.model, identity.device_type, identity.dtype
+
+    def close(self) -> None:
+        self.farm.close()
