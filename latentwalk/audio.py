@@ -196,6 +196,14 @@ def decode_blocks(path: str | Path, start: float, end: float | None, rate: int, 
         raise AudioReadError("path" if start == 0 else "start", f"cannot read audio file {str(path)!r}: {reason}")
 
 
+def load_audio(path: str | Path, start: float = 0.0, end: float | None = None, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 samples at `rate` (default SAMPLE_RATE) of [start, end) seconds of a file, all in memory.
+
+    For pictures of a clip (plan plots); the analysis streams through decode_blocks instead.
+    """
+    return np.concatenate(list(decode_blocks(path, start, end, rate, BLOCK)))
+
+
 def windows(blocks: Iterator[np.ndarray], core: int, margin: int) -> Iterator[tuple[np.ndarray, int, int, bool]]:
     """(segment, core offset in it, core length, is last) over consecutive `core`-sample cores,
     each segment holding up to `margin` samples of context on either side."""

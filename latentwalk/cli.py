@@ -6,13 +6,14 @@ import json
 import logging
 import os
 import signal
+import statistics
 import sys
 from pathlib import Path
 
 from latentwalk.audio import TRACKERS
 from latentwalk.device import DEVICE_NAMES
 from latentwalk.errors import UserError
-from latentwalk.store import FrameStore, open_store
+from latentwalk.store import MARKER, FrameStore, open_store
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -105,9 +106,43 @@ def cmd_render(args: argparse.Namespace) -> None:
     if args.plot:
         from latentwalk.plot import plot_distances
 
-        frames = json.loads(result.manifest.read_text())["plan"]["frames"]
-        out = plot_distances(result.plan, [f["distance"] for f in frames[:-1]], args.plot, title=Path(args.timeline).name)
-        print(f"plot {out}", file=sys.stderr)
+        manifest = json.loads(result.manifest.read_text())
+        distances = [f.get("distance") for f in manifest["plan"]["frames"][:-1]]
+        source = "stored frames"
+        if any(d is None for d in distances):  # no placement (feedback renders): measure the video itself
+            resolved = manifest["timeline"]["resolved"]
+            distances, source = video_distances(result.video, resolved["width"], resolved["height"]), "video frames"
+        out = plot_distances(result.plan, distances, args.plot, title=f"{Path(args.timeline).name}  ({source})")
+        median = f", median {statistics.median(distances):.4f}" if len(distances) else ""
+        print(f"plot {out} ({len(distances)} distances between {source}{median})", file=sys.stderr)
+
+
+def video_distances(video: Path, width: int, height: int) -> list[float]:
+    """The placement distance (as in a manifest) between each frame of an mp4 and the next, decoded one frame at a time."""
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    from latentwalk.encode import ffmpeg_exe
+    from latentwalk.placement import frame_distances
+
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(video), "-map", "0:v:0"]
+    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-"]
+    size = width * height * 3
+    distances, previous = [], None
+    with tempfile.TemporaryFile() as err, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err) as proc:  # a file: never blocks
+        while len(chunk := proc.stdout.read(size)) == size:
+            frame = np.frombuffer(chunk, dtype=np.uint8).reshape(height, width, 3)
+            if previous is not None:
+                distances.append(float(frame_distances([previous, frame])[0]))
+            previous = frame
+        proc.wait()
+        err.seek(0)
+        error = err.read().decode(errors="replace").strip()
+    if proc.returncode != 0 or previous is None:
+        raise RuntimeError(f"could not decode {video} for --plot: {error or 'no frames'}")
+    return distances
 
 
 def cmd_store(args: argparse.Namespace) -> None:
@@ -126,6 +161,8 @@ def cmd_store(args: argparse.Namespace) -> None:
         raise UserError(f"--prune: needs a timeline to know which frames to keep, got the folder {args.target!r}")
     elif target.is_dir() or "://" in args.target:  # a folder, or a store at a URL (s3://...)
         store = open_store(args.target)
+        if isinstance(store, FrameStore) and store.state() == "foreign":  # not "0 frames": it is no store at all
+            raise UserError(f"store: {args.target!r} is not a frame store (no {MARKER} in it, and it holds other files)")
     else:
         raise UserError(f"store: no such frame store or timeline: {args.target!r}")
     usage = store.usage()
@@ -164,9 +201,9 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 def write_plot(schedule, timeline, path: str) -> None:
     """Draw the plan with the timeline's audio clip as its waveform; say where it went on stderr."""
-    from latentwalk.plot import plot_plan
-
     from latentwalk.api import timeline_audio, with_tracked_downbeat
+    from latentwalk.audio import SAMPLE_RATE
+    from latentwalk.plot import plot_plan
 
     samples, bpb, down = None, 4, 0
     if timeline.audio is not None:
@@ -175,9 +212,16 @@ def write_plot(schedule, timeline, path: str) -> None:
         if timeline.audio.path is not None:
             from latentwalk.audio import load_audio
 
-            samples = load_audio(timeline.audio.path, timeline.audio.start, timeline.audio.end)
-    out = plot_plan(schedule, path, samples=samples, beats_per_bar=bpb, downbeat=down, title=Path(timeline.source).name)
-    print(f"plot {out}", file=sys.stderr)
+            # The stretch the video shows (the plot's time axis), not the whole file: a short
+            # video of a long song keeps its waveform's detail.
+            start, end = timeline.audio.start, timeline.audio.start + schedule.duration
+            end = end if timeline.audio.end is None else min(end, timeline.audio.end)
+            samples = load_audio(timeline.audio.path, start, end, SAMPLE_RATE)
+    out = plot_plan(
+        schedule, path, samples=samples, sample_rate=SAMPLE_RATE, beats_per_bar=bpb, downbeat=down, title=Path(timeline.source).name
+    )
+    wave = f": waveform {len(samples) / SAMPLE_RATE:.3f}s of audio" if samples is not None else ": no audio"
+    print(f"plot {out} ({schedule.n_frames} frames, {schedule.duration:.3f}s{wave})", file=sys.stderr)
 
 
 def format_plan(schedule) -> str:
