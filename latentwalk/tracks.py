@@ -4,11 +4,15 @@ A track field (`guidance`, `noise_shift`, ...) is a number or an expression stri
 `6 + 3 * low` or `0.2 * attack_release(onset, 0.01, 0.25)`. Expressions are parsed here by a
 small recursive-descent parser (no `eval`) and evaluated vectorised over every video frame:
 
-    expr  := term (("+" | "-") term)*
-    term  := unary (("*" | "/") unary)*
+    expr  := term (("+" | "-") term)*              # a flat run: one Fold node, folded left in a loop
+    term  := unary (("*" | "/") unary)*            # likewise
     unary := ("-" | "+") unary | power
     power := atom (("**" | "^") unary)?          # right-associative; -2 ** 2 is -4, as in Python
     atom  := NUMBER | VARIABLE | NAME "(" expr ("," expr)* ")" | "(" expr ")"
+
+Recursion follows nesting only (parentheses, calls, unary signs, powers), which is capped at
+MAX_DEPTH levels; a flat run of terms (`1 + 1 + ... + 1`, 20,000 of them) is parsed, walked and
+evaluated in loops. An expression is at most MAX_CHARS characters.
 
 Variables (per frame, see `frame_variables`): t, frame, beat, beat_phase, bar_phase, onset, rms,
 low, mid, high. Functions: see FUNCTIONS. Errors point a caret at the column, like prompt errors.
@@ -16,9 +20,10 @@ low, mid, high. Functions: see FUNCTIONS. Errors point a caret at the column, li
 
 import difflib
 import math
+import operator
 import re
 from dataclasses import dataclass
-from typing import Callable, NoReturn
+from typing import Callable, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -27,6 +32,8 @@ from latentwalk.prompts import PromptSyntaxError
 # Deep enough for any formula a person writes, shallow enough that parsing and evaluating
 # (about five Python frames per level) stays far below Python's recursion limit.
 MAX_DEPTH = 100
+MAX_CHARS = 100_000  # characters in one expression: a 20,000-term sum fits
+SHOWN_CHARS = 120  # an error shows this much of a longer expression, around the caret
 TIME_VARIABLES = ("t", "frame", "beat", "beat_phase", "bar_phase")
 AUDIO_VARIABLES = ("onset", "rms", "low", "mid", "high")
 VARIABLES = TIME_VARIABLES + AUDIO_VARIABLES
@@ -39,10 +46,28 @@ NORMALISE_PERCENTILE = 99.0
 _NUMBER_RUN = re.compile(r"(?:\d|\.\d)(?:[\w.]|(?<=[eE])[+-])*")
 _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _NAME = re.compile(r"[A-Za-z_]\w*")
+_SPACE = re.compile(r"\s+")
 
 
 class TrackSyntaxError(PromptSyntaxError):
-    """A malformed or failing track expression; the caret marks the column (1-based)."""
+    """A malformed or failing track expression; the caret marks the column (1-based).
+
+    Of an expression longer than SHOWN_CHARS, the message shows the stretch around the caret.
+    """
+
+    def __init__(self, message: str, source: str, column: int, field: str | None = None, hint: str | None = None):
+        super().__init__(message, source, column, field, hint)
+        if len(source) > SHOWN_CHARS:
+            start = max(0, min(column - 1 - SHOWN_CHARS // 2, len(source) - SHOWN_CHARS))
+            end = start + SHOWN_CHARS
+            lead, tail = ("..." if start else ""), ("..." if end < len(source) else "")
+            shown = lead + re.sub(r"\s", " ", source[start:end]) + tail
+            prefix = f"{field}: " if field else ""
+            text = f"{prefix}{message} at column {column}\n  {shown}\n  {' ' * (len(lead) + column - 1 - start)}^"
+            self.args = (text + (f"\n{hint}" if hint else ""),)
+
+    def with_field(self, field: str) -> "TrackSyntaxError":
+        return TrackSyntaxError(self.message, self.source, self.column, field, self.hint)
 
 
 # --- syntax tree ----------------------------------------------------------------------------
@@ -76,13 +101,26 @@ class Binary:
 
 
 @dataclass(frozen=True)
+class Fold:
+    """A flat run `first op operand op operand ...` of + and - (or * and /), folded left.
+
+    One node with a tuple, not a chain of Binary nodes as deep as the run is long: a 20,000-term
+    sum is walked, compared, hashed and evaluated in loops.
+    """
+
+    first: "Node"
+    rest: tuple[tuple[str, "Node", int], ...]  # (operator, operand, index of the operator)
+    index: int  # of the first operator
+
+
+@dataclass(frozen=True)
 class Call:
     name: str
     args: tuple["Node", ...]
     index: int
 
 
-Node = Number | Variable | Unary | Binary | Call
+Node = Number | Variable | Unary | Binary | Fold | Call
 
 
 @dataclass(frozen=True)
@@ -105,21 +143,28 @@ class Expression:
 Track = float | Expression  # a track field's value: a constant or an expression
 
 
-def _variables(node: Node):
-    if isinstance(node, Variable):
-        yield node.name
-    for child in (getattr(node, "operand", None), getattr(node, "left", None), getattr(node, "right", None)):
-        if child is not None:
-            yield from _variables(child)
-    for arg in getattr(node, "args", ()):
-        yield from _variables(arg)
+def _variables(root: Node):
+    """Names of the variables under `root`, walked with a stack (no recursion)."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Variable):
+            yield node.name
+        elif isinstance(node, Unary):
+            stack.append(node.operand)
+        elif isinstance(node, Binary):
+            stack += [node.left, node.right]
+        elif isinstance(node, Fold):
+            stack.append(node.first)
+            stack += [operand for _, operand, _ in node.rest]
+        elif isinstance(node, Call):
+            stack += node.args
 
 
 # --- tokens and parser ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):  # a tuple: tens of thousands are made for a long expression
     kind: str  # "number", "name", "end", or the operator itself ("**" included)
     index: int
     value: float | str | None = None
@@ -139,7 +184,7 @@ def _tokenize(source: str, field: str) -> list[_Token]:
     while i < n:
         c = source[i]
         if c.isspace():
-            i += 1
+            i = _SPACE.match(source, i).end()
         elif m := _NUMBER_RUN.match(source, i):
             if not _NUMBER.fullmatch(m.group()) or not math.isfinite(float(m.group())):
                 raise TrackSyntaxError(f"bad number '{m.group()}'", source, i + 1, field or None)
@@ -164,11 +209,13 @@ def parse_expression(source: str, field: str = "") -> Expression:
     """Parse a track expression; errors name `field` (e.g. 'demo.yaml:9: guidance') and the column."""
     if not isinstance(source, str) or not source.strip():
         raise TrackSyntaxError("expected a number or an expression", str(source), 1, field or None)
+    if len(source) > MAX_CHARS:
+        raise TrackSyntaxError(f"expression longer than {MAX_CHARS:,} characters (it has {len(source):,})", source, MAX_CHARS + 1, field or None)
     return Expression(source, _Parser(source, field).parse(), field)
 
 
 class _Parser:
-    """Recursive descent over the grammar in the module docstring, with a nesting cap."""
+    """Recursive descent over the grammar in the module docstring, with a nesting cap; flat runs are loops."""
 
     def __init__(self, source: str, field: str):
         self.source, self.field = source, field
@@ -196,23 +243,25 @@ class _Parser:
     def enter(self, token: _Token) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            self.fail(f"nested too deeply (more than {MAX_DEPTH} levels)", token)
+            self.fail(f"expression nested too deeply (more than {MAX_DEPTH} levels)", token)
 
     def expr(self) -> Node:
         self.enter(self.peek)
-        node = self.term()
-        while self.peek.kind in ("+", "-"):
-            op = self.take()
-            node = Binary(op.kind, node, self.term(), op.index)
+        node = self.fold(self.term, ("+", "-"))
         self.depth -= 1
         return node
 
     def term(self) -> Node:
-        node = self.unary()
-        while self.peek.kind in ("*", "/"):
+        return self.fold(self.unary, ("*", "/"))
+
+    def fold(self, operand: Callable[[], Node], operators: tuple[str, str]) -> Node:
+        """`operand (op operand)*` as one Fold node (or the operand alone), read in a loop."""
+        first = operand()
+        rest = []
+        while self.peek.kind in operators:
             op = self.take()
-            node = Binary(op.kind, node, self.unary(), op.index)
-        return node
+            rest.append((op.kind, operand(), op.index))
+        return Fold(first, tuple(rest), rest[0][2]) if rest else first
 
     def unary(self) -> Node:
         if self.peek.kind not in ("-", "+"):
@@ -354,6 +403,10 @@ def evaluate(track: Track, variables: dict[str, Array], fps: float, n_frames: in
     return np.broadcast_to(out, (n_frames,)).astype(np.float64)
 
 
+# operator's functions act as numpy's on arrays and on numpy scalars, with less overhead per call.
+_OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow}
+
+
 class _Evaluator:
     def __init__(self, expr: Expression, variables: dict[str, Array], fps: float, n: int, missing: dict[str, str]):
         self.expr, self.variables, self.fps, self.n, self.missing = expr, variables, fps, n, missing
@@ -367,10 +420,9 @@ class _Evaluator:
         return np.asarray(self.variables[name], dtype=np.float64)
 
     def finite(self, values: Array, what: str, index: int) -> Array:
-        values = np.broadcast_to(values, (self.n,))
-        bad = np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            f = int(bad[0])
+        """`values` (a scalar or one per frame) unchanged, or an error at the first frame where they are not finite."""
+        if not (math.isfinite(values) if isinstance(values, float) else np.all(np.isfinite(values))):
+            f = int(np.flatnonzero(~np.isfinite(np.broadcast_to(values, (self.n,))))[0])
             self.fail(f"{what} is not a finite number at frame {f} ({f / self.fps:.3f}s)", index)
         return values
 
@@ -378,22 +430,33 @@ class _Evaluator:
         with np.errstate(all="ignore"):  # non-finite results are reported by `finite` instead
             return self._eval(node)
 
+    def apply(self, op: str, left: Array, right: Array, index: int) -> Array:
+        if op == "/" and (right == 0 if isinstance(right, float) else np.any(right == 0)):
+            f = int(np.flatnonzero(np.broadcast_to(right == 0, (self.n,)))[0])
+            self.fail(f"division by zero at frame {f} ({f / self.fps:.3f}s)", index)
+        symbol = "^" if op == "**" and self.expr.source[index] == "^" else op
+        return self.finite(_OPERATORS[op](left, right), f"'{symbol}'", index)
+
     def _eval(self, node: Node) -> Array:
+        """Values of `node`: a 0-d scalar where no variable is involved (broadcast at the end), else one per frame.
+
+        Recursion follows nesting (at most MAX_DEPTH levels); a Fold's run is a loop.
+        """
         if isinstance(node, Number):
-            return np.full(self.n, node.value)
+            return np.float64(node.value)
         if isinstance(node, Variable):
             return self.variable(node.name, node.index)
         if isinstance(node, Unary):
             return -self._eval(node.operand)
+        if isinstance(node, Fold):
+            value = self._eval(node.first)
+            for op, operand, index in node.rest:
+                value = self.apply(op, value, self._eval(operand), index)
+            return value
         if isinstance(node, Binary):
-            left, right = self._eval(node.left), self._eval(node.right)
-            if node.op == "/" and np.any(right == 0):
-                f = int(np.flatnonzero(right == 0)[0])
-                self.fail(f"division by zero at frame {f} ({f / self.fps:.3f}s)", node.index)
-            value = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "**": np.power}[node.op](left, right)
-            return self.finite(value, f"'{'^' if self.expr.source[node.index] == '^' else node.op}'", node.index)
+            return self.apply(node.op, self._eval(node.left), self._eval(node.right), node.index)
         spec = FUNCTIONS[node.name]
-        args = [self._eval(arg) for arg in node.args]
+        args = [np.array(np.broadcast_to(self._eval(arg), (self.n,)), dtype=np.float64) for arg in node.args]
         for i in spec.seconds + spec.positive:
             arg = args[i]
             bad = np.flatnonzero(arg < 0 if i in spec.seconds else arg <= 0)
