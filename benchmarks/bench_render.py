@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from latentwalk.api import engine_settings, frame_plan, model_options, model_spec, plan, render
+from latentwalk.api import frame_plan, plan, render
+from latentwalk.stages import engine_settings, model_options, model_spec
 from latentwalk.backends import load_backend
 from latentwalk.engine import Conditioning, batch_inputs, plan_batches
 from latentwalk.frames import timeline_frames

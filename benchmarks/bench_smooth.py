@@ -149,7 +149,8 @@ def steps_denoised(timeline, inputs, manifest: dict) -> int:
 
 def part_sharing(walks: list, depths: list[int]) -> dict:
     """(b) shared trajectories: share_steps against smoothness, closeness to from-scratch frames, and wall time."""
-    from latentwalk.api import engine_settings, frame_plan
+    from latentwalk.api import frame_plan
+    from latentwalk.stages import engine_settings
     from latentwalk.backends import ModelSpec, load_backend
     from latentwalk.engine import render_frames
     from latentwalk.smooth import pixel_distance, ssim

@@ -4,7 +4,6 @@ These functions are the edge where files, audio decoding, models, ffmpeg and pro
 meet the pure stages; each reads as numbered steps.
 """
 
-import platform
 import sys
 import time
 from contextlib import contextmanager
@@ -16,19 +15,19 @@ import numpy as np
 from typing import TYPE_CHECKING, Sequence
 
 from latentwalk import audio as audio_stage
-from latentwalk import budget, outputs
+from latentwalk import budget, manifest, outputs
+from latentwalk.manifest import to_jsonable
 from latentwalk.errors import UserError
 from latentwalk.executors import EXECUTORS, Job
 from latentwalk.schedule import FrameRecord, Plan, check_clip, plan_frames, video_frames
 from latentwalk.frames import FrameInputs, RenderIdentity, frame_key, timeline_frames
 from latentwalk.modelspec import ModelSpec, adapter_identity, file_fingerprint
 from latentwalk.placement import place
+from latentwalk.stages import engine_settings, model_options, model_spec
 from latentwalk.store import FrameStore, StoreUsage, open_store
 from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
 if TYPE_CHECKING:  # these import torch, which `import latentwalk` should not
-    from latentwalk.backends import ModelOptions
-    from latentwalk.engine import EngineSettings
     from latentwalk.feedback import FeedbackFrame, FeedbackWork
 
 DEFAULT_OUT_DIR = Path("renders")
@@ -60,9 +59,18 @@ def timeline_audio(timeline: Timeline) -> audio_stage.AudioAnalysis | None:
         return None
     check_clip(timeline, audio_stage.file_duration(spec.path))  # blames audio.start/end with its line
     try:
-        return analyze_audio(spec.path, spec.start, spec.end, spec.bpm, spec.tracker, spec.beats_per_bar)
+        analysis = analyze_audio(spec.path, spec.start, spec.end, spec.bpm, spec.tracker, spec.beats_per_bar)
     except audio_stage.AudioReadError as e:  # blame the timeline's line for the field
         raise UserError(f"{timeline.source}:{spec.lines.get(e.field, 0)}: {e}") from None
+    rms = analysis.features.get("rms")
+    if spec.bpm is None and len(analysis.beats) and rms is not None and (len(rms) == 0 or float(np.max(rms)) < SILENT_RMS):
+        # A tracker lays a grid over silence too; those beats are heard nowhere: none were found.
+        empty = np.zeros(0)
+        analysis = replace(analysis, beats=empty, downbeats=empty, tempo=empty)
+    return analysis
+
+
+SILENT_RMS = 1e-4  # -80 dBFS: a clip whose loudest moment is quieter than this is silence
 
 
 def with_tracked_downbeat(timeline: Timeline, analysis: audio_stage.AudioAnalysis | None) -> Timeline:
@@ -138,37 +146,6 @@ class FramePlan:
         return dict(zip(self.inputs, self.keys))
 
 
-def model_spec(settings: RenderSettings) -> ModelSpec:
-    return ModelSpec(settings.model, settings.model_config, settings.vae, settings.loras, settings.embeddings)
-
-
-def model_options(settings: RenderSettings, device_type: str) -> "ModelOptions":
-    """The model switches of the settings, `auto` resolved for the device that renders."""
-    from latentwalk.backends import ModelOptions
-
-    return ModelOptions(
-        # auto: on where measured faster (CPU: VAE decode 1.45x, UNet 1.09x on the embedded model).
-        channels_last=settings.channels_last if isinstance(settings.channels_last, bool) else device_type == "cpu",
-        compile=settings.compile,
-        attention_slicing=settings.attention_slicing,
-        vae_tiling=settings.vae_tiling,
-        cpu_offload=settings.cpu_offload,
-    )
-
-
-def engine_settings(settings: RenderSettings, batch_size: int | None = None) -> "EngineSettings":
-    from latentwalk.engine import EngineSettings
-
-    return EngineSettings(
-        width=settings.width,
-        height=settings.height,
-        scheduler=settings.scheduler,
-        timestep_spacing=settings.timestep_spacing,
-        interpolation=settings.interpolation,
-        batch_size=batch_size or settings.batch_size,
-    )
-
-
 def render_identity(
     settings: RenderSettings, *, device: str | None = None, batch_size: int | None = None, placement: tuple[str, int] | None = None
 ) -> RenderIdentity:
@@ -207,21 +184,32 @@ def render_identity(
     )
 
 
-# Settings whose errors are found when the model is read (family, device, dtype), after parsing.
-MODEL_FIELDS = ("model_config", "model", "device", "dtype", "cpu_offload", "vae")
+# Settings whose errors are found when the model is read (family, device, dtype, adapters), after parsing.
+MODEL_FIELDS = ("model_config", "model", "device", "dtype", "cpu_offload", "vae", "loras", "embeddings")
+# A message's leading field: `vae:`, `loras[0]:`, `embeddings[1].token:` (format_path's form).
+FIELD_PREFIX = r"^([A-Za-z_]\w*)((?:\[\d+\]|\.[A-Za-z_]\w*)*):"
 
 
 @contextmanager
 def blamed_on_field(timeline: Timeline):
-    """Give a model, device or dtype error the timeline's `file:line:` of the field it names."""
+    """Give a model, device, dtype or adapter error the timeline's `file:line:` of the field it names.
+
+    The backends raise UserError("loras[0].path: ...") and the like; the path is looked up in
+    the timeline's lines, indexes included (a field without a line of its own takes its parent's).
+    """
+    import re
+
     try:
         yield
     except UserError as error:
         message = str(error)
-        field = next((f for f in MODEL_FIELDS if message.startswith(f + ":")), None)
-        if field is None or not hasattr(timeline, "at"):
+        match = re.match(FIELD_PREFIX, message)
+        if match is None or match.group(1) not in MODEL_FIELDS or not hasattr(timeline, "at"):
             raise
-        raise UserError(f"{timeline.at(field)}{message[len(field):]}") from None
+        path = (match.group(1),) + tuple(
+            int(index) if index else key for index, key in re.findall(r"\[(\d+)\]|\.(\w+)", match.group(2))
+        )
+        raise UserError(f"{timeline.at(*path)}{message[match.end(2):]}") from None
 
 
 def frame_plan(
@@ -343,8 +331,8 @@ def _render_claimed(
     data = render_manifest(timeline, schedule, frames, chains, placement, store, model, clock.timings, farm_info)
     data["store"] |= {"frames_reused": reused, "frames_rendered": rendered, "probes_rendered": len(probes.rendered), "fresh": fresh,
                       "pruned_frames": pruned.frames if pruned else 0}
-    manifest = outputs.write_manifest(out.with_suffix(".json"), data)
-    return RenderResult(out, manifest, schedule, clock.timings, reused, rendered, store.root, farm_info, len(probes.rendered))
+    written = manifest.write(out.with_suffix(".json"), data)
+    return RenderResult(out, written, schedule, clock.timings, reused, rendered, store.root, farm_info, len(probes.rendered))
 
 
 class Clock:
@@ -600,44 +588,13 @@ def frame_data(record: FrameRecord, tracks: Sequence[str]) -> dict:
     return data | {name: track_value(record, name) for name in tracks}
 
 
-def library_versions() -> dict[str, str]:
-    """Versions that can change a render's numbers, for manifests."""
-    import diffusers
-    import torch
-    import transformers
-
-    from latentwalk.version import __version__
-
-    return {
-        "latentwalk": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "numpy": np.__version__,
-    }
-
-
 def manifest_data(timeline: Timeline, schedule: Plan, model_source: str, device: str, dtype: str, timings: dict) -> dict:
     return {
         "timeline": {"source": timeline.source, "yaml": timeline.raw, "resolved": to_jsonable(asdict(timeline.settings))},
         "audio": to_jsonable(asdict(timeline.audio)) if timeline.audio else None,
         "model": {"spec": timeline.settings.model, "source": model_source, "device": device, "dtype": dtype},
         "plan": plan_data(schedule, timeline),
-        "versions": library_versions(),
-        "timings": timings,
-        "command": sys.argv,
-    }
-
-
-def to_jsonable(value):
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    } | manifest.provenance(timings)
 
 
 def prune_store(

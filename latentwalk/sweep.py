@@ -21,7 +21,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import yaml
 
-from latentwalk import outputs
+from latentwalk import manifest, outputs
+from latentwalk.sheet import SheetLayout, contact_sheet
 from latentwalk.errors import UserError
 from latentwalk.prompts import PromptSyntaxError, parse_prompt
 from latentwalk.frames import FrameInputs
@@ -49,16 +50,6 @@ PARAMS = ("seed", "guidance", "steps", "prompt", "strength")  # besides placehol
 DEFAULT_SEED_COUNT = 16  # `mode: seeds` without a `seeds:` mapping
 MAX_SWEEP_CELLS = 10_000  # images in one sweep, over both axes (a range count of 1e9 allocated gigabytes)
 
-# Contact sheet geometry, in pixels. Cells narrower than MIN_SHEET_CELL are enlarged by a whole
-# factor (nearest neighbour, so pixels stay exact) so that a value label fits under a column.
-FONT_SIZE = 12
-LINE = FONT_SIZE + 4  # height of one line of text
-PAD = 4  # outer margin and text inset
-GAP = 2  # between cells
-MIN_SHEET_CELL = 96
-MAX_LABEL_LINES = 3  # column labels (long prompts) wrap to at most this many lines
-MAX_ROW_LABEL_WIDTH = 160
-BACKGROUND, INK = (255, 255, 255), (0, 0, 0)
 
 Value = float | int | str  # one axis value: a number, a seed or step count, or a prompt
 
@@ -411,7 +402,7 @@ def render_cells(
     backend, sweep: Sweep, cells: Sequence[Cell], batch_size: int, init_image: np.ndarray | None = None
 ) -> Iterator[tuple[list[Cell], np.ndarray]]:
     """Yield (cells, images (B, H, W, 3) uint8) batch by batch through the shared engine."""
-    from latentwalk.api import engine_settings
+    from latentwalk.stages import engine_settings
     from latentwalk.engine import denoised_batches, image_key
 
     init_images = {image_key(init_image): init_image} if init_image is not None else None
@@ -440,122 +431,6 @@ def load_init_image(path: Path, width: int, height: int) -> np.ndarray:
 def encode_image(backend, image: np.ndarray):
     """(H, W, 3) uint8 → scaled latents (1, C, h, w): the posterior mean, so no generator is needed."""
     return backend.encode_images(image[None])
-
-
-# --- contact sheet -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SheetLayout:
-    """Where everything goes on the contact sheet; cells are enlarged `scale` times."""
-
-    rows: int
-    cols: int
-    cell_width: int  # on the sheet: the image width times scale
-    cell_height: int
-    scale: int
-    left: int  # row-label column, 0 without a y axis
-    top: int  # title, x-axis title and column labels
-    caption: int  # text under each cell (seeds mode), 0 otherwise
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the sheet."""
-        width = PAD + self.left + self.cols * self.cell_width + (self.cols - 1) * GAP + PAD
-        height = self.top + self.rows * (self.cell_height + self.caption) + (self.rows - 1) * GAP + PAD
-        return width, height
-
-    def cell_origin(self, row: int, col: int) -> tuple[int, int]:
-        """(x, y) of a cell's top-left pixel."""
-        return PAD + self.left + col * (self.cell_width + GAP), self.top + row * (self.cell_height + self.caption + GAP)
-
-
-def sheet_font(size: int = FONT_SIZE):
-    from PIL import ImageFont
-
-    return ImageFont.load_default(size=size)
-
-
-def wrap_text(text: str, font, width: float, max_lines: int) -> list[str]:
-    """Greedy word wrap to a pixel width; overflow is cut and marked with '...'."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
-            lines[-1] += f" {word}"
-        else:
-            lines.append(word)
-    lines = lines or [""]
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        lines[-1] += " ..."
-    return [_fit(line, font, width) for line in lines]
-
-
-def _fit(line: str, font, width: float) -> str:
-    if font.getlength(line) <= width:
-        return line
-    while line and font.getlength(line + "...") > width:
-        line = line[:-1]
-    return line + "..."
-
-
-def sheet_layout(sweep: Sweep, font) -> tuple[SheetLayout, list[list[str]], list[list[str]]]:
-    """The layout, the wrapped column labels and the wrapped row labels."""
-    rows, cols = sweep.grid_shape
-    w, h = sweep.settings.width, sweep.settings.height
-    scale = max(1, math.ceil(MIN_SHEET_CELL / min(w, h)))
-    cw, ch = w * scale, h * scale
-    if sweep.mode == "seeds":
-        return SheetLayout(rows, cols, cw, ch, scale, left=0, top=LINE + PAD, caption=LINE), [], []
-    col_labels = [wrap_text(label, font, cw - 2, MAX_LABEL_LINES) for label in sweep.x.labels]
-    row_labels: list[list[str]] = []
-    left = 0
-    if sweep.y is not None:
-        row_labels = [wrap_text(label, font, MAX_ROW_LABEL_WIDTH, max(1, ch // LINE)) for label in sweep.y.labels]
-        texts = [line for lines in row_labels for line in lines] + [f"y: {sweep.y.param}"]
-        left = min(MAX_ROW_LABEL_WIDTH, math.ceil(max(font.getlength(t) for t in texts))) + 2 * PAD
-    top = PAD + LINE * (2 + max(len(lines) for lines in col_labels))  # title, x title, labels
-    return SheetLayout(rows, cols, cw, ch, scale, left, top, caption=0), col_labels, row_labels
-
-
-def contact_sheet(sweep: Sweep, cells: Sequence[Cell], images: np.ndarray) -> tuple[np.ndarray, SheetLayout]:
-    """A labelled grid of the cells: axis titles and values (grid), or seed numbers (seeds mode)."""
-    from PIL import Image, ImageDraw
-
-    font = sheet_font()
-    layout, col_labels, row_labels = sheet_layout(sweep, font)
-    sheet = Image.new("RGB", layout.size, BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
-    # 1. The prompt (or what varies it) on top, so a sheet makes sense on its own.
-    subject = sweep.prompt if sweep.prompt is not None else f"prompt: see the {'x' if sweep.x.param == 'prompt' else 'y'} axis"
-    if sweep.mode == "seeds":
-        subject = f"seeds {sweep.x.values[0]}-{sweep.x.values[-1]}: {subject}"
-    draw.text((PAD, PAD), _fit(subject, font, layout.size[0] - 2 * PAD), font=font, fill=INK)
-    # 2. The cells, enlarged with nearest-neighbour so each pixel stays a pixel.
-    for cell in cells:
-        x0, y0 = layout.cell_origin(cell.row, cell.col)
-        pixels = images[cell.row, cell.col].repeat(layout.scale, axis=0).repeat(layout.scale, axis=1)
-        sheet.paste(Image.fromarray(pixels), (x0, y0))
-        if layout.caption:
-            text = _fit(f"seed {cell.label}", font, layout.cell_width)
-            draw.text((x0 + (layout.cell_width - font.getlength(text)) / 2, y0 + layout.cell_height + 2), text, font=font, fill=INK)
-    if sweep.mode == "seeds":
-        return np.asarray(sheet), layout
-    # 3. Axis titles and values: x above the columns, y left of the rows.
-    x_left, _ = layout.cell_origin(0, 0)
-    draw.text((x_left, PAD + LINE), f"x: {sweep.x.param}", font=font, fill=INK)
-    for col, lines in enumerate(col_labels):
-        x0, _ = layout.cell_origin(0, col)
-        for k, line in enumerate(lines):
-            draw.text((x0 + (layout.cell_width - font.getlength(line)) / 2, PAD + LINE * (2 + k)), line, font=font, fill=INK)
-    if sweep.y is not None:
-        draw.text((PAD, layout.top - LINE), f"y: {sweep.y.param}", font=font, fill=INK)
-        for row, lines in enumerate(row_labels):
-            _, y0 = layout.cell_origin(row, 0)
-            middle = y0 + (layout.cell_height - LINE * len(lines)) / 2
-            for k, line in enumerate(lines):
-                draw.text((PAD, middle + LINE * k), line, font=font, fill=INK)
-    return np.asarray(sheet), layout
 
 
 # --- the edge: files, model, video -------------------------------------------------------------
@@ -612,7 +487,7 @@ def run_sweep(
     from PIL import Image
     from tqdm import tqdm
 
-    from latentwalk.api import model_options, model_spec
+    from latentwalk.stages import model_options, model_spec
     from latentwalk.backends import load_backend
 
     timings: dict[str, float] = {}
@@ -665,10 +540,9 @@ def run_sweep(
 
     # 6. Leave a manifest of exactly what produced the sweep.
     timings["total_s"] = time.perf_counter() - clock
-    manifest = out / "sweep.json"
     data = manifest_data(sweep, cells, [paths[c] for c in cells], sheet_path, videos, model, timings)
-    outputs.write_manifest(manifest, data)
-    return SweepResult(sweep, cells, images, tuple(paths[c] for c in cells), sheet_path, manifest, videos, layout, timings)
+    written = manifest.write(out / "sweep.json", data)
+    return SweepResult(sweep, cells, images, tuple(paths[c] for c in cells), sheet_path, written, videos, layout, timings)
 
 
 def write_videos(sweep: Sweep, cells: Sequence[Cell], images: np.ndarray, out: Path) -> tuple[Path, ...]:
@@ -688,8 +562,6 @@ def write_videos(sweep: Sweep, cells: Sequence[Cell], images: np.ndarray, out: P
 
 
 def manifest_data(sweep: Sweep, cells: Sequence[Cell], paths: Sequence[Path], sheet: Path, videos: Sequence[Path], model, timings: dict) -> dict:
-    from latentwalk.api import library_versions
-
     def axis_data(axis: Axis | None) -> dict | None:
         return None if axis is None else {"param": axis.param, "values": list(axis.values), "labels": list(axis.labels)}
 
@@ -707,7 +579,4 @@ def manifest_data(sweep: Sweep, cells: Sequence[Cell], paths: Sequence[Path], sh
         ],
         "files": {"sheet": sheet.name, "videos": [v.name for v in videos]},
         "model": {"spec": sweep.settings.model, "source": model.source, "family": model.family, "device": str(model.device), "dtype": str(model.dtype)},
-        "versions": library_versions(),
-        "timings": timings,
-        "command": sys.argv,
-    }
+    } | manifest.provenance(timings)

@@ -284,7 +284,8 @@ def test_feedback_render_chains_frames_and_records_them(whole_feedback, tiny_mod
     # Frame 5 is img2img (strength 0.6, frame 5's own noise and prompt) of frame 4 as stored, warped by
     # frame 5's camera step and colour-matched to frame 0: recomputed here, it is the stored frame exactly.
     from latentwalk import camera
-    from latentwalk.api import chain_plan, engine_settings, model_options, model_spec
+    from latentwalk.api import chain_plan
+    from latentwalk.stages import engine_settings, model_options, model_spec
     from latentwalk.backends import load_backend
     from latentwalk.feedback import prepare_init
 

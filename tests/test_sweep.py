@@ -11,10 +11,8 @@ from PIL import Image
 from conftest import TINY_SIZE
 from latentwalk import cli
 from latentwalk.errors import UserError
+from latentwalk.sheet import GAP, LINE, PAD
 from latentwalk.sweep import (
-    GAP,
-    LINE,
-    PAD,
     blank_placeholders,
     cell_batches,
     fill_placeholders,
