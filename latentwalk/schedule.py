@@ -13,8 +13,8 @@ from latentwalk import tracks as track_math
 from latentwalk.beats import beat_positions, beat_time, snap_times
 from latentwalk.errors import UserError
 from latentwalk.modelspec import LoraSpec
-from latentwalk.params import LORA_PARAM, TRACK_BOUNDS, TRACK_DEFAULTS
-from latentwalk.timeline import MAX_FRAMES, Keyframe, Position, Timeline, format_path
+from latentwalk.params import DEFAULT_LORA_WEIGHT, LORA_PARAM, TRACK_BOUNDS, TRACK_DEFAULTS, lora_param
+from latentwalk.timeline import MAX_FRAMES, SETTING_DEFAULTS, Keyframe, Position, Timeline, format_path
 
 
 def linear(t: np.ndarray) -> np.ndarray:
@@ -128,13 +128,26 @@ class Plan:
     beats: np.ndarray  # beat times in seconds used for placement
     keyframes: tuple[ResolvedKeyframe, ...]
     frames: tuple[FrameRecord, ...]
-    tracks: tuple[str, ...] = ()  # names of the tracks the timeline sets (guidance always)
+    # Names of the tracks the timeline sets (guidance always), then each LoRA's weight ("lora:<name>")
+    # in the order the LoRAs are listed; track_value reads any of them from a frame record.
+    tracks: tuple[str, ...] = ()
     tracker: str | None = None  # the beat tracker that placed `beats` (None: no audio analysed)
 
 
-def track_value(record: FrameRecord, name: str) -> float:
-    """A frame's value of any track, the default where `params` leaves it out."""
-    return record.guidance if name == "guidance" else dict(record.params).get(name, TRACK_DEFAULTS[name])
+def track_value(record: FrameRecord, name: str, loras: tuple[LoraSpec, ...] = ()) -> float:
+    """A frame's value of any track, the default where `params` leaves it out.
+
+    A LoRA's weight ("lora:<name>") is its param, else its top-level weight in `loras`, else
+    DEFAULT_LORA_WEIGHT (a frame of a planned timeline always carries every LoRA's param).
+    """
+    if name == "guidance":
+        return record.guidance
+    params = dict(record.params)
+    if name in params:
+        return params[name]
+    if name.startswith(LORA_PARAM):
+        return next((lora.weight for lora in loras if lora_param(lora.name) == name), DEFAULT_LORA_WEIGHT)
+    return TRACK_DEFAULTS[name]
 
 
 def resolve_keyframes(
@@ -179,11 +192,19 @@ def merge_lyrics(
     snap = lyrics[0].snap
     if snap != "none":
         if not bpm:
-            raise UserError(f"{timeline.source}: lyrics_snap: {snap} needs a beat grid (an audio file, or audio: {{bpm: ...}})")
+            raise UserError(f"{timeline.at('lyrics_snap')}: {snap} needs a beat grid (an audio file, or audio: {{bpm: ...}})")
+        if len(beats) == 0:
+            raise UserError(f"{timeline.at('lyrics_snap')}: {snap}: no beats were found in the audio, so lyrics cannot snap to them")
         times = snap_times(times, snap, beats, bpm, bpb, down)
     # 2. Merge by frame; two keyframes on one frame are an error that names both.
     merged = [(k.frame, k.time, k.keyframe) for k in ordinary]
     merged += [(round(t * fps), float(t), kf) for t, kf in zip(times, lyrics) if round(t * fps) < n_frames]
+    if not merged:  # lyrics only, and every line after the video's end
+        fix = "a later end:" if timeline.end is not None else "lyrics timed inside the audio clip"
+        raise UserError(
+            f"{timeline.at('lyrics')}: every sung line falls after the end of the video ({n_frames / fps:.3f}s; the first, "
+            f"{lyrics[0].origin}, at {times[0]:.3f}s), so the video has no keyframe; add keyframes, or {fix}"
+        )
     merged.sort(key=lambda m: m[0])
     name = lambda kf: kf.origin or f"{timeline.source}:{kf.line}: keyframe"  # noqa: E731
     for (f0, _, a), (f1, _, b) in zip(merged, merged[1:]):
@@ -208,10 +229,7 @@ def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | 
         if n < 1:  # blame the field that made the clip short, not the first keyframe
             spec = timeline.audio
             key = "end" if spec.end is not None else "start" if spec.start > 0 else "path"
-            raise UserError(
-                f"{timeline.at('audio', key)}: the audio clip is {audio_duration:.3f}s long, "
-                f"shorter than one frame at {fps:g} fps"
-            )
+            raise short_clip_error(timeline, audio_duration, timeline.at("audio", key), "the audio clip")
         return check_frame_count(n, timeline.at("fps"), fps)
     bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
     field = timeline.at("end", timeline.end.unit)
@@ -219,9 +237,23 @@ def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | 
     n = position_frame(timeline.end, time, fps)
     if audio_duration is not None and time > audio_duration + 1e-6:
         raise UserError(f"{field}: {timeline.end.value:g} ({time:.3f}s) is past the end of the audio ({audio_duration:.3f}s)")
+    if n < 1 and timeline.end.unit != "frame" and time > 0:
+        raise short_clip_error(timeline, time, field, f"a video ending at {timeline.end.unit} {timeline.end.value:g}")
     if n < 1:
         raise UserError(f"{field}: the video would have no frames ({timeline.end.value:g})")
     return check_frame_count(n, field, fps)
+
+
+def short_clip_error(timeline: Timeline, seconds: float, field: str, what: str) -> UserError:
+    """`seconds` of video make no frame: blame fps when the timeline sets one too low for a clip
+    that holds frames at the default rate, else `field`, the clip's own end (or start)."""
+    fps = timeline.settings.fps
+    if "fps" in timeline.raw and round(seconds * SETTING_DEFAULTS["fps"]) >= 1:
+        return UserError(
+            f"{timeline.at('fps')}: {fps:g} fps gives {what} ({seconds:.3f}s) no frame at all; "
+            f"it needs at least {1 / seconds:.3g} fps"
+        )
+    return UserError(f"{field}: {what} is {seconds:.3f}s long, shorter than one frame at {fps:g} fps")
 
 
 def check_frame_count(n: int, field: str, fps: float) -> int:
@@ -243,10 +275,9 @@ def check_clip(timeline: Timeline, file_duration: float | None) -> None:
         if value is not None and value > file_duration + 1e-6 or key == "start" and value >= file_duration:
             raise UserError(f"{timeline.at('audio', key)}: {value:g}s is past the end of the audio file ({file_duration:.3f}s long)")
     clip = (spec.end if spec.end is not None else file_duration) - spec.start
-    fps = timeline.settings.fps
-    if round(clip * fps) < 1:  # before analysing it: a clip this short has no beats to track
+    if round(clip * timeline.settings.fps) < 1:  # before analysing it: a clip this short has no beats to track
         key = "end" if spec.end is not None else "start"
-        raise UserError(f"{timeline.at('audio', key)}: the audio clip is {clip:.3f}s long, shorter than one frame at {fps:g} fps")
+        raise short_clip_error(timeline, clip, timeline.at("audio", key), "the audio clip")
 
 
 def travel(a: float, b: float, t: float) -> float:
@@ -256,10 +287,10 @@ def travel(a: float, b: float, t: float) -> float:
 
 def lora_params(loras: tuple[LoraSpec, ...], a: Keyframe, b: Keyframe, t: float) -> tuple[tuple[str, float], ...]:
     """("lora:<name>", weight) of every LoRA, travelling from keyframe a's weight to b's; sorted by name."""
-    def weight(keyframe: Keyframe, lora: LoraSpec) -> float:
+    def weight(keyframe: Keyframe, lora: LoraSpec) -> float:  # a keyframe that does not set it: the top-level weight
         return dict(keyframe.loras).get(lora.name, lora.weight)
 
-    return tuple(sorted((LORA_PARAM + lora.name, travel(weight(a, lora), weight(b, lora), t)) for lora in loras))
+    return tuple(sorted((lora_param(lora.name), travel(weight(a, lora), weight(b, lora), t)) for lora in loras))
 
 
 def plan_frames(
@@ -329,7 +360,8 @@ def plan_frames(
                 ),
             )
         )
-    return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records), tuple(sorted(used)))
+    lora_tracks = tuple(lora_param(lora.name) for lora in timeline.settings.loras)
+    return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records), tuple(sorted(used)) + lora_tracks)
 
 
 def set_tracks(timeline: Timeline, keys: tuple[ResolvedKeyframe, ...]) -> set[str]:
@@ -361,31 +393,57 @@ def track_values(
     fps, n = timeline.settings.fps, len(t)
     top = dict(timeline.tracks).get(name, TRACK_DEFAULTS[name])
     cache: dict = {}
-    rows = []
+    rows, sources = [], []
     for key in keys:
         value = dict(key.keyframe.tracks).get(name, top)
         if value not in cache:
             cache[value] = track_math.evaluate(value, variables, fps, n, track_math.MISSING_REASONS)
         rows.append(cache[value])
+        sources.append(value)
     table = np.stack(rows)  # (n_keyframes, n_frames)
     frames = np.arange(n)
     a, b = table[segment, frames], table[seg_b, frames]
     out = a + (b - a) * t
-    check_bounds(timeline.source, name, out, fps, segment)
-    return out
+    return check_bounds(timeline, name, out, (a, b), (segment, seg_b), t, sources)
 
 
-def check_bounds(source: str, name: str, values: np.ndarray, fps: float, segment: np.ndarray) -> None:
-    """A track's values against its TRACK_BOUNDS: an expression can leave a range that constants are checked against."""
+def check_bounds(
+    timeline: Timeline, name: str, values: np.ndarray, ends: tuple[np.ndarray, np.ndarray], keys: tuple[np.ndarray, np.ndarray],
+    t: np.ndarray, sources: list,
+) -> np.ndarray:
+    """A track's per-frame values against its TRACK_BOUNDS, blaming the field whose expression leaves them.
+
+    Constants are checked when the timeline is read; an expression per frame here. Each frame is
+    a + (b - a) * t of its two keyframes' values (`ends`, of keyframes `keys`, `sources` their
+    fields' values), t in [0, 1] under every easing, so a frame out of range has a value out of
+    range behind it: the one travelled from (weight 1 - t) or toward (weight t). Values whose
+    every source is in range and that still overshoot by a rounding error are clipped.
+    """
     low, high, exclusive = TRACK_BOUNDS.get(name, (None, None, False))
-    below = np.zeros(len(values), bool) if low is None else (values <= low if exclusive else values < low)
-    above = np.zeros(len(values), bool) if high is None else values > high
-    bad = np.flatnonzero(below | above)
-    if len(bad):
-        f = int(bad[0])
-        need = (f"greater than {low:g}" if exclusive else f"at least {low:g}") if below[f] else f"at most {high:g}"
-        fix = f"max({low:g}, ...)" if below[f] else f"min({high:g}, ...)"
-        raise UserError(
-            f"{source}: {name}: must be {need}, but its expression gives {values[f]:g} "
-            f"at frame {f} ({f / fps:.3f}s, segment {segment[f]}); clip it, e.g. {fix}"
-        )
+
+    def outside(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        below = np.zeros(len(v), bool) if low is None else (v <= low if exclusive else v < low)
+        return below, np.zeros(len(v), bool) if high is None else v > high
+
+    bad = np.flatnonzero(np.logical_or(*outside(values)))
+    if not len(bad):
+        return values
+    fps = timeline.settings.fps
+    weights = (1.0 - t, t)  # of the value travelled from, and of the one travelled toward
+    flags = (outside(ends[0]), outside(ends[1]))
+    for f in bad:
+        for side in (0, 1):
+            below, above = flags[side][0][f], flags[side][1][f]
+            if weights[side][f] <= 0 or not (below or above):
+                continue
+            field = getattr(sources[keys[side][f]], "field", "") or name  # constants were checked when read
+            field = field if field.startswith(f"{timeline.source}:") else f"{timeline.source}: {field}"
+            need = (f"greater than {low:g}" if exclusive else f"at least {low:g}") if below else f"at most {high:g}"
+            fix = f"max({low:g}, ...)" if below else f"min({high:g}, ...)"
+            where = f"segment {keys[0][f]}" + (", which travels toward this value" if side else "")
+            raise UserError(
+                f"{field}: must be {need}, but its expression gives {ends[side][f]:g} "
+                f"at frame {f} ({f / fps:.3f}s, {where}); clip it, e.g. {fix}"
+            )
+    low = None if exclusive else low
+    return values if low is None and high is None else np.clip(values, low, high)  # a rounding error past a bound

@@ -19,7 +19,7 @@ from latentwalk.executors import EXECUTORS
 from latentwalk.modelspec import CHECKPOINT_SUFFIXES, EMBEDDING_SUFFIXES, LORA_SUFFIXES, EmbeddingSpec, LoraSpec, safetensors_names
 from latentwalk.audio import TRACKERS
 from latentwalk.device import DEVICE_NAMES, DTYPE_NAMES
-from latentwalk.params import CAMERA_BORDERS, CAMERA_TRACKS, DEFAULT_FOV, MAX_SEED, MAX_SHARPEN, TRACK_BOUNDS, TRACK_DEFAULTS
+from latentwalk.params import CAMERA_BORDERS, CAMERA_TRACKS, DEFAULT_FOV, DEFAULT_LORA_WEIGHT, MAX_SEED, MAX_SHARPEN, TRACK_BOUNDS, TRACK_DEFAULTS
 from latentwalk.schedulers import SCHEDULERS, SHARE_AUTO_SCHEDULERS, TIMESTEP_SPACINGS
 from latentwalk.tracks import Track, parse_expression
 
@@ -35,7 +35,8 @@ RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 # A hub id is "owner/name"; anything else that is not a folder is a typo, caught before loading.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SCHEDULER_NAMES = tuple(SCHEDULERS)
-LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a LoRA's name in keyframes and frame params
+# A LoRA's name in keyframes and frame params; no '.': the model's LoRA layers are named after it.
+LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w-]*$")
 # How a segment's frames spread along its travel: `perceptual` places them so the picture changes
 # evenly (measured at render time, see placement.py); `t` evenly in the interpolation weight.
 SPACING_NAMES = ("perceptual", "t")
@@ -504,6 +505,8 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
     check_model(r, model)
     model_config = _folder(r, get("model_config"), ("model_config",), "model_index.json")
     vae = _folder(r, get("vae"), ("vae",), "config.json")
+    if vae is not None:
+        _check_vae(r, Path(vae))
     if model_config is not None and Path(model).suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise r.fail(("model_config",), f"only used with a checkpoint file (model: x.safetensors); {model!r} brings its own configs")
     options = {key: r.flag(get(key), (key,)) for key in MODEL_OPTION_KEYS if key != "channels_last"}
@@ -531,7 +534,7 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         height=height,
         fps=r.number(get("fps"), ("fps",), minimum=0, exclusive=True, maximum=MAX_FPS),
         steps=steps,
-        guidance=_setting(r.track(get("guidance"), ("guidance",), minimum=0)),
+        guidance=_setting(r.named_track("guidance", get("guidance"), ("guidance",))),
         scheduler=scheduler,
         timestep_spacing=r.choice(get("timestep_spacing"), ("timestep_spacing",), TIMESTEP_SPACINGS),
         negative_prompt=negative_prompt,
@@ -600,12 +603,19 @@ def _parse_loras(r: FieldReader, data: Any, base_dir: Path) -> tuple[LoraSpec, .
         if "path" not in item:
             raise r.fail(path, "missing field 'path' (a LoRA .safetensors file)")
         file = _adapter_file(r, item["path"], path + ("path",), base_dir, LORA_SUFFIXES)
+        names = safetensors_names(file)  # readable: _adapter_file read it
+        if not any("lora" in tensor.lower() for tensor in names):  # every layout diffusers reads names its layers so
+            shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+            raise r.fail(path + ("path",), (
+                f"{str(file)!r} is not a LoRA: none of its {len(names)} tensors is a LoRA layer (found {shown}); "
+                "a textual-inversion file goes under embeddings:, a whole model under model:"
+            ))
         name = r.text(item.get("name", file.stem), path + ("name",))
         if not LORA_NAME.match(name):
-            raise r.fail(path + ("name",), f"{name!r} is not a usable name: letters, digits, '_', '-' and '.' only (set name: to one)")
+            raise r.fail(path + ("name",), f"{name!r} is not a usable name: letters, digits, '_' and '-' only (set name: to one)")
         if any(lora.name == name for lora in loras):
             raise r.fail(path + ("name",) if "name" in item else path, f"a second LoRA named {name!r}; give each one its own name:")
-        weight = r.number(item.get("weight", 1.0), path + ("weight",))
+        weight = r.number(item.get("weight", DEFAULT_LORA_WEIGHT), path + ("weight",))
         loras.append(LoraSpec(name, str(file), weight))
     return tuple(loras)
 
@@ -637,6 +647,21 @@ def _folder(r: FieldReader, value: Any, path: tuple, marker: str) -> str | None:
     if not (folder / marker).is_file():
         raise r.fail(path, f"{str(folder)!r} is not a local diffusers folder (no {marker})")
     return str(folder)
+
+
+VAE_CLASS = "AutoencoderKL"  # what `vae:` folders hold (diffusers' class of SD and SDXL VAEs)
+
+
+def _check_vae(r: FieldReader, folder: Path) -> None:
+    """A `vae:` folder's config.json must describe a VAE: a UNet or text-encoder folder fails at load otherwise."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise r.fail(("vae",), f"cannot read {str(folder / 'config.json')!r}: {e}") from None
+    found = config.get("_class_name") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or found not in (None, VAE_CLASS):
+        what = f"a {found}" if isinstance(found, str) else "no diffusers model"
+        raise r.fail(("vae",), f"{str(folder)!r} is not a VAE: its config.json describes {what}, not an {VAE_CLASS} (point vae: at a VAE's own folder, such as a model's vae/)")
 
 
 def _setting(track: Track) -> float | str:
@@ -823,12 +848,22 @@ def _parse_lyrics(
         item = overrides[key] if key is not None else {}
         opath = ("lyrics_overrides", key) if key is not None else ("lyrics",)
         item = {"prompt": item} if isinstance(item, str) else r.check_keys(item, opath, LYRIC_OVERRIDE_KEYS)
-        item = {"prompt": fill_template(template, values | {"line": entry.text, "n": str(n)})} | item
-        try:
-            keyframe = _parse_keyframe(r, item, opath, defaults, seed, Position("time", entry.time - start), lora_names, snap=snap, origin=f"{path.name}:{entry.line}")
-        except UserError as error:
-            raise UserError(f"{path}:{entry.line}: lyrics: {error}") from None
+        if "prompt" not in item:  # the template's prompt: a mistake in it is the template's, met at this line
+            prompt = fill_template(template, values | {"line": entry.text, "n": str(n)})
+            _check_prompt(r, prompt, ("lyrics_template",), f" (filled with {path.name}:{entry.line})")
+            item = {"prompt": prompt} | item
+        # Errors name the override's own field and YAML line (the LRC file only says when).
+        keyframe = _parse_keyframe(r, item, opath, defaults, seed, Position("time", entry.time - start), lora_names, snap=snap, origin=f"{path.name}:{entry.line}")
         keyframes.append(keyframe)
+    if not keyframes and data.get("keyframes") is None:
+        sung = [e for e in lines if e.text]
+        clip = f"the audio clip ({start:g}s to {stop:g}s into the file)" if stop != float("inf") else f"the audio clip (from {start:g}s)"
+        reason = (
+            f"{str(path)!r} has no sung line, only metadata and gaps" if not sung else
+            f"none of the {len(sung)} sung lines of {path.name} ({sung[0].time:.3f}s to {sung[-1].time:.3f}s into the audio) "
+            f"falls inside {clip}"
+        )
+        raise r.fail(("lyrics",), f"{reason}, so the timeline has no keyframe; add keyframes, or move audio.start/end")
     return tuple(keyframes)
 
 
@@ -842,9 +877,14 @@ def _keyframe_loras(r: FieldReader, data: Any, path: tuple, names: set[str]) -> 
     return tuple((name, r.number(weight, path + (name,))) for name, weight in data.items())
 
 
-def _check_prompt(r: FieldReader, prompt: str, path: tuple) -> None:
-    """Parse a prompt expression now, so a typo fails before any model loads."""
+def _check_prompt(r: FieldReader, prompt: str, path: tuple, context: str = "") -> None:
+    """Parse a prompt expression now, so a typo fails before any model loads.
+
+    The message names the field's line (else its nearest parent's, as for a prompt given as a
+    plain string where a mapping could be); `context` follows the field's name.
+    """
     from latentwalk.prompts import parse_prompt
 
-    line = r.lines.get(path)
-    parse_prompt(prompt, field=f"{r.source}:{line}: {format_path(path)}" if line else format_path(path))
+    line = next((r.lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in r.lines), None)
+    field = format_path(path) + context
+    parse_prompt(prompt, field=f"{r.source}:{line}: {field}" if line else field)

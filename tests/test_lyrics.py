@@ -131,3 +131,54 @@ def test_bad_lyrics_settings(tmp_path, extra, message):
 def test_bad_lrc_in_a_timeline_names_the_lrc_line(tmp_path):
     with pytest.raises(UserError, match=r"song.lrc:2: lyrics: expected a time tag"):
         lyrics_timeline(tmp_path, "", lrc="[00:01.00]one\noops\n")
+
+
+# --- messages name the YAML field that is wrong, not the LRC line it met ---------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("lyrics_overrides:\n  2: {prompt: a dog, guidance: '2 +'}\n", r"^\S*t.yaml:6: lyrics_overrides\[2\].guidance: unexpected end of expression"),
+        ("lyrics_overrides:\n  2: {prompt: a dog, guidance: 200}\n", r"^\S*t.yaml:6: lyrics_overrides\[2\].guidance: must be at most 100, got 200"),
+        ("lyrics_overrides:\n  two: '\"a\" +'\n", r"^\S*t.yaml:6: lyrics_overrides.two.prompt: unexpected end of expression"),
+        ("lyrics_template: '(\"{line}\" +'\n", r"^\S*t.yaml:5: lyrics_template \(filled with song.lrc:1\): unexpected end of expression"),
+    ],
+)
+def test_a_bad_override_or_template_is_blamed_on_its_yaml_line(tmp_path, extra, message):
+    with pytest.raises(UserError, match=message) as info:
+        lyrics_timeline(tmp_path, extra)
+    assert "song.lrc:2: lyrics:" not in str(info.value)
+
+
+def test_an_override_expression_out_of_range_names_its_yaml_line(tmp_path):
+    tl = lyrics_timeline(tmp_path, "lyrics_overrides:\n  two: {prompt: a dog, guidance: 60 * t}\n")
+    with pytest.raises(UserError, match=r"t.yaml:6: lyrics_overrides.two.guidance: must be at most 100, but its expression gives 120 at frame 20 \(2.000s, segment 1, which travels toward this value\)"):
+        plan_frames(tl, np.arange(0, 20) * 0.5, 120.0, None)
+
+
+def lyrics_only(tmp_path, audio: str, lrc: str = "[00:10.00]one\n[00:20.00]two\n"):
+    (tmp_path / "song.lrc").write_text(lrc)
+    return parse_timeline(f"fps: 4\n{audio}lyrics: song.lrc\n", str(tmp_path / "t.yaml"), tmp_path)
+
+
+def test_lyrics_that_all_fall_outside_the_clip_say_so_at_the_lyrics_line(tmp_path):
+    from latentwalk.toy.soundtrack import drum_track, write_wav
+
+    write_wav(drum_track(120.0, 2), tmp_path / "a.wav")
+    with pytest.raises(UserError, match=r"t.yaml:3: lyrics: none of the 2 sung lines of song.lrc \(10.000s to 20.000s into the audio\) falls inside the audio clip \(0s to 3s"):
+        lyrics_only(tmp_path, "audio: {path: a.wav, end: 3}\n")
+    with pytest.raises(UserError, match=r"t.yaml:3: lyrics: '\S*song.lrc' has no sung line, only metadata and gaps"):
+        lyrics_only(tmp_path, "audio: {path: a.wav}\n", lrc="[ar:someone]\n[00:01.00]\n")
+    tl = lyrics_only(tmp_path, "audio: {bpm: 120}\nend: {time: 5}\n")  # inside the clip, after the video
+    with pytest.raises(UserError, match=r"t.yaml:4: lyrics: every sung line falls after the end of the video \(5.000s; the first, song.lrc:1, at 10.000s\)"):
+        plan_frames(tl, np.arange(0, 20) * 0.5, 120.0, None)
+
+
+def test_lyrics_snap_messages_name_their_line(tmp_path):
+    (tmp_path / "song.lrc").write_text("[00:01.00]one\n")
+    tl = parse_timeline("fps: 4\nend: {time: 4}\nlyrics: song.lrc\nlyrics_snap: beat\n", str(tmp_path / "t.yaml"), tmp_path)
+    with pytest.raises(UserError, match=r"t.yaml:4: lyrics_snap: beat needs a beat grid"):
+        plan_frames(tl, np.zeros(0), None, None)
+    with pytest.raises(UserError, match=r"t.yaml:4: lyrics_snap: beat: no beats were found in the audio"):
+        plan_frames(tl, np.zeros(0), 120.0, None)

@@ -187,3 +187,92 @@ def test_audio_variables_without_audio_say_why():
     tl = timeline("  - {frame: 0, prompt: a}\n", end="{frame: 12}", extra="noise_shift: onset\n")
     with pytest.raises(UserError, match=r"noise_shift: 'onset' is not available: it needs an audio file"):
         plan_frames(tl, BEATS, 120.0, None)
+
+
+# --- bounds: every per-frame value, blamed on the field whose value leaves them ------------------
+
+
+@pytest.mark.parametrize("easing", sorted(EASINGS))
+def test_keyframed_values_between_in_range_keyframes_stay_in_range(easing):
+    """Every easing maps [0, 1] into [0, 1] (cubic ones too, held and audio-paced alike), so a frame's
+    value lies between its two keyframes' values and never overshoots a bound they respect."""
+    y = EASINGS[easing](np.linspace(0, 1, 100_001))
+    assert y.min() >= 0.0 and y.max() <= 1.0
+    keyframes = (
+        f"  - {{frame: 0, prompt: a, guidance: 100, easing: {easing}, pacing: audio, pacing_strength: 100}}\n"
+        f"  - {{frame: 97, prompt: b, guidance: 0, easing: {easing}}}\n  - {{frame: 190, prompt: c, guidance: 100}}\n"
+    )
+    energy = np.random.default_rng(0).exponential(size=200) ** 4  # spiky: pacing rushes through loud frames
+    plan = plan_frames(timeline(keyframes, end="{frame: 200}"), BEATS, 120.0, None, energy=energy)
+    guidance = np.array([r.guidance for r in plan.frames])
+    assert guidance.min() >= 0.0 and guidance.max() <= 100.0
+    assert all(0.0 <= r.t <= 1.0 for r in plan.frames)
+
+
+@pytest.mark.parametrize(
+    "keyframes, extra, message",
+    [
+        # a top-level expression: its own line
+        ("  - {frame: 0, prompt: a}\n", "guidance: 50 + 1000 * t\n",
+         r"^<timeline>:4: guidance: must be at most 100, but its expression gives 133.333 at frame 1 \(0.083s, segment 0\)"),
+        # a keyframe's expression, reached at its own frame
+        ("  - {frame: 0, prompt: a}\n  - {frame: 4, prompt: b, guidance: 50 + 300 * t}\n", "",
+         r"^<timeline>:6: keyframes\[1\].guidance: must be at most 100, but its expression gives 150 at frame 4 \(0.333s, segment 1\)"),
+        # ... and while the segment before it travels toward it (frame 3: 7.5 * 0.625 + 500 * 0.375)
+        ("  - {frame: 0, prompt: a}\n  - {frame: 8, prompt: b, guidance: 2000 * t}\n", "",
+         r"^<timeline>:6: keyframes\[1\].guidance: .* gives 500 at frame 3 \(0.250s, segment 0, which travels toward this value\)"),
+        ("  - {frame: 0, prompt: a}\n  - {frame: 4, prompt: b, noise_shift: 1, guidance: 3 - frame}\n", "",
+         r"^<timeline>:6: keyframes\[1\].guidance: must be at least 0, but its expression gives -1 at frame 4"),
+    ],
+)
+def test_expression_values_out_of_bounds_name_the_field_line_frame_and_value(keyframes, extra, message):
+    with pytest.raises(UserError, match=message):
+        plan_frames(timeline(keyframes, end="{frame: 12}", extra=extra), BEATS, 120.0, None)
+
+
+def test_an_expression_a_keyframe_inherits_is_blamed_on_the_top_level_field():
+    tl = timeline("  - {frame: 0, prompt: a, guidance: 5}\n  - {frame: 4, prompt: b}\n", end="{frame: 12}", extra="guidance: frame * 20\n")
+    with pytest.raises(UserError, match=r"^<timeline>:4: guidance: must be at most 100, but its expression gives 120 at frame 6"):
+        plan_frames(tl, BEATS, 120.0, None)
+
+
+def test_a_rounding_error_past_a_bound_is_clipped_never_reported():
+    from latentwalk.schedule import check_bounds
+
+    tl = timeline("  - {frame: 0, prompt: a}\n", end="{frame: 3}")
+    over = np.nextafter(100.0, 200.0)  # one ulp past MAX_GUIDANCE, with both keyframes' values in range
+    ends, keys, t = (np.array([100.0, 50.0, 7.5]), np.array([100.0, 100.0, 7.5])), (np.zeros(3, int), np.ones(3, int)), np.array([0.0, 1.0, 0.0])
+    values = check_bounds(tl, "guidance", np.array([100.0, over, 7.5]), ends, keys, t, [100.0, 100.0])
+    assert values.tolist() == [100.0, 100.0, 7.5]
+    same = np.array([1.0, 2.0, 3.0])
+    assert check_bounds(tl, "guidance", same, (same, same), keys, t, [1.0, 2.0]) is same  # in range: the very array
+
+
+def test_lora_weights_are_tracks_of_the_plan_without_changing_frame_params(tmp_path):
+    from latentwalk.params import DEFAULT_LORA_WEIGHT
+    from latentwalk.schedule import FrameRecord, track_value
+
+    lora = fake_lora(tmp_path / "style.safetensors")
+    text = (
+        f"fps: 4\nend: {{frame: 6}}\nloras:\n  - {{path: {lora}, weight: 0.5}}\n  - {{path: {lora}, name: plain}}\nkeyframes:\n"
+        "  - {frame: 0, prompt: a, loras: {style: 0}}\n  - {frame: 4, prompt: b, guidance: 5}\n"
+    )
+    plan = plan_frames(parse_timeline(text), BEATS, 120.0, None)
+    assert plan.tracks == ("guidance", "lora:style", "lora:plain")  # the timeline's tracks, then its LoRAs in order
+    assert [track_value(r, "lora:style") for r in plan.frames] == [0.0, 0.125, 0.25, 0.375, 0.5, 0.5]
+    assert {track_value(r, "lora:plain") for r in plan.frames} == {DEFAULT_LORA_WEIGHT}
+    # The params carry exactly the LoRA weights (sorted by name), as frame keys always had them.
+    assert plan.frames[1].params == (("lora:plain", 1.0), ("lora:style", 0.125))
+    bare = FrameRecord(0, 0.0, 0.0, 0, 0, 0.0, 0.0, 0, 0, 7.5)  # a record made by hand: no params
+    assert track_value(bare, "lora:style", parse_timeline(text).settings.loras) == 0.5
+    assert track_value(bare, "lora:other") == DEFAULT_LORA_WEIGHT and track_value(bare, "zoom") == 1.0
+
+
+def fake_lora(path):
+    """A .safetensors file with one LoRA-named tensor: enough for the timeline, which reads only its header."""
+    import json
+    import struct
+
+    header = json.dumps({"unet.down.lora_A.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    return path

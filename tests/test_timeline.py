@@ -70,3 +70,51 @@ def test_audio_path_is_relative_to_the_timeline(tmp_path):
 def test_missing_timeline_file(tmp_path):
     with pytest.raises(UserError, match="cannot read timeline"):
         load_timeline(tmp_path / "nope.yaml")
+
+
+def safetensors_file(path, names):
+    """A .safetensors file holding one-float tensors named `names` (the timeline reads only headers)."""
+    import json
+    import struct
+
+    header = json.dumps({name: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i, name in enumerate(names)}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4 * len(names))
+    return path
+
+
+def test_a_lora_without_a_weight_gets_the_one_default(tmp_path):
+    from latentwalk.params import DEFAULT_LORA_WEIGHT
+
+    safetensors_file(tmp_path / "style.safetensors", ["unet.a.lora_A.weight", "unet.a.lora_B.weight"])
+    tl = parse_timeline("end: {time: 1}\nloras: [style.safetensors]\nkeyframes:\n  - {time: 0, prompt: a}\n", "t.yaml", tmp_path)
+    assert tl.settings.loras[0].weight == DEFAULT_LORA_WEIGHT
+
+
+@pytest.mark.parametrize(
+    "names, file, field, message",
+    [
+        (["emb_params"], "look.safetensors", "t.yaml:3: loras[0].path", "is not a LoRA: none of its 1 tensors is a LoRA layer (found 'emb_params')"),
+        (["unet.a.lora_A.weight"], "style.v2.safetensors", "t.yaml:3: loras[0].name", "'style.v2' is not a usable name"),
+    ],
+)
+def test_lora_files_that_cannot_load_fail_when_read(tmp_path, names, file, field, message):
+    safetensors_file(tmp_path / file, names)
+    with pytest.raises(UserError) as info:
+        parse_timeline(f"end: {{time: 1}}\nloras:\n  - {{path: {file}}}\nkeyframes:\n  - {{time: 0, prompt: a}}\n", "t.yaml", tmp_path)
+    assert str(info.value).startswith(f"{field}: ") and message in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ('{"_class_name": "UNet2DConditionModel"}', "is not a VAE: its config.json describes a UNet2DConditionModel, not an AutoencoderKL"),
+        ('[1, 2]', "is not a VAE: its config.json describes no diffusers model"),
+        ('{"_class_name": "AutoencoderKL"', "cannot read"),
+    ],
+)
+def test_a_vae_folder_of_something_else_fails_when_read(tmp_path, config, message):
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "config.json").write_text(config)
+    with pytest.raises(UserError) as info:
+        parse_timeline(f"end: {{time: 1}}\nvae: {tmp_path / 'vae'}\nkeyframes:\n  - {{time: 0, prompt: a}}\n", "t.yaml", tmp_path)
+    assert str(info.value).startswith("t.yaml:2: vae: ") and message in str(info.value), str(info.value)
