@@ -168,6 +168,22 @@ def test_keyframes_without_a_weight_use_the_top_level_weight(lora_file, tiny_mod
     assert weights[4] == 0.5 and weights[2] == 0.25
 
 
+def test_lora_weights_are_columns_of_plan_and_tracks_of_plan_json(lora_file, tiny_model_dir, capsys):
+    path = lora_file.parent / "plan.yaml"
+    path.write_text(lora_timeline(lora_file, (0.0, 1.0, 0.25), tiny_model_dir))
+    weights = [dict(r.params)["lora:style"] for r in plan(parse_timeline(path.read_text(), str(path), lora_file.parent)).frames]
+    assert main(["plan", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.split()[:1] == ["frame"])
+    assert header.split()[-1] == "lora:style"  # one column per LoRA, after the timeline's own tracks
+    rows = [line.split() for line in lines if line.split()[:1] and line.split()[0].isdigit() and "frames at" not in line]
+    assert [float(row[header.split().index("lora:style")]) for row in rows] == [round(w, 3) for w in weights]
+    assert main(["plan", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["tracks"] == ["guidance", "lora:style"]
+    assert [f["lora:style"] for f in data["frames"]] == weights and weights[:5] == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -197,6 +213,8 @@ def test_changing_a_weight_or_the_file_rerenders_exactly_the_affected_frames(lor
     path.write_text(lora_timeline(lora, (0.0, 1.0, 0.25), tiny_model_dir))
     result = render(path, tmp_path / "t.mp4", progress=False)
     assert result.frames_rendered == 9  # frames 8-11 hold keyframe 2: one key
+    manifest = json.loads(result.manifest.read_text())["plan"]  # the manifest's plan lists each LoRA's weight per frame
+    assert manifest["tracks"] == ["guidance", "lora:style"] and [f["lora:style"] for f in manifest["frames"][:5]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     store = FrameStore(result.store)
 
     def missing_frames(text: str) -> list[int]:
@@ -271,7 +289,7 @@ def test_embedding_mistakes_exit_2(tiny_model_dir, tmp_path, capsys):
     timeline.write_text(f"embeddings: [{{path: wide.safetensors, token: '<w>'}}]\n" + body)
     assert main(["render", str(timeline), "--out", str(tmp_path / "x.mp4"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "embeddings[0]: cannot load" in err and "Traceback" not in err
+    assert "t.yaml:1: embeddings[0].path: " in err and "holds vectors 99 wide, but the text encoder" in err and "Traceback" not in err
     timeline.write_text(f"embeddings: [{{path: wide.safetensors, token: 'a b'}}]\n" + body)
     assert main(["render", str(timeline), "--out", str(tmp_path / "x.mp4"), "--quiet"]) == 2
     assert "t.yaml:1: embeddings[0].token: 'a b' must be one word" in capsys.readouterr().err

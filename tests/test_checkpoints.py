@@ -102,7 +102,8 @@ def test_a_corrupt_checkpoint_exits_2_before_any_work(tiny_model_dir, tmp_path, 
 def test_a_checkpoint_with_configs_of_another_family_exits_2(checkpoint, tiny_sdxl_dir, tmp_path, capsys):
     assert main(["render", str(timeline(tmp_path, checkpoint, f"model_config: {tiny_sdxl_dir}\n")), "--out", str(tmp_path / "x.mp4"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "could not load the checkpoint" in err and str(tiny_sdxl_dir) in err and "Traceback" not in err
+    assert "tiny.yaml:2: model_config: " in err and "is an SDXL model, but the checkpoint" in err and str(tiny_sdxl_dir) in err
+    assert "Traceback" not in err
 
 
 # --- vae: a VAE folder replacing the model's --------------------------------------------------------

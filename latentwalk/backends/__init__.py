@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from latentwalk.backends.adapters import LoraRows, load_embeddings
+from latentwalk.backends.adapters import LoraRows, diffusers_quiet, load_embeddings
 from latentwalk.backends.base import Backend, Cond, ModelOptions
 from latentwalk.backends.sd import SDBackend
 from latentwalk.backends.sdxl import SDXLBackend
@@ -49,17 +49,38 @@ def model_family(spec: ModelSpec) -> type[Backend]:
     """The backend for a model, from its own files; a clear UserError for anything unsupported."""
     source = resolve_model(spec.model)
     if is_checkpoint(source):
-        return checkpoint_family(Path(source))
+        family = checkpoint_family(Path(source))
+        if spec.model_config is not None:  # its configs must describe a model of the checkpoint's own family
+            configs = folder_family(Path(spec.model_config) / "model_index.json", "model_config", spec.model_config)
+            if configs is not family:
+                raise UserError(
+                    f"model_config: {spec.model_config!r} is an {family_name(configs)} model, but the checkpoint {spec.model!r} is "
+                    f"an {family_name(family)} one; set model_config: to a diffusers folder of the checkpoint's own family"
+                )
+        return family
     index = Path(source) / "model_index.json"
     if not index.is_file():
         index = Path(hub_file(source, "model_index.json"))
+    return folder_family(index, "model", spec.model)
+
+
+def folder_family(index: Path, field: str, name: str) -> type[Backend]:
+    """The backend of a diffusers folder from its model_index.json; errors name `field`."""
     try:
-        class_name = json.loads(index.read_text()).get("_class_name")
+        data = json.loads(index.read_text())
     except (OSError, ValueError) as e:
-        raise UserError(f"model: cannot read {index}: {e}") from None
+        raise UserError(f"{field}: cannot read {index}: {e}") from None
+    class_name = data.get("_class_name") if isinstance(data, dict) else None
+    if not isinstance(class_name, str):
+        raise UserError(f"{field}: {str(index)!r} names no pipeline class (no \"_class_name\" text in it): not a diffusers model folder")
     if class_name not in FAMILIES:
-        raise UserError(f"model: {spec.model!r} is a {class_name}, which latentwalk does not drive; supported: {supported()}")
+        raise UserError(f"{field}: {name!r} is a {class_name}, which latentwalk does not drive; supported: {supported()}")
     return FAMILIES[class_name]
+
+
+def family_name(family: type[Backend]) -> str:
+    """The family as people say it: "SDXL" or "SD 1.x/2.x"."""
+    return "SDXL" if family is SDXLBackend else "SD 1.x/2.x"
 
 
 def checkpoint_family(path: Path) -> type[Backend]:
@@ -122,7 +143,7 @@ def load_backend(spec: ModelSpec, device: str = "auto", dtype: str = "auto", opt
     pipeline = getattr(diffusers, family.pipeline_class)
     extra = {}
     if spec.vae is not None:
-        extra["vae"] = diffusers.AutoencoderKL.from_pretrained(spec.vae)
+        extra["vae"] = load_vae(spec.vae)
 
     # 2. Load the pipeline: a folder or hub id, or one checkpoint file with configs from a folder.
     if is_checkpoint(source):
@@ -136,6 +157,11 @@ def load_backend(spec: ModelSpec, device: str = "auto", dtype: str = "auto", opt
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).eval().requires_grad_(False)
+    if spec.vae is not None and pipe.vae.config.latent_channels != pipe.unet.config.in_channels:
+        raise UserError(
+            f"vae: the VAE in {spec.vae!r} makes latents of {pipe.vae.config.latent_channels} channels, but this model's UNet "
+            f"takes {pipe.unet.config.in_channels} (a VAE of another model family?)"
+        )
 
     # 3. Adapters: textual-inversion tokens before the backend's tokenizers are wrapped, LoRAs
     # before the weights move, so their layers follow the model to its device and dtype.
@@ -147,6 +173,27 @@ def load_backend(spec: ModelSpec, device: str = "auto", dtype: str = "auto", opt
     backend.loras = loras
     backend.unet = apply_options(pipe, torch_device, torch_dtype, options)
     return backend
+
+
+def load_vae(folder: str):
+    """A `vae:` folder as an AutoencoderKL; anything else there is a UserError naming `vae`."""
+    import diffusers
+
+    config = Path(folder) / "config.json"
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"vae: cannot read {str(config)!r}: {e}") from None
+    found, expected = (data.get("_class_name") if isinstance(data, dict) else None), diffusers.AutoencoderKL.__name__
+    if not isinstance(data, dict) or found not in (None, expected):  # a UNet's folder fails deep in diffusers otherwise
+        what = f"a {found}" if isinstance(found, str) else "no diffusers model"
+        raise UserError(f"vae: {folder!r} is not a VAE: its config.json describes {what}, not an {expected}")
+    try:
+        with diffusers_quiet():  # its own "error occurred" line would precede ours
+            return diffusers.AutoencoderKL.from_pretrained(folder)
+    except Exception as e:  # missing or foreign weights, a config of the wrong shape: many types
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise UserError(f"vae: cannot load the VAE in {folder!r}: {reason}") from None
 
 
 def load_checkpoint(pipeline, source: str, spec: ModelSpec, extra: dict):
@@ -166,7 +213,11 @@ def load_checkpoint(pipeline, source: str, spec: ModelSpec, extra: dict):
                 f"come from a diffusers folder of the same family, and none could be fetched from the model hub "
                 f"({reason}); set model_config: to a local diffusers folder (e.g. an SD 1.5 or SDXL download)"
             ) from None
-        raise UserError(f"model: could not load the checkpoint {spec.model!r} with the configs of {spec.model_config!r}: {reason}") from None
+        reason = reason.split(". If you want")[0]  # diffusers' advice on overwriting weights is not the user's
+        raise UserError(
+            f"model_config: the configs of {spec.model_config!r} do not fit the checkpoint {spec.model!r} "
+            f"(its layers have other sizes: a model of another version?): {reason}"
+        ) from None
 
 
 def apply_options(pipe, device: torch.device, dtype: torch.dtype, options: ModelOptions) -> torch.nn.Module:

@@ -11,6 +11,7 @@ Text-encoder LoRA layers run at the LoRA's top-level weight: prompts are encoded
 and then interpolated, so a travelling weight would need one encoding per frame.
 """
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +27,33 @@ SDXL_EMBEDDING_KEYS = ("clip_l", "clip_g")  # an SDXL textual-inversion file: on
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def reason(error: BaseException) -> str:
+    """An error from deep inside diffusers or peft, in words: Python's own errors (a KeyError's bare
+    key, "list index out of range") say the layout was not understood, and which error it was."""
+    if isinstance(error, (KeyError, IndexError, TypeError, AttributeError)):
+        return f"its layout is not one diffusers reads ({type(error).__name__}: {first_line(error)})"
+    return first_line(error)
+
+
+def model_kind(pipe) -> str:
+    """"this SDXL model (StableDiffusionXLPipeline)", for messages."""
+    family = "SDXL" if getattr(pipe, "text_encoder_2", None) is not None else "SD 1.x/2.x"
+    return f"this {family} model ({type(pipe).__name__})"
+
+
+@contextmanager
+def diffusers_quiet():
+    """diffusers logs a failed LoRA load as an error, the whole state-dict mismatch; our message says it once."""
+    import diffusers
+
+    level = diffusers.logging.get_verbosity()
+    diffusers.logging.set_verbosity(diffusers.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        diffusers.logging.set_verbosity(level)
 
 
 def lora_layers(module: torch.nn.Module, adapter: str) -> list[torch.nn.Module]:
@@ -45,11 +73,17 @@ class LoraRows:
         self.cache: dict[tuple, torch.Tensor] = {}
         for i, lora in enumerate(self.loras):
             try:
-                pipe.load_lora_weights(lora.path, adapter_name=lora.name)
+                with diffusers_quiet():
+                    pipe.load_lora_weights(lora.path, adapter_name=lora.name)
             except Exception as e:  # diffusers and peft raise many types for a foreign file
-                raise UserError(f"loras[{i}]: cannot load {lora.path!r} into this {type(pipe).__name__}: {first_line(e)}") from None
+                if "size mismatch" in str(e):
+                    raise UserError(
+                        f"loras[{i}].path: {lora.path!r} does not fit {model_kind(pipe)}: its layers have other sizes "
+                        "than the model's (a LoRA made for another model family?)"
+                    ) from None
+                raise UserError(f"loras[{i}].path: cannot load {lora.path!r} into {model_kind(pipe)}: {reason(e)}") from None
             if not any(lora_layers(getattr(pipe, part), lora.name) for part in ("unet", *TEXT_ENCODERS) if getattr(pipe, part, None) is not None):
-                raise UserError(f"loras[{i}]: {lora.path!r} matches no layer of this {type(pipe).__name__} (a LoRA for another model family?)")
+                raise UserError(f"loras[{i}].path: {lora.path!r} matches no layer of {model_kind(pipe)} (a LoRA for another model family?)")
         pipe.set_adapters([lora.name for lora in self.loras])  # all active, each at scale 1
         # 2. Text encoders: fixed at the top-level weight. UNet: per row, through a pre-hook.
         self.base: dict[torch.nn.Module, dict[str, float]] = {}  # layer → adapter → scaling at weight 1
@@ -94,6 +128,7 @@ def load_embeddings(pipe, embeddings: Sequence[EmbeddingSpec]) -> None:
     """Add each textual-inversion token to the tokenizer(s); SDXL files carry one tensor per encoder."""
     sdxl = getattr(pipe, "text_encoder_2", None) is not None
     for i, embedding in enumerate(embeddings):
+        check_embedding(pipe, embedding, i, sdxl)  # the token and the vectors' width, in words, before diffusers
         try:
             if sdxl:
                 state = sdxl_embedding(embedding, i)
@@ -103,22 +138,75 @@ def load_embeddings(pipe, embeddings: Sequence[EmbeddingSpec]) -> None:
                 pipe.load_textual_inversion(embedding.path, token=embedding.token)
         except UserError:
             raise
-        except Exception as e:  # wrong width, a token already in the vocabulary, a foreign file
-            raise UserError(f"embeddings[{i}]: cannot load {embedding.path!r} as {embedding.token!r}: {first_line(e)}") from None
+        except Exception as e:  # what check_embedding cannot foresee: a foreign file diffusers rejects
+            raise UserError(f"embeddings[{i}]: cannot load {embedding.path!r} as {embedding.token!r}: {reason(e)}") from None
+
+
+def read_embedding(embedding: EmbeddingSpec, index: int):
+    """The contents of a textual-inversion file, read as diffusers reads it (tensors only, no code)."""
+    try:
+        if Path(embedding.path).suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(embedding.path)
+        return torch.load(embedding.path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt file, a pickle of something else: many types
+        raise UserError(f"embeddings[{index}].path: cannot read {embedding.path!r} as a textual-inversion file: {first_line(e)}") from None
 
 
 def sdxl_embedding(embedding: EmbeddingSpec, index: int) -> dict[str, torch.Tensor]:
     """The clip_l and clip_g vectors of an SDXL embedding file."""
-    if Path(embedding.path).suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(embedding.path)
-    else:
-        state = torch.load(embedding.path, map_location="cpu", weights_only=True)
+    state = read_embedding(embedding, index)
     if not isinstance(state, dict) or any(key not in state for key in SDXL_EMBEDDING_KEYS):
         found = ", ".join(map(str, state)) if isinstance(state, dict) else type(state).__name__
         raise UserError(
-            f"embeddings[{index}]: {embedding.path!r} is not an SDXL embedding: an SDXL model needs "
+            f"embeddings[{index}].path: {embedding.path!r} is not an SDXL embedding: an SDXL model needs "
             f"one vector per text encoder (tensors clip_l and clip_g), found: {found}"
         )
     return state
+
+
+def embedding_vectors(embedding: EmbeddingSpec, index: int, sdxl: bool) -> dict[str, object]:
+    """Text encoder attribute → the file's vectors for it, in the layouts diffusers reads:
+    SDXL's clip_l and clip_g, a bare tensor, one named tensor (diffusers) or string_to_param (A1111)."""
+    if sdxl:
+        state = sdxl_embedding(embedding, index)
+        return {"text_encoder": state["clip_l"], "text_encoder_2": state["clip_g"]}
+    state = read_embedding(embedding, index)
+    if isinstance(state, dict) and len(state) == 1:
+        state = next(iter(state.values()))
+    elif isinstance(state, dict) and isinstance(state.get("string_to_param"), dict) and "*" in state["string_to_param"]:
+        state = state["string_to_param"]["*"]
+    elif isinstance(state, dict):
+        raise UserError(
+            f"embeddings[{index}].path: {embedding.path!r} is not a textual-inversion embedding: expected one tensor "
+            f"(diffusers' layout) or string_to_param (A1111's), found {len(state)} entries: {', '.join(map(str, list(state)[:4]))}"
+        )
+    return {"text_encoder": state}
+
+
+def check_embedding(pipe, embedding: EmbeddingSpec, index: int, sdxl: bool) -> None:
+    """The file holds vectors as wide as each text encoder's, and the token is no word the tokenizer knows."""
+    for part, vectors in embedding_vectors(embedding, index, sdxl).items():
+        encoder = "text encoder" if not sdxl else f"{'first' if part == 'text_encoder' else 'second'} text encoder"
+        if not isinstance(vectors, torch.Tensor) or vectors.ndim not in (1, 2) or vectors.numel() == 0:
+            shape = f"a tensor of shape {tuple(vectors.shape)}" if isinstance(vectors, torch.Tensor) else type(vectors).__name__
+            raise UserError(
+                f"embeddings[{index}].path: {embedding.path!r} is not a textual-inversion embedding: it holds {shape} "
+                f"for the {encoder}, where a (tokens, width) tensor of vectors was expected"
+            )
+        width = getattr(pipe, part).get_input_embeddings().weight.shape[-1]
+        if vectors.shape[-1] != width:
+            raise UserError(
+                f"embeddings[{index}].path: {embedding.path!r} holds vectors {vectors.shape[-1]} wide, but the {encoder} of "
+                f"{model_kind(pipe)} takes {width} (an embedding made for another model family?)"
+            )
+    for name in ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",):
+        tokenizer = getattr(pipe, name)
+        pieces = tokenizer.tokenize(embedding.token)
+        known = len(pieces) == 1 and tokenizer.convert_tokens_to_ids(pieces[0]) != tokenizer.unk_token_id
+        if embedding.token in tokenizer.get_vocab() or known:
+            raise UserError(
+                f"embeddings[{index}].token: {embedding.token!r} is already a word of this model's tokenizer, so the "
+                f"embedding would replace it in every prompt; choose a token that is no word, such as '<{embedding.token}>'"
+            )
