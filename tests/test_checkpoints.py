@@ -124,6 +124,17 @@ def test_a_vae_override_is_used(tiny_model_dir, folder_frames, tmp_path):
     assert shift.mean() > 10 and (shift >= 0).all()  # 0.2 in [-1, 1] is ~25 levels, less where clipped at 255
 
 
+def test_a_vae_of_another_latent_width_fails_at_load_naming_vae(tiny_model_dir, tmp_path):
+    from diffusers import AutoencoderKL
+
+    from latentwalk.errors import UserError
+
+    config = dict(AutoencoderKL.load_config(tiny_model_dir / "vae"), latent_channels=8)  # as SD3's and Flux's 16
+    AutoencoderKL.from_config(config).save_pretrained(tmp_path / "wide-vae")
+    with pytest.raises(UserError, match=r"^vae: the VAE in '.*wide-vae' makes latents of 8 channels, but this model's UNet takes 4"):
+        load_backend(ModelSpec(str(tiny_model_dir), vae=str(tmp_path / "wide-vae")), device="cpu")
+
+
 def test_vae_override_enters_the_frame_key(tiny_model_dir, tmp_path):
     from latentwalk.api import render_identity
     from latentwalk.timeline import load_timeline
