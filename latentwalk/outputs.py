@@ -11,6 +11,11 @@ How latentwalk recognises its own files:
 - a video: an .mp4 with such a manifest beside it (same name, .json);
 - a `--frames` folder: the FRAMES_MARKER file inside it (written when latentwalk made the folder);
 - a frame store: store.MARKER (see store.py).
+
+Nothing is written through a link (see locks.py): a video, manifest, lock, `--frames` PNG or
+store file whose name is a symbolic link is refused before any work, and every file is written
+by `open_output` / `write_atomic` (a new temp file, then a rename onto a target checked to be no
+link), with the mode a new file gets under the umask. Other writers (plots, videos) use those.
 """
 
 import json
@@ -23,7 +28,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from latentwalk.errors import UserError
-from latentwalk.locks import file_lock
+# The writers for every output file, also for the modules that write theirs (plot.py, encode.py,
+# sweep.py): open_output / write_atomic for contents, create_temp + move_into_place for a file
+# another program (ffmpeg) fills; all refuse links and follow the umask (see locks.py).
+from latentwalk.locks import create_temp, file_lock, move_into_place, open_output, refuse_link, write_atomic  # noqa: F401
 from latentwalk.store import MARKER, FrameStore, describe_state, open_store
 
 MANIFEST_FORMAT = "latentwalk-manifest/1"
@@ -93,7 +101,9 @@ def check_render_outputs(
     if not create_folder and not video.parent.is_dir():
         what = "is a file, not a folder" if video.parent.exists() else "does not exist"
         raise UserError(f"--out: the folder {video.parent} {what}; create it first or choose another --out")
-    # 1. The video and its manifest: never an input, never a folder, replaced only if latentwalk made them.
+    # 1. The video, its manifest and lock: never a link, never an input, never a folder, replaced only if latentwalk made them.
+    for path in (video, manifest, video.with_name(f".{video.name}.lock")):
+        refuse_link(path, "--out")
     for path, flag in ((video, "--out"), (manifest, "--out")):
         what = "video" if path == video else "manifest"
         if path.is_dir():
@@ -125,6 +135,9 @@ def check_render_outputs(
             for source in inputs:
                 if same_file(source.parent, frames_dir) and FRAME_PNG.match(source.name):
                     raise UserError(f"--frames: writing {frames_dir} would overwrite the input {source}")
+            for name in sorted(names):  # a frame_NNNNNN.png that links to a user's photo
+                if FRAME_PNG.match(name) or name == FRAMES_MARKER:
+                    refuse_link(frames_dir / name, "--frames")
         check_writable(frames_dir, "--frames")
     # 3. The frame store: new, empty, or latentwalk's.
     state = open_store(store).state()
@@ -176,7 +189,7 @@ def claim(outputs: RenderOutputs, wait: bool = False) -> Iterator[FrameStore]:
         if outputs.frames_dir is not None:
             if not outputs.frames_dir.exists() or not any(outputs.frames_dir.iterdir()):
                 outputs.frames_dir.mkdir(parents=True, exist_ok=True)
-                (outputs.frames_dir / FRAMES_MARKER).write_text("frame_NNNNNN.png files written by latentwalk render --frames\n")
+                write_atomic(outputs.frames_dir / FRAMES_MARKER, b"frame_NNNNNN.png files written by latentwalk render --frames\n", "--frames")
         yield store
         created.clear()  # success: keep every folder made
 
@@ -186,7 +199,7 @@ def _remove_stale_partials(video: Path) -> None:
     stem = re.escape(f".{video.stem}.")
     pattern = re.compile(rf"^{stem}[\w-]+\.partial(?:\.mp4|\.json)$")
     for name in os.listdir(video.parent):
-        if pattern.match(name):
+        if pattern.match(name) and not os.path.islink(video.parent / name):  # a link is not a partial file of ours
             (video.parent / name).unlink(missing_ok=True)
 
 
@@ -204,19 +217,9 @@ def _remove_if_unused(folders: list[Path]) -> None:
 
 
 def write_manifest(path: Path, data: dict[str, Any]) -> Path:
-    """Write a render's manifest atomically, marked with MANIFEST_FORMAT as latentwalk's own."""
+    """Write a render's manifest atomically (never through a link), marked with MANIFEST_FORMAT as latentwalk's own."""
     text = json.dumps({"format": MANIFEST_FORMAT, **data}, indent=1)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial.json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, text.encode(), "--out", prefix=f".{path.stem}.", suffix=".partial.json")
 
 
 SWEEP_FILE = re.compile(r"^(?:cell_\d+_\d+\.png|sheet\.png|sweep\.json|sweep(?:_row\d+)?\.mp4)$")
