@@ -4,17 +4,41 @@ A frame's pixels depend only on the render identity and the frame's own inputs (
 frames.py, where the key is made). Keying by those lets a render reuse any frame an earlier run already made: a run
 stopped by Ctrl-C or SIGKILL resumes where it stopped, and editing one keyframe re-renders
 only the two segments that touch it. Frames are files written atomically (temp file in
-the same folder, fsync, os.replace), so a file under a key's name is always complete, and each
-carries a sha256 of its pixels, so a damaged or foreign file is re-rendered, never reused.
+the same folder, fsync, os.replace; never through a link: see locks.py), so a file under a
+key's name is always complete.
+
+Each frame file is bound to its key: its header holds the shape, the key and a sha256 over the
+header and the pixels (the file format, version 3):
+
+    offset  size  field
+         0     8  magic  b"LWFRAME\x03"  (the last byte is the format version)
+         8     4  height    (uint32, little-endian)
+        12     4  width     (uint32)
+        16     4  channels  (uint32; 3)
+        20    32  key       (the 32 bytes of the 64-hex-digit key)
+        52    32  sha256 of bytes 0..51 and the pixels
+        84     …  pixels, height × width × channels uint8, row-major
+
+Planning checks only sizes and headers (`has`: magic, version, shape, key; no pixels read), so
+a frame copied or moved under another key's name is a miss and is rendered again; the checksum
+is verified when a frame is loaded (`load`), and a frame that fails it is removed so the next
+render makes it again. Version-2 frames (b"LWFRAME\x02": magic, height, width, channels,
+sha256 of the pixels; 52 bytes) predate the binding and are still read.
+
+The store lives in a folder (`FrameStore`) or, through fsspec, at a URL (`FsspecFrameStore`:
+s3://, gs://, memory://, ...): the same files in the same format, only the file access differs.
 """
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import stat
 import struct
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -22,12 +46,14 @@ from typing import Iterable
 import numpy as np
 
 from latentwalk.errors import UserError
+from latentwalk.locks import file_lock, link_message, write_atomic
 
 log = logging.getLogger("latentwalk")
 
-# The file format (written in the store's marker). 2: frames carry a header with their shape and
-# a sha256 of their pixels, under <key>.frame (1 was bare <key>.npy, never read now).
-STORE_VERSION = 2
+# The file format (written in the store's marker). 3: frames are bound to their key (see the
+# module docstring); 2: frames carry their shape and a sha256 of their pixels (still read);
+# 1: bare <key>.npy files (never read now).
+STORE_VERSION = 3
 SUFFIX = ".frame"
 TEMP_SUFFIX = ".tmp"
 KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -37,8 +63,12 @@ TEMP = re.compile(r"^\.[0-9a-f]{64}\.(?:frame|npy)\.[\w-]+\.tmp$|^\.[0-9a-f]{64}
 MARKER = ".latentwalk-store"  # written when the store is created; prune refuses a folder without it
 LOCK = ".latentwalk-store.lock"
 STORE_FORMAT = "latentwalk-frame-store"
-MAGIC = b"LWFRAME\x02"
-HEADER = struct.Struct("<8sIII32s")  # magic, height, width, channels, sha256(pixels)
+MAGIC_PREFIX = b"LWFRAME"
+MAGIC = MAGIC_PREFIX + bytes([STORE_VERSION])
+MAGIC_V2 = MAGIC_PREFIX + b"\x02"
+HEADER = struct.Struct("<8sIII32s32s")  # magic, height, width, channels, key, sha256(header before it + pixels)
+HEADER_V2 = struct.Struct("<8sIII32s")  # magic, height, width, channels, sha256(pixels)
+SIGNED = HEADER.size - 32  # the header bytes the checksum covers
 
 
 @dataclass(frozen=True)
@@ -52,44 +82,92 @@ class CorruptFrame(UserError):
     """A stored file under a key's name whose header or pixel checksum is wrong."""
 
 
-def encode_frame(frame: np.ndarray) -> bytes:
-    """Header (magic, height, width, channels, sha256 of the pixels) followed by the pixels."""
+class DamagedFrame(CorruptFrame):
+    """A frame of this store under its own key whose checksum fails: its bytes changed after writing."""
+
+
+class MisfiledFrame(CorruptFrame):
+    """A frame of this store bound to another key: a file moved, renamed or copied within the store."""
+
+
+def key_bytes(key: str) -> bytes:
+    """The 32 bytes a frame's header holds for `key` (its hex digits; a hash for any other name)."""
+    return bytes.fromhex(key) if KEY.match(key) else hashlib.sha256(key.encode()).digest()
+
+
+def encode_frame(frame: np.ndarray, key: str) -> bytes:
+    """The header (magic, height, width, channels, key, sha256 of header and pixels), then the pixels."""
     pixels = np.ascontiguousarray(frame, dtype=np.uint8)
     height, width, channels = pixels.shape
     data = pixels.tobytes()
-    return HEADER.pack(MAGIC, height, width, channels, hashlib.sha256(data).digest()) + data
+    signed = HEADER.pack(MAGIC, height, width, channels, key_bytes(key), b"")[:SIGNED]
+    return signed + hashlib.sha256(signed + data).digest() + data
 
 
-def decode_frame(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-    """The (H, W, C) uint8 pixels of an encoded frame of `shape`; CorruptFrame if anything is off."""
-    if len(data) != frame_size(shape):
-        raise CorruptFrame(f"{len(data)} bytes, expected {frame_size(shape)} for a {shape} frame")
-    magic, height, width, channels, digest = HEADER.unpack_from(data)
-    if magic != MAGIC:
+def check_header(head: bytes, size: int, key: str, shape: tuple[int, int, int]) -> struct.Struct:
+    """The header layout of a file of `size` bytes starting with `head`, once it is a frame of `shape`
+    stored under `key` (or a version-2 frame of `shape`); CorruptFrame (MisfiledFrame) if not."""
+    if size < len(MAGIC) or len(head) < len(MAGIC):
+        raise CorruptFrame(f"{size} bytes: shorter than a frame header (a truncated file)")
+    magic = head[: len(MAGIC)]
+    if magic == MAGIC:
+        header = HEADER
+    elif magic == MAGIC_V2:
+        header = HEADER_V2
+    elif magic.startswith(MAGIC_PREFIX):
+        raise CorruptFrame(f"a frame in store format version {magic[-1]}, which this latentwalk does not read (it reads 2 and 3)")
+    else:
         raise CorruptFrame("not a latentwalk frame file (wrong magic bytes)")
-    if (height, width, channels) != tuple(shape):
-        raise CorruptFrame(f"holds a {(height, width, channels)} frame, expected {shape}")
-    pixels = memoryview(data)[HEADER.size :]
-    if hashlib.sha256(pixels).digest() != digest:
-        raise CorruptFrame("pixel checksum mismatch (the file was changed or damaged)")
+    if size < header.size or len(head) < header.size:
+        raise CorruptFrame(f"{size} bytes: shorter than a frame header (a truncated file)")
+    fields = header.unpack_from(head)
+    if tuple(fields[1:4]) != tuple(shape):
+        raise CorruptFrame(f"holds a {tuple(fields[1:4])} frame, expected {tuple(shape)}")
+    expected = header.size + int(np.prod(shape))
+    if size != expected:
+        raise CorruptFrame(f"{size} bytes, expected {expected} for a {tuple(shape)} frame" + (" (a truncated file)" if size < expected else ""))
+    if header is HEADER and fields[4] != key_bytes(key):
+        raise MisfiledFrame(
+            f"holds the frame of another key ({fields[4].hex()[:16]}...): a frame file was moved, renamed or copied within the store"
+        )
+    return header
+
+
+def decode_frame(data: bytes, key: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """The (H, W, C) uint8 pixels of an encoded frame of `shape` stored under `key`; CorruptFrame if anything is off."""
+    header = check_header(data[: HEADER.size], len(data), key, shape)
+    view = memoryview(data)
+    pixels = view[header.size :]
+    if header is HEADER:
+        digest = hashlib.sha256(view[:SIGNED])
+        digest.update(pixels)
+        stored = view[SIGNED : HEADER.size]
+    else:
+        digest = hashlib.sha256(pixels)
+        stored = view[HEADER_V2.size - 32 : HEADER_V2.size]
+    if digest.digest() != bytes(stored):
+        raise DamagedFrame("checksum mismatch (the file was changed or damaged)")
     return np.frombuffer(pixels, dtype=np.uint8).reshape(shape).copy()
 
 
-def frame_size(shape: tuple[int, ...]) -> int:
+def frame_size(shape: tuple[int, ...], header: struct.Struct = HEADER) -> int:
     """Bytes of an encoded frame of `shape`: header plus pixels."""
-    return HEADER.size + int(np.prod(shape))
+    return header.size + int(np.prod(shape))
 
 
 class FrameStore:
     """A folder of `<sha256>.frame` files, (H, W, 3) uint8 each, marked by a MARKER file.
 
-    File access goes through `_read`, `_write`, `_entries` and `_remove`, so another backend
-    (fsspec) only replaces those. Nothing but this store's own file patterns is ever deleted.
+    File access goes through `_head`, `_read`, `_write`, `_entries`, `_is_link` and `_remove`, so
+    another backend (fsspec) only replaces those. Nothing but this store's own file patterns is
+    ever deleted, and nothing is written or deleted through a symbolic link.
     """
+
+    flag = "--store"  # the option messages name
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.rejected: list[str] = []  # keys whose stored file failed verification in `has`
+        self.rejected: list[str] = []  # keys whose stored file failed verification in `has` or `load`
         self._created = False
 
     def path(self, key: str) -> Path:
@@ -98,13 +176,18 @@ class FrameStore:
     # --- the folder and its marker ------------------------------------------------------
 
     def state(self) -> str:
-        """'missing', 'empty', 'store' (marked), 'legacy' (only version-1 store files), 'foreign' or 'file'."""
+        """'missing', 'empty', 'store' (marked), 'legacy' (only version-1 store files), 'foreign' or 'file'.
+
+        A marker that is a symbolic link is refused (UserError): the folder is not shown to be ours.
+        """
         if not self.root.exists():
             return "missing"
         if not self.root.is_dir():
             return "file"
         names = self._entries()
         if MARKER in names:
+            if self._is_link(self.root / MARKER):
+                raise UserError(link_message(self.root / MARKER, self.flag))
             return "store"
         if not names:
             return "empty"
@@ -124,37 +207,52 @@ class FrameStore:
 
     def lock(self, wait: bool = False):
         """An exclusive lock on the store for one render or prune (a context manager)."""
-        from latentwalk.locks import file_lock
-
         self.create()
-        return file_lock(self.root / LOCK, f"the frame store {self.root}", wait)
+        return file_lock(self.root / LOCK, f"the frame store {self.root}", wait, flag=self.flag)
 
     # --- frames ---------------------------------------------------------------------------
 
     def has(self, key: str, shape: tuple[int, int, int]) -> bool:
-        """Whether a verified frame of `shape` is stored under `key`; a corrupt one is logged and a miss."""
+        """Whether a frame of `shape` bound to `key` is stored: its size and header, no pixels read.
+
+        A file that is no such frame (truncated, foreign, another format or shape, another key's
+        frame) is logged, remembered in `rejected` and a miss, so it is rendered again. The pixel
+        checksum is verified by `load`.
+        """
+        path = self.path(key)
         try:
-            self.load(key, shape)
+            head, size = self._head(path, HEADER.size)
+            check_header(head, size, key, shape)
             return True
         except FileNotFoundError:
             return False
         except (CorruptFrame, OSError) as e:  # OSError: a folder or unreadable file under the key's name
-            self.rejected.append(key)
-            log.warning("%s; rendering it again", e)
+            self._reject(key, f"frame store {self.root}: {key}{SUFFIX}: {describe_error(e)}; rendering it again")
             return False
 
     def load(self, key: str, shape: tuple[int, int, int]) -> np.ndarray:
+        """The verified pixels stored under `key`; FileNotFoundError, or CorruptFrame naming the file.
+
+        A frame of this store that fails its checksum, or is another key's, is removed before
+        CorruptFrame is raised, so the next render (or `has`) sees it missing and renders it again.
+        """
+        path = self.path(key)
         try:
-            return decode_frame(self._read(self.path(key), frame_size(shape) + 1), shape)
+            return decode_frame(self._read(path, HEADER.size + int(np.prod(shape)) + 1), key, shape)
         except FileNotFoundError:
             raise
+        except (DamagedFrame, MisfiledFrame) as e:
+            self._remove(path)
+            self.rejected.append(key)
+            raise type(e)(f"frame store {self.root}: {key}{SUFFIX}: {e}; removed it, so the next render makes it again") from None
         except (CorruptFrame, OSError) as e:
-            raise CorruptFrame(f"frame store {self.root}: {key}{SUFFIX}: {e}") from None
+            self.rejected.append(key)
+            raise CorruptFrame(f"frame store {self.root}: {key}{SUFFIX}: {describe_error(e)}") from None
 
     def save(self, key: str, frame: np.ndarray) -> None:
         """Write atomically: a reader sees the whole frame under `key`, or no file at all."""
         self.create()
-        self._write(self.path(key), encode_frame(frame))
+        self._write(self.path(key), encode_frame(frame, key))
 
     def keys(self) -> set[str]:
         return {n[: -len(SUFFIX)] for n in self._entries() if FRAME.match(n)}
@@ -175,8 +273,8 @@ class FrameStore:
         """Delete own frames not in `keep` and leftover temp files; returns what was removed.
 
         Only a marked store (or a version-1 store, which is then marked) is pruned, and only
-        files of its own patterns whose header is a frame's: a user's `notes.tmp` or a file
-        merely named like a key stays.
+        files of its own patterns whose header is a frame's: a user's `notes.tmp`, a file
+        merely named like a key, or a link stays.
         """
         state = self.state()
         if state not in ("store", "legacy"):
@@ -187,7 +285,9 @@ class FrameStore:
         for name in self._entries():
             path = self.root / name
             is_temp = TEMP.match(name) is not None
-            if is_temp or FRAME.match(name) and name[: -len(SUFFIX)] not in keep and self._starts_with(path, MAGIC):
+            if self._is_link(path):
+                continue
+            if is_temp or FRAME.match(name) and name[: -len(SUFFIX)] not in keep and self._starts_with(path, MAGIC_PREFIX):
                 pass
             elif LEGACY_FRAME.match(name) and self._starts_with(path, b"\x93NUMPY"):  # version 1: never a hit now
                 pass
@@ -198,6 +298,10 @@ class FrameStore:
             frames, temps = frames + (not is_temp), temps + is_temp
         return StoreUsage(frames, size, temps)
 
+    def _reject(self, key: str, message: str) -> None:
+        self.rejected.append(key)
+        log.warning("%s", message)
+
     # --- file access: the only methods that touch the file system ----------------------------
 
     def _entries(self) -> list[str]:
@@ -206,42 +310,202 @@ class FrameStore:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def _open(self, path: Path):
+        """A binary file object on the plain file at `path`; a link is refused, a FIFO or folder is an OSError."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UserError(link_message(path, self.flag)) from None
+            raise
+        f = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            f.close()
+            raise IsADirectoryError(errno.EISDIR, "not a plain file", str(path))
+        return f
+
+    def _head(self, path: Path, limit: int) -> tuple[bytes, int]:
+        """The first `limit` bytes of a file and its size."""
+        with self._open(path) as f:
+            return f.read(limit), os.fstat(f.fileno()).st_size
+
     def _read(self, path: Path, limit: int) -> bytes:
         """At most `limit` bytes: a huge foreign file is wrong without being read whole."""
-        with open(path, "rb") as f:
+        with self._open(path) as f:
             return f.read(limit)
 
     def _starts_with(self, path: Path, prefix: bytes) -> bool:
         try:
-            with open(path, "rb") as f:
+            with self._open(path) as f:
                 return f.read(len(prefix)) == prefix
-        except OSError:
+        except (OSError, UserError):
             return False
+
+    def _is_link(self, path: Path) -> bool:
+        return os.path.islink(path)
 
     def _size(self, path: Path) -> int:
         try:
-            return path.stat().st_size
+            return path.lstat().st_size
         except FileNotFoundError:
             return 0
 
     def _write(self, path: Path, data: bytes) -> None:
-        fd, temp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data, self.flag, suffix=TEMP_SUFFIX)
 
     def _remove(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
+        if not self._is_link(path):
+            path.unlink(missing_ok=True)
 
 
 def describe_state(state: str) -> str:
     return {"file": "it is a file", "foreign": "a folder holding other files and no marker"}.get(state, state)
+
+
+def describe_error(e: Exception) -> str:
+    """An OSError as its reason alone ('Is a directory'), other errors as their message."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
+# --- the store at a URL, through fsspec ---------------------------------------------------------
+#
+# `s3://bucket/prefix`, `gs://...`, `memory://...`: the same files in the same format, so render
+# workers on many machines can share one store and a driver anywhere can assemble from it. Keys
+# stay content addresses, so two workers writing the same frame write the same bytes. Writes stay
+# atomic: on an object store one put, which readers see whole or not at all; on other filesystems
+# (sftp, a `file://` opened here) a unique temp name, then a move.
+
+# Filesystems whose single put is atomic: an object appears whole or not at all.
+ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "oci", "r2"}
+
+
+class URL(str):
+    """A store root that joins like a Path: URL("s3://b/p") / "x" == "s3://b/p/x"."""
+
+    def __truediv__(self, name: str) -> "URL":
+        return URL(f"{self.rstrip('/')}/{name}")
+
+
+class FsspecFrameStore(FrameStore):
+    """A FrameStore whose files live on an fsspec filesystem; `root` is the URL."""
+
+    def __init__(self, url: str):
+        import fsspec  # an optional dependency, loaded only for a store at a URL
+
+        super().__init__(".")
+        try:
+            self.fs, base = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as e:  # an unknown protocol, or its package missing (s3fs, gcsfs)
+            raise UserError(f"store: cannot open {url!r}: {e}") from None
+        self.base = base.rstrip("/")
+        self.root = URL(url)  # messages and manifests show the URL
+        protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+        self.atomic_put = bool(protocols & ATOMIC_PUT)
+        self._sizes: dict[str, int] | None = None  # a listing, read once: see has()
+
+    def _fs_path(self, path: str) -> str:
+        return f"{self.base}/{str(path).rsplit('/', 1)[-1]}"
+
+    # --- the store and its marker, on a filesystem without folders or locks ------------------
+
+    def state(self) -> str:
+        names = self._entries()
+        if MARKER in names:
+            return "store"
+        if not names:
+            return "missing"
+        return "legacy" if all(LEGACY_FRAME.match(n) or TEMP.match(n) for n in names) else "foreign"
+
+    def create(self) -> None:
+        """Write the marker (objects need no folder); refuses a prefix that holds anything else."""
+        if self._created:
+            return
+        state = self.state()
+        if state == "foreign":
+            raise UserError(f"--store: {self.root} is not a latentwalk frame store (it holds other files and no marker)")
+        if state != "store":
+            self._write(self.root / MARKER, json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode())
+        self._created = True
+
+    def lock(self, wait: bool = False):
+        """Object stores have no file locks: keys are content addresses, so concurrent writers agree."""
+        self.create()
+        return contextlib.nullcontext()
+
+    def has(self, key: str, shape: tuple[int, int, int]) -> bool:
+        """Whether a frame of the right size is stored, from one listing (one request, not one per frame).
+
+        Headers, keys and checksums are verified when the frame is loaded; a frame another process
+        stores after the listing reads as missing until `refresh()`: at worst it is rendered again,
+        to the same bytes.
+        """
+        if self._sizes is None:
+            self._sizes = {name: size for name, size in self._listing() if FRAME.match(name)}
+        return self._sizes.get(self.path(key).rsplit("/", 1)[-1]) in (frame_size(shape), frame_size(shape, HEADER_V2))
+
+    def refresh(self) -> None:
+        self._sizes = None
+
+    def save(self, key, frame) -> None:
+        super().save(key, frame)
+        if self._sizes is not None:
+            self._sizes[self.path(key).rsplit("/", 1)[-1]] = frame_size(frame.shape)
+
+    # --- file access ---------------------------------------------------------------------
+
+    def _listing(self) -> list[tuple[str, int]]:
+        """(file name, size) of every file directly in the store; none when it does not exist yet."""
+        try:
+            entries = self.fs.ls(self.base, detail=True)
+        except FileNotFoundError:
+            return []
+        return [(e["name"].rstrip("/").rsplit("/", 1)[-1], int(e.get("size") or 0)) for e in entries if e.get("type") == "file"]
+
+    def _entries(self) -> list[str]:
+        return [name for name, _ in self._listing()]
+
+    def _head(self, path, limit: int) -> tuple[bytes, int]:
+        with self.fs.open(self._fs_path(path), "rb") as f:
+            return f.read(limit), int(self.fs.size(self._fs_path(path)))
+
+    def _read(self, path, limit: int) -> bytes:
+        with self.fs.open(self._fs_path(path), "rb") as f:
+            return f.read(limit)
+
+    def _starts_with(self, path, prefix: bytes) -> bool:
+        try:
+            return self._read(path, len(prefix)) == prefix
+        except OSError:
+            return False
+
+    def _is_link(self, path) -> bool:
+        return False  # object stores have no links; other filesystems' are theirs to resolve
+
+    def _size(self, path) -> int:
+        try:
+            return int(self.fs.size(self._fs_path(path)))
+        except FileNotFoundError:
+            return 0
+
+    def _write(self, path, data: bytes) -> None:
+        target = self._fs_path(path)
+        if self.atomic_put:
+            self.fs.pipe_file(target, data)
+            return
+        self.fs.makedirs(self.base, exist_ok=True)
+        temp = f"{self.base}/.{target.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        try:
+            self.fs.pipe_file(temp, data)
+            self.fs.mv(temp, target)
+        except BaseException:
+            if self.fs.exists(temp):
+                self.fs.rm(temp)
+            raise
+
+    def _remove(self, path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._fs_path(path))
+        self.refresh()
 
 
 def open_store(root: str | Path) -> FrameStore:
@@ -249,7 +513,5 @@ def open_store(root: str | Path) -> FrameStore:
     if isinstance(root, str) and "://" in root:
         if root.startswith("file://"):
             return FrameStore(root[len("file://") :])
-        from latentwalk.fsstore import FsspecFrameStore
-
         return FsspecFrameStore(root)
     return FrameStore(root)

@@ -13,8 +13,7 @@ import pytest
 from latentwalk.api import render
 from latentwalk.cli import main
 from latentwalk.errors import UserError
-from latentwalk.fsstore import FsspecFrameStore
-from latentwalk.store import FrameStore, open_store
+from latentwalk.store import FrameStore, FsspecFrameStore, open_store
 from latentwalk.timeline import load_timeline, parse_timeline
 
 ray = pytest.importorskip("ray")

@@ -153,26 +153,42 @@ def test_corrupt_or_foreign_frames_are_misses_never_reused(tmp_path, caplog):
     store = FrameStore(tmp_path / "store")
     shape = (16, 24, 3)
     frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    good = encode_frame(frame)
-    flipped = bytearray(good)
-    flipped[-1] ^= 0xFF  # same size, one pixel changed
+    store.save("0" * 64, frame)
+    good = store.path("0" * 64).read_bytes()
     header = bytearray(good)
     header[9] ^= 1  # the stored height
     np_pickle = pickle.dumps(frame)
-    corruptions = {"flipped": bytes(flipped), "header": bytes(header), "random": os.urandom(len(good)), "pickle": np_pickle}
-    store.save("0" * 64, frame)
+    misfiled = encode_frame(frame, "f" * 64)  # another key's frame
+    corruptions = {"header": bytes(header), "random": os.urandom(len(good)), "pickle": np_pickle, "misfiled": misfiled, "short": good[:40]}
     assert store.has("0" * 64, shape) and np.array_equal(store.load("0" * 64, shape), frame)
     for i, (name, data) in enumerate(corruptions.items(), start=1):
         key = str(i) * 64
         store.path(key).write_bytes(data)
-        assert not store.has(key, shape), name
+        assert not store.has(key, shape), name  # the header tells, no pixels read
         with pytest.raises(UserError, match=f"{key}.frame"):
             store.load(key, shape)
-    assert store.rejected == [str(i) * 64 for i in range(1, 5)]
-    assert len([r for r in caplog.records if "rendering it again" in r.getMessage()]) == 4
+    keys = [str(i) * 64 for i in range(1, len(corruptions) + 1)]
+    assert store.rejected == [k for k in keys for _ in range(2)]  # once by has, once by load
+    assert len([r for r in caplog.records if "rendering it again" in r.getMessage()]) == len(corruptions)
+    assert not store.path(keys[3]).exists()  # the misfiled frame is ours: load removed it
+    assert all(store.path(k).exists() for k in keys[:3] + keys[4:])  # foreign files stay
 
 
-def test_a_corrupt_stored_frame_is_rendered_again(tiny_model_dir, tmp_path, capsys):
+def test_damaged_pixels_pass_planning_and_fail_loading(tmp_path):
+    store = FrameStore(tmp_path / "store")
+    shape = (16, 24, 3)
+    frame = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    store.save("a" * 64, frame)
+    flipped = bytearray(store.path("a" * 64).read_bytes())
+    flipped[-1] ^= 0xFF  # same size, same header, one pixel changed
+    store.path("a" * 64).write_bytes(bytes(flipped))
+    assert store.has("a" * 64, shape)  # planning reads headers only
+    with pytest.raises(UserError, match=r"a{64}\.frame: checksum mismatch .*removed it, so the next render makes it again"):
+        store.load("a" * 64, shape)
+    assert not store.path("a" * 64).exists() and not store.has("a" * 64, shape)
+
+
+def test_a_corrupt_stored_frame_is_reported_then_rendered_again(tiny_model_dir, tmp_path, capsys):
     timeline = tmp_path / "t.yaml"
     timeline.write_text(tiny_timeline(tiny_model_dir, frames=4))
     out = tmp_path / "t.mp4"
@@ -180,12 +196,16 @@ def test_a_corrupt_stored_frame_is_rendered_again(tiny_model_dir, tmp_path, caps
     store = FrameStore(tmp_path / "t.frames")
     key = sorted(store.keys())[0]
     good = store.path(key).read_bytes()
+    video = out.read_bytes()
     damaged = bytearray(good)
-    damaged[100] ^= 0x01
+    damaged[100] ^= 0x01  # a pixel: the header still matches, so planning reuses the frame
     store.path(key).write_bytes(bytes(damaged))
     capsys.readouterr()
+    status, _, err = run(capsys, "render", str(timeline), "--out", str(out), "--quiet")
+    assert status == 2 and key in err and "checksum" in err and "next render makes it again" in err
+    assert out.read_bytes() == video and not store.path(key).exists()  # the earlier video stays
     status, out_text, err = run(capsys, "render", str(timeline), "--out", str(out), "--quiet")
-    assert status == 0 and "1 rendered" in out_text and key in err and "checksum" in err
+    assert status == 0 and "1 rendered" in out_text
     assert store.path(key).read_bytes() == good  # re-rendered bit-identically
 
 

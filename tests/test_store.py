@@ -1,6 +1,7 @@
 """The frame store: keys, atomic writes, reuse, pruning, and resuming a render killed mid-way."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import pytest
 
 from latentwalk.api import frame_plan, plan, prune_store, render
 from latentwalk.errors import UserError
-from latentwalk.store import FrameStore
+from latentwalk.store import HEADER, HEADER_V2, FrameStore, open_store
 from latentwalk.timeline import parse_timeline
 
 FRAMES = 40
@@ -46,6 +47,58 @@ def test_writes_are_atomic_and_partial_files_never_read(tmp_path, monkeypatch):
     assert store.usage().temp_files == 1  # only the one planted above
     removed = store.prune({key})
     assert (removed.frames, removed.temp_files) == (1, 1) and store.keys() == {key}
+
+
+def test_planning_reads_frame_headers_only(tmp_path, monkeypatch):
+    store = FrameStore(tmp_path)
+    frame = np.full((256, 256, 3), 9, np.uint8)
+    store.save("a" * 64, frame)
+    limits = []
+    head = FrameStore._head
+    monkeypatch.setattr(FrameStore, "_head", lambda self, path, limit: limits.append(limit) or head(self, path, limit))
+    monkeypatch.setattr(FrameStore, "_read", lambda *a: pytest.fail("has() read a whole frame"))
+    monkeypatch.setattr("latentwalk.store.hashlib.sha256", lambda *a: pytest.fail("has() hashed pixels"))
+    assert store.has("a" * 64, frame.shape) and not store.has("b" * 64, frame.shape)
+    assert limits == [HEADER.size, HEADER.size]
+
+
+def v2_frame(frame: np.ndarray) -> bytes:
+    """A frame in store format 2 (before frames were bound to their key)."""
+    pixels = frame.tobytes()
+    return HEADER_V2.pack(b"LWFRAME\x02", *frame.shape, hashlib.sha256(pixels).digest()) + pixels
+
+
+def test_version_2_frames_are_read_by_folder_and_url_stores(tmp_path):
+    frame = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    memory = open_store("memory://latentwalk-test/v2")
+    try:
+        for store in (FrameStore(tmp_path), memory):
+            store.create()
+            store._write(store.path("c" * 64), v2_frame(frame))
+            assert store.has("c" * 64, frame.shape) and np.array_equal(store.load("c" * 64, frame.shape), frame)
+            damaged = bytearray(v2_frame(frame))
+            damaged[-1] ^= 1
+            store._write(store.path("d" * 64), bytes(damaged))
+            with pytest.raises(UserError, match="checksum mismatch"):
+                store.load("d" * 64, frame.shape)
+            assert "d" * 64 not in store.keys()  # removed: the next render makes it again
+    finally:
+        memory.fs.rm(memory.base, recursive=True)
+
+
+def test_a_url_store_checks_keys_when_loading(tmp_path):
+    frame = np.full((8, 8, 3), 3, np.uint8)
+    memory = open_store("memory://latentwalk-test/misfiled")
+    try:
+        memory.save("a" * 64, frame)
+        memory.fs.pipe_file(memory._fs_path(memory.path("b" * 64)), memory.fs.cat_file(memory._fs_path(memory.path("a" * 64))))
+        memory.refresh()
+        assert memory.has("b" * 64, frame.shape)  # a listing: sizes only
+        with pytest.raises(UserError, match=r"b{64}\.frame: holds the frame of another key \(aaaa"):
+            memory.load("b" * 64, frame.shape)
+        assert memory.keys() == {"a" * 64}
+    finally:
+        memory.fs.rm(memory.base, recursive=True)
 
 
 def timeline_yaml(model: Path, prompts: list[str], batch_size: int = 4) -> str:
