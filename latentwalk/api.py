@@ -154,7 +154,8 @@ def render_identity(
     `placement`: (device type, CPU threads) of workers that render elsewhere (a Ray farm),
     instead of what this process would use.
     """
-    import diffusers
+    from importlib import metadata
+
     import torch
 
     from latentwalk.backends import model_family
@@ -180,7 +181,8 @@ def render_identity(
         batch_size=batch_size or settings.batch_size,
         options=model_options(settings, torch_device.type).numerics(),
         adapters=adapter_identity(settings.loras, settings.embeddings),
-        versions=(("diffusers", diffusers.__version__), ("torch", torch.__version__)),
+        # diffusers by its metadata: a render whose frames are all stored never imports it
+        versions=(("diffusers", metadata.version("diffusers")), ("torch", torch.__version__)),
     )
 
 

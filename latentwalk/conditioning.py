@@ -22,14 +22,16 @@ The ids passed along are real ones (the first alternative's), so EOS stays where
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 from latentwalk.errors import UserError
 from latentwalk.prompts import PromptExpr, Sentence, parse_prompt
+
+if TYPE_CHECKING:  # transformers loads with the pipeline; type hints alone should not load it
+    from transformers import PreTrainedTokenizerBase
 
 # Sentences kept encoded. A (1, 77, 768) float32 encoding is ~240 KB, so this bounds the cache
 # near 250 MB for SD 1.x while still covering every distinct sentence of a typical timeline.
@@ -46,14 +48,14 @@ class SentenceTokens:
 
 # Rewrites text before tokenizing: textual-inversion tokens with several vectors become
 # "<tok> <tok>_1 ..." (diffusers' maybe_convert_prompt); the identity otherwise.
-Convert = Callable[[str, PreTrainedTokenizerBase], str]
+Convert = Callable[[str, "PreTrainedTokenizerBase"], str]
 
 
-def _no_convert(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+def _no_convert(text: str, tokenizer: "PreTrainedTokenizerBase") -> str:
     return text
 
 
-def sentence_tokens(sentence: Sentence, tokenizer: PreTrainedTokenizerBase, convert: Convert = _no_convert) -> SentenceTokens:
+def sentence_tokens(sentence: Sentence, tokenizer: "PreTrainedTokenizerBase", convert: Convert = _no_convert) -> SentenceTokens:
     """CLIP layout [BOS, tokens, EOS, pad...], model_max_length long, truncated as usual."""
     length = tokenizer.model_max_length
     ids: list[int] = []
@@ -78,7 +80,7 @@ def sentence_tokens(sentence: Sentence, tokenizer: PreTrainedTokenizerBase, conv
     return SentenceTokens(tuple(padded), kept)
 
 
-def _word_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+def _word_ids(tokenizer: "PreTrainedTokenizerBase", text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False).input_ids
 
 
@@ -106,7 +108,7 @@ class TextConditioner:
 
     def __init__(
         self,
-        tokenizer: PreTrainedTokenizerBase,
+        tokenizer: "PreTrainedTokenizerBase",
         text_encoder: nn.Module,
         max_cached: int = DEFAULT_MAX_CACHED,
         layer: int | None = None,

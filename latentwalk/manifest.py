@@ -12,19 +12,15 @@ import numpy as np
 
 
 def library_versions() -> dict[str, str]:
-    """Versions that can change a render's numbers."""
-    import diffusers
-    import torch
-    import transformers
+    """Versions that can change a render's numbers, from the packages' metadata (importing none of them)."""
+    from importlib import metadata
 
     from latentwalk.version import __version__
 
     return {
         "latentwalk": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
+        **{name: metadata.version(name) for name in ("torch", "diffusers", "transformers")},
         "numpy": np.__version__,
     }
 
