@@ -22,6 +22,7 @@ from latentwalk.executors import EXECUTORS, Job
 from latentwalk.schedule import FrameRecord, Plan, check_clip, plan_frames, video_frames
 from latentwalk.frames import FrameInputs, RenderIdentity, frame_key, timeline_frames
 from latentwalk.modelspec import ModelSpec, adapter_identity, file_fingerprint
+from latentwalk.overrides import outside_range
 from latentwalk.placement import place
 from latentwalk.stages import engine_settings, model_options, model_spec
 from latentwalk.store import FrameStore, StoreUsage, open_store
@@ -29,6 +30,7 @@ from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
 if TYPE_CHECKING:  # these import torch, which `import latentwalk` should not
     from latentwalk.feedback import FeedbackFrame, FeedbackWork
+    from latentwalk.overrides import Overrides
 
 DEFAULT_OUT_DIR = Path("renders")
 
@@ -274,6 +276,8 @@ def _render_claimed(
     executor: str | None = None,
     ray_address: str | None = None,
     ray_workers: int | None = None,
+    overrides: "Overrides | None" = None,
+    preview: Path | None = None,
 ) -> RenderResult:
     """`render` once its outputs are checked and locked."""
     clock = Clock()
@@ -283,7 +287,7 @@ def _render_claimed(
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch_size: must be at least 1, got {batch_size}")
     name = executor_name(timeline, executor, ray_address, ray_workers)
-    schedule = plan(timeline)
+    schedule, span = overridden_plan(timeline, overrides)  # span: the range's video frames (first, stop), or None
     clock.lap("plan_s")
 
     # 2. The store, and the executor that denoises what it lacks: where frames are made names their keys.
@@ -300,13 +304,15 @@ def _render_claimed(
         # `spacing: perceptual` segments; then the placed frames are keyed and looked up, once.
         probes = probe_images(runner, identity, store, frame_shape(settings), fresh, progress, settings.share_steps)
         placement = None
-        if timeline.mode == "travel":
-            placement = place(schedule, inputs, probes, settings.share_steps)
-            schedule, inputs = placement.schedule, placement.inputs
+        if timeline.mode == "travel":  # a range probes only its own segments, each placed as in the whole video
+            placement = place(outside_range(schedule, *span) if span else schedule, inputs, probes, settings.share_steps)
+            schedule, inputs = replace(placement.schedule, keyframes=schedule.keyframes), placement.inputs
             clock.lap("placement_s")
         frames = keyed_frames(identity, inputs, store, frame_shape(settings), fresh, probes.rendered)
         chains = chain_plan(timeline, schedule, frames, store, fresh) if timeline.mode == "feedback" else None
         video_keys, missing_keys = (chains.work.keys, chains.missing_keys()) if chains else (frames.keys, {frames.key_of()[f] for f in frames.missing})
+        if span:  # a range: only its frames are streamed, and (but for feedback chains' pasts) rendered
+            schedule, frames, video_keys, missing_keys = in_range(schedule, frames, chains, video_keys, missing_keys, *span)
         clock.lap("store_lookup_s")
 
         # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
@@ -315,7 +321,7 @@ def _render_claimed(
             with blamed_on_field(timeline):
                 runner.start(identity)
             clock.lap("load_model_s")
-        stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress)
+        damaged = stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview)
         clock.lap("render_s")
         farm_info, model = runner.report(), runner.model_info(identity)
     finally:
@@ -328,13 +334,31 @@ def _render_claimed(
 
     # 6. Leave a manifest of exactly what produced the video.
     # Reused: made by an earlier run; this run's probes that are video frames were rendered here.
-    reused = sum(k not in missing_keys and k not in probes.rendered for k in video_keys)
-    rendered = len(missing_keys) + len(probes.rendered)
+    reused = sum(k not in missing_keys and k not in probes.rendered and k not in damaged for k in video_keys)
+    rendered = len(missing_keys) + len(probes.rendered) + len(damaged)
     data = render_manifest(timeline, schedule, frames, chains, placement, store, model, clock.timings, farm_info)
     data["store"] |= {"frames_reused": reused, "frames_rendered": rendered, "probes_rendered": len(probes.rendered), "fresh": fresh,
                       "pruned_frames": pruned.frames if pruned else 0}
+    if overrides is not None:
+        data["overrides"] = overrides.manifest(span)
     written = manifest.write(out.with_suffix(".json"), data)
     return RenderResult(out, written, schedule, clock.timings, reused, rendered, store.root, farm_info, len(probes.rendered))
+
+
+def in_range(schedule: Plan, frames: FramePlan, chains, video_keys, missing_keys, first: int, stop: int):
+    """(plan, frames, video keys, missing keys) of video frames first..stop-1, keyed as in the whole video.
+
+    Feedback frames need their chain's past: every missing frame of the chains is still rendered.
+    """
+    from latentwalk.overrides import slice_plan
+
+    keys = tuple(video_keys[first:stop])
+    if chains is not None:
+        return slice_plan(schedule, first, stop), frames, keys, missing_keys
+    wanted, key_of = set(keys), frames.key_of()
+    missing = tuple(f for f in frames.missing if key_of[f] in wanted)
+    sliced = FramePlan(frames.identity, frames.inputs[first:stop], keys, missing, frames.shape)
+    return slice_plan(schedule, first, stop), sliced, keys, {k for k in missing_keys if k in wanted}
 
 
 class Clock:
@@ -409,8 +433,11 @@ def probe_images(runner, identity: RenderIdentity, store: FrameStore, shape, fre
     return StoredImages(store, lambda f: frame_key(identity, f), shape, render_missing, fresh)
 
 
-def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress) -> None:
-    """Denoise the missing frames through the executor while the video is written in order, stored frames and new."""
+def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview=None) -> set[str]:
+    """Denoise the missing frames through the executor while the video is written in order, stored frames and new.
+
+    Returns the keys of stored frames found damaged when read, and rendered again.
+    """
     from tqdm import tqdm
 
     from latentwalk.assemble import InOrderWriter
@@ -418,14 +445,21 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
 
     settings = timeline.settings
     clip = None
-    if timeline.audio is not None and timeline.audio.path is not None:
-        clip = AudioClip(timeline.audio.path, timeline.audio.start, schedule.duration)
+    if timeline.audio is not None and timeline.audio.path is not None:  # a range's plan starts at its first frame's time
+        offset = schedule.frames[0].time if schedule.frames else 0.0
+        clip = AudioClip(timeline.audio.path, timeline.audio.start + offset, schedule.duration)
     if frames_dir is not None:
         frames_dir.mkdir(parents=True, exist_ok=True)
     video = set(video_keys)
     bar = tqdm(total=len(missing_keys), unit="frame", desc="render", disable=not progress, file=sys.stderr)
     with bar, VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
-        in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir)
+        if preview is not None:  # the preview shows each frame as it goes into the video
+            from latentwalk.preview import Preview, PreviewWriter
+
+            shown = Preview(preview, len(video_keys), first_frame=schedule.frames[0].frame if schedule.frames else 0)
+            writer = PreviewWriter(writer, shown)
+        # A travel frame found damaged when read is rendered again in this run (a chain's would need its past).
+        in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir, retry_lost=chains is None)
 
         def done(keys: Sequence[str], images: np.ndarray | None) -> None:
             in_order.add(keys, images) if images is not None else in_order.arrived(keys)
@@ -436,6 +470,16 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
         elif chains is None and frames.missing:
             runner.render(frames.missing, [frames.key_of()[f] for f in frames.missing], done)
         in_order.flush()
+        again: set[str] = set()
+        while lost := in_order.take_lost():
+            inputs_of = {key: f for f, key in zip(frames.inputs, frames.keys)}
+            runner.start(frames.identity)
+            runner.render([inputs_of[k] for k in lost], lost, done)
+            again.update(lost)
+            in_order.flush()
+        if preview is not None:
+            shown.finish()
+    return again
 
 
 def render_manifest(timeline, schedule, frames: FramePlan, chains, placement, store: FrameStore, model, timings, farm_info) -> dict:
@@ -463,6 +507,8 @@ def render(
     store_dir: str | Path | None = None,
     overwrite_frames: bool = False,
     wait: bool = False,
+    overrides: "Overrides | None" = None,
+    preview: str | Path | None = None,
     **options,
 ) -> RenderResult:
     """Render a timeline to an mp4 with its audio, and a manifest JSON beside it.
@@ -475,22 +521,53 @@ def render(
     batch_size, device, progress, fresh, overlap (decode on a worker thread; default: only on
     CUDA, where it helps), prune, and executor="ray" with ray_address / ray_workers to render on
     a Ray cluster's workers into a store they share (a folder, or store_dir="s3://bucket/prefix").
+
+    `overrides` (overrides.Overrides): a draft, size, steps or fps for this render, and a range
+    (from, to) of the video; a draft is named <name>.draft.mp4 with its own store, and a range
+    <name>.<from>-<to>.mp4, its frames taken from (and left in) the whole video's store.
+    `preview`: a .png kept showing the latest frames as they are written (preview.py).
     """
     timeline = as_timeline(timeline)
+    whole_out = overrides.video_name(default_output(timeline), whole=True) if overrides else default_output(timeline)
+    timeline = apply_overrides(timeline, overrides)
     create_folder = out is None
-    out = Path(out) if out is not None else default_output(timeline)
+    out = Path(out) if out is not None else overrides.video_name(default_output(timeline)) if overrides else whole_out
     if store_dir is None:
-        store_dir = default_store(out)
+        store_dir = default_store(whole_out if overrides and overrides.is_range else out)
     elif not (isinstance(store_dir, str) and "://" in store_dir):
         store_dir = Path(store_dir[len("file://") :] if str(store_dir).startswith("file://") else store_dir)
     frames_dir = Path(frames_dir) if frames_dir is not None else None
     if out.suffix.lower() != ".mp4":
         raise UserError(f"--out: the video must be an .mp4 file, got {str(out)!r}")
+    if overrides and overrides.is_range and options.get("prune"):
+        raise UserError("--prune: not with --from/--to: a range uses part of the whole video's store; prune after a whole render")
+    if preview is not None:
+        from latentwalk.preview import check_preview_path
+
+        preview = check_preview_path(preview)
+        if any(outputs.same_file(preview, p) or preview == p for p in (out, out.with_suffix(".json"), *outputs.render_inputs(timeline))):
+            raise UserError(f"--preview: {preview} is also the video, its manifest or an input; give the preview its own name")
     targets = outputs.check_render_outputs(
         outputs.render_inputs(timeline), out, frames_dir, store_dir, overwrite_frames=overwrite_frames, create_folder=create_folder
     )
     with outputs.claim(targets, wait):
-        return _render_claimed(timeline, out, frames_dir=frames_dir, store_dir=store_dir, **options)
+        return _render_claimed(timeline, out, frames_dir=frames_dir, store_dir=store_dir, overrides=overrides, preview=preview, **options)
+
+
+def apply_overrides(timeline: Timeline, overrides: "Overrides | None") -> Timeline:
+    """The timeline with one render's draft, size, steps and fps applied (see overrides.py); a range changes no setting."""
+    from latentwalk.overrides import apply
+
+    return apply(timeline, overrides)
+
+
+def overridden_plan(timeline: Timeline, overrides: "Overrides | None", analysis=None) -> tuple[Plan, tuple[int, int] | None]:
+    """The whole plan of an overridden timeline and the range of its video frames (None: all of them), checked."""
+    from latentwalk.overrides import frame_range
+
+    analysis = analysis if analysis is not None else timeline_audio(timeline)
+    schedule = plan(timeline, analysis)
+    return schedule, frame_range(with_tracked_downbeat(timeline, analysis), schedule, overrides)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wait", action="store_true", help="if another render holds this video or store, wait for it instead of exiting")
     r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="render on a Ray cluster's workers: auto, host:port, ray://host:port, or none to start a local cluster")
     r.add_argument("--ray-workers", type=int, metavar="N", help="with --ray: workers to start (default: one per GPU, or per ray_cpus_per_worker cores)")
+    add_override_arguments(r)
+    r.add_argument("--preview", metavar="FILE.png", help="keep FILE.png showing the latest frame and the last 8 as thumbnails, replaced atomically as the render goes")
 
     st = sub.add_parser("store", help="show a frame store's size, or prune it to what a timeline needs")
     st.add_argument("target", help="a frame store folder, or a timeline (its store beside its default --out)")
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("timeline")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plot", metavar="FILE", help="also draw the plan (waveform, beats, keyframes, tracks) into a .png/.svg/.pdf")
+    add_override_arguments(p)
 
     b = sub.add_parser("beats", help="print the tempo and beat times of an audio file")
     b.add_argument("audio")
@@ -77,11 +80,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that change the timeline for one render or plan (see overrides.py)."""
+    parser.add_argument("--draft", action="store_true", help="a cheap version with the timing kept: half size (>= 64 px), a quarter of the steps (>= 4), half the fps, spacing: t; written to <name>.draft.mp4 with its own store")
+    parser.add_argument("--size", metavar="WxH", help="frame size in pixels, multiples of 8 (overrides the timeline and --draft)")
+    parser.add_argument("--steps", type=_number(int), metavar="N", help="denoising steps (overrides the timeline and --draft)")
+    parser.add_argument("--fps", type=_number(float), metavar="F", help="frames per second; keyframes keep their times (overrides the timeline and --draft)")
+    parser.add_argument("--from", dest="from_", metavar="POS", help="start of a range of the video: seconds (12.5), beat:N or bar:N; its frames are the whole render's, from its store")
+    parser.add_argument("--to", metavar="POS", help="end of the range (exclusive): seconds, beat:N or bar:N (default: the end)")
+
+
+def _number(kind):
+    """An argparse type whose error names the flag through UserError (argparse adds the flag)."""
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def overrides_of(args: argparse.Namespace):
+    """The Overrides the flags ask for, checked (before any audio analysis or model), or None."""
+    from latentwalk.overrides import Overrides, check, parse_position, parse_size
+
+    overrides = Overrides(
+        draft=args.draft,
+        size=parse_size(args.size) if args.size is not None else None,
+        steps=args.steps,
+        fps=args.fps,
+        start=parse_position(args.from_, "--from") if args.from_ is not None else None,
+        stop=parse_position(args.to, "--to") if args.to is not None else None,
+    )
+    check(overrides)
+    return overrides if overrides != Overrides() else None
+
+
 def cmd_render(args: argparse.Namespace) -> None:
     from latentwalk.api import render
 
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    overrides = overrides_of(args)
+    if args.preview and args.plot and Path(args.preview).resolve() == Path(args.plot).resolve():
+        raise UserError(f"--preview: {args.preview} is also the --plot file; give each its own name")
     if args.plot:
         from latentwalk.plot import _pyplot, check_plot_path
 
@@ -92,6 +136,7 @@ def cmd_render(args: argparse.Namespace) -> None:
         store_dir=args.store, fresh=args.fresh, overlap={"auto": None, "on": True, "off": False}[args.overlap], prune=args.prune,
         overwrite_frames=args.overwrite_frames, wait=args.wait,
         executor="ray" if args.ray is not None else None, ray_address=args.ray or None, ray_workers=args.ray_workers,
+        overrides=overrides, preview=args.preview,
     )
     t = result.timings
     print(f"wrote {result.video} ({result.plan.n_frames} frames, {result.plan.duration:.2f}s) in {t['total_s']:.1f}s")
@@ -170,17 +215,20 @@ def cmd_store(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from latentwalk.api import as_timeline, plan, plan_data, timeline_audio
+    from latentwalk.api import apply_overrides, as_timeline, overridden_plan, plan_data, timeline_audio
+    from latentwalk.overrides import slice_plan
 
-    timeline = as_timeline(args.timeline)
+    overrides = overrides_of(args)
+    timeline = apply_overrides(as_timeline(args.timeline), overrides)
     if args.plot:
         from latentwalk.plot import check_plot_path
 
         check_plot_path(args.plot)  # a bad path fails before the audio analysis
     analysis = timeline_audio(timeline)
-    schedule = plan(timeline, analysis)
+    schedule, span = overridden_plan(timeline, overrides, analysis)
     if args.plot:
-        write_plot(schedule, timeline, args.plot)
+        write_plot(schedule, timeline, args.plot)  # the whole plan: its waveform starts at the video's start
+    schedule = slice_plan(schedule, *span) if span else schedule  # a range: its frames, numbered as in the whole plan
     if args.json:
         json.dump(plan_data(schedule, timeline), sys.stdout)
         print()
