@@ -566,7 +566,13 @@ def overridden_plan(timeline: Timeline, overrides: "Overrides | None", analysis=
     from latentwalk.overrides import frame_range
 
     analysis = analysis if analysis is not None else timeline_audio(timeline)
-    schedule = plan(timeline, analysis)
+    try:
+        schedule = plan(timeline, analysis)
+    except UserError as e:  # e.g. two keyframes on one frame at a draft's rate: say which rate
+        if overrides is None or not (overrides.draft or overrides.fps):
+            raise
+        flag = "--fps" if overrides.fps else "--draft"
+        raise UserError(f"{e} (at {timeline.settings.fps:g} fps, from {flag})") from None
     return schedule, frame_range(with_tracked_downbeat(timeline, analysis), schedule, overrides)
 
 
