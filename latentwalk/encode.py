@@ -14,6 +14,7 @@ import ffmpeg
 import numpy as np
 
 from latentwalk.errors import UserError
+from latentwalk.locks import create_temp, move_into_place
 
 CRF = 18  # visually lossless-ish H.264; small frames make files tiny anyway
 PRESET = "medium"
@@ -71,7 +72,8 @@ class VideoWriter:
         self.width, self.height = width, height
         self.frames_written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}")
+        # A new file (never through a link) with the umask's mode, like any file the user writes.
+        fd, partial = create_temp(self.path, suffix=f".partial{self.path.suffix}", prefix=f".{self.path.stem}.")
         os.close(fd)
         self._partial = Path(partial)
         self._stderr = tempfile.TemporaryFile()
@@ -107,7 +109,7 @@ class VideoWriter:
         if info.frames != self.frames_written or (info.width, info.height) != (self.width, self.height):
             self._fail(f"the encoded file has {info.frames} {info.width}x{info.height} frames, expected {self.frames_written} {self.width}x{self.height}")
         self._stderr.close()
-        os.replace(self._partial, self.path)
+        move_into_place(self._partial, self.path, "--out")
         return self.path
 
     def abort(self) -> None:

@@ -24,6 +24,7 @@ import yaml
 from latentwalk import manifest, outputs
 from latentwalk.sheet import SheetLayout, contact_sheet
 from latentwalk.errors import UserError
+from latentwalk.locks import open_output
 from latentwalk.prompts import PromptSyntaxError, parse_prompt
 from latentwalk.frames import FrameInputs
 from latentwalk.params import MAX_GUIDANCE, MAX_SEED
@@ -523,7 +524,8 @@ def run_sweep(
         for cell, frame in zip(batch, frames):
             images[cell.row, cell.col] = frame
             paths[cell] = out / f"cell_{cell.row}_{cell.col}.png"
-            Image.fromarray(frame).save(paths[cell])
+            with open_output(paths[cell], "--out") as f:  # never through a link
+                Image.fromarray(frame).save(f, format="PNG")
         bar.update(len(batch))
     bar.close()
     timings["render_s"] = time.perf_counter() - t0
@@ -531,7 +533,8 @@ def run_sweep(
     # 4. The labelled contact sheet.
     sheet, layout = contact_sheet(sweep, cells, images)
     sheet_path = out / "sheet.png"
-    Image.fromarray(sheet).save(sheet_path)
+    with open_output(sheet_path, "--out") as f:
+        Image.fromarray(sheet).save(f, format="PNG")
 
     # 5. Optional video along x: one cell per frame, one file per row.
     videos: tuple[Path, ...] = ()
