@@ -260,9 +260,10 @@ def write_plot(schedule, timeline, path: str) -> None:
         if timeline.audio.path is not None:
             from latentwalk.audio import load_audio
 
-            # The stretch the video shows (the plot's time axis), not the whole file: a short
-            # video of a long song keeps its waveform's detail.
-            start, end = timeline.audio.start, timeline.audio.start + schedule.duration
+            # The stretch the plot's time axis shows (the video, or a range of it), not the whole
+            # file: a short video of a long song keeps its waveform's detail.
+            start = timeline.audio.start + (schedule.frames[0].time if schedule.frames else 0.0)
+            end = start + schedule.duration
             end = end if timeline.audio.end is None else min(end, timeline.audio.end)
             samples = load_audio(timeline.audio.path, start, end, SAMPLE_RATE)
     out = plot_plan(

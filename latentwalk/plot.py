@@ -100,11 +100,13 @@ def draw_plan(
     downbeat: int = 0,
     title: str = "",
 ):
-    """The plan's matplotlib Figure: `tracks` (default: those the timeline sets), `samples` mono audio."""
+    """The plan's matplotlib Figure: `tracks` (default: those the timeline sets), `samples` mono audio
+    from the plan's first frame on (at `sample_rate`)."""
     plt = _pyplot()
     tracks = list(plan.tracks if tracks is None else tracks)
     times = np.array([r.time for r in plan.frames])
-    end = plan.duration
+    start = float(times[0]) if len(times) else 0.0  # a range of a plan (`--from`) starts later
+    end = start + plan.duration
 
     # 1. One figure, panels stacked over one time axis.
     fig, axes = plt.subplots(2 + len(tracks), 1, figsize=figure_size(len(tracks)), sharex=True, squeeze=False)
@@ -114,10 +116,12 @@ def draw_plan(
     # 2. Waveform, beats and bars (downbeats thicker and numbered).
     if samples is not None and len(samples):
         t, low, high = waveform_envelope(np.asarray(samples, dtype=np.float64), sample_rate)
-        wave_ax.fill_between(t, low, high, color="0.55", linewidth=0, label="waveform")
+        wave_ax.fill_between(start + t, low, high, color="0.55", linewidth=0, label="waveform")
     beats = np.asarray(plan.beats)
     beats = beats[beats <= end]
     for i, b in enumerate(beats):
+        if b < start:
+            continue
         is_bar = i >= downbeat and (i - downbeat) % beats_per_bar == 0
         for ax in axes:
             ax.axvline(b, color="tab:red" if is_bar else "0.8", linewidth=1.2 if is_bar else 0.5, zorder=0)
@@ -130,6 +134,8 @@ def draw_plan(
     key_ax.plot(times, [r.t for r in plan.frames], color="tab:blue", label="t (prompt)")
     key_ax.plot(times, [r.noise_t for r in plan.frames], color="tab:orange", linestyle="--", label="noise_t")
     for k in plan.keyframes:
+        if not start <= k.time <= end:
+            continue
         key_ax.axvline(k.time, color="black", linewidth=1.0)
         prompt = k.keyframe.prompt if len(k.keyframe.prompt) <= PROMPT_CHARS else k.keyframe.prompt[: PROMPT_CHARS - 1] + "…"
         key_ax.text(k.time, 1.05, f" {k.index}: {prompt}", rotation=20, fontsize=7, va="bottom", ha="left")
@@ -144,7 +150,7 @@ def draw_plan(
         ax.legend(loc="upper right", fontsize=7)
 
     axes[-1].set_xlabel("seconds")
-    axes[-1].set_xlim(0, end)
+    axes[-1].set_xlim(start, end)
     fps = f"{plan.fps:g} fps, {plan.n_frames} frames" + (f", {plan.bpm:.1f} bpm" if plan.bpm else "")
     fig.suptitle(f"{title}  ({fps})" if title else fps, fontsize=9, y=0.995)
     fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(), hspace=0.35)
@@ -156,20 +162,25 @@ def plot_distances(plan: Plan, distances: Sequence[float], path: str | Path, tit
     plt = _pyplot()
     path = check_plot_path(path)
     d = np.asarray(distances, dtype=np.float64)  # (n_frames - 1,): frame i to frame i + 1
+    first = plan.frames[0].frame if plan.frames else 0  # a range of a plan (`--from`) starts later
+    last = first + max(plan.n_frames - 1, 1)
     fig, ax = plt.subplots(1, 1, figsize=(WIDTH_INCHES, 2 * PANEL_INCHES))
-    for b in np.asarray(plan.beats)[np.asarray(plan.beats) <= plan.duration]:
-        ax.axvline(b * plan.fps, color="0.85", linewidth=0.5, zorder=0)
+    for b in np.asarray(plan.beats) * plan.fps:
+        if first <= b <= last:
+            ax.axvline(b, color="0.85", linewidth=0.5, zorder=0)
     for k in plan.keyframes:
+        if not first <= k.frame <= last:
+            continue
         ax.axvline(k.frame, color="black", linewidth=1.0)
         ax.text(k.frame, 1.01, f" {k.index}", transform=ax.get_xaxis_transform(), fontsize=7)
-    ax.plot(np.arange(len(d)) + 0.5, d, color="tab:blue", marker=".", markersize=3, linewidth=0.8)
+    ax.plot(first + np.arange(len(d)) + 0.5, d, color="tab:blue", marker=".", markersize=3, linewidth=0.8)
     median = float(np.median(d)) if len(d) else 0.0
     ax.axhline(median, color="tab:green", linewidth=0.8, linestyle="--", label=f"median {median:.4f}")
     if median > 0:
         ax.set_title(f"{title}  p95/median {np.percentile(d, 95) / median:.2f}, max/median {d.max() / median:.2f}", fontsize=9)
     ax.set_xlabel("frame")
     ax.set_ylabel("distance to next frame")
-    ax.set_xlim(0, max(plan.n_frames - 1, 1))
+    ax.set_xlim(first, last)
     ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
