@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from latentwalk.errors import UserError
+from latentwalk.locks import open_output
 from latentwalk.schedule import Plan, track_value
 
 WIDTH_INCHES = 14.0
@@ -58,7 +59,8 @@ def save_figure(fig, path: Path) -> None:
     """Save with PLOT_MARK in the metadata."""
     key = "Software" if path.suffix.lower() == ".png" else "Creator"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, metadata={key: PLOT_MARK})
+    with open_output(path, "--plot") as f:  # atomically, never through a link, with the umask's mode
+        fig.savefig(f, format=path.suffix[1:].lower(), dpi=DPI, metadata={key: PLOT_MARK})
 
 
 def _pyplot():
