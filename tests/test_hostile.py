@@ -368,7 +368,7 @@ def test_version_2_frames_are_still_reused(rendered, capsys):
     store = FrameStore(rendered / "t.frames")
     images = pngs(rendered)
     for key in store.keys():  # rewrite every frame in the format before key binding
-        pixels = store.path(key).read_bytes()[84:]
+        pixels = store.load(key, (128, 128, 3)).tobytes()
         store.path(key).write_bytes(HEADER_V2.pack(b"LWFRAME\x02", 128, 128, 3, hashlib.sha256(pixels).digest()) + pixels)
     status, out, err = cli(capsys, *render_args(rendered))
     assert status == 0 and "4 frames reused, 0 rendered" in out, out + err
@@ -392,10 +392,11 @@ def test_the_header_binds_key_format_and_shape(tmp_path):
     frame = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
     store.save(key, frame)
     data = store.path(key).read_bytes()
-    magic, h, w, c, bound, digest = struct.unpack_from("<8sIII32s32s", data)
-    assert (magic, h, w, c, bound) == (b"LWFRAME\x03", 4, 6, 3, bytes.fromhex(key)) and len(data) == 84 + frame.size
-    assert digest == hashlib.sha256(data[:52] + data[84:]).digest()
-    assert '"version": 3' in (tmp_path / "s" / MARKER).read_text()
+    magic, h, w, c, codec, length, bound, digest = struct.unpack_from("<8sIIIIQ32s32s", data)
+    assert (magic, h, w, c, bound) == (b"LWFRAME\x04", 4, 6, 3, bytes.fromhex(key)) and len(data) == 96 + length
+    assert codec in (0, 1) and length <= frame.size  # raw, or compressed (up+zlib): never larger than the pixels
+    assert digest == hashlib.sha256(data[:64] + frame.tobytes()).digest()  # the header and the decoded pixels
+    assert '"version": 4' in (tmp_path / "s" / MARKER).read_text()
 
 
 # --- class 4: long and deep track expressions -----------------------------------------------------
