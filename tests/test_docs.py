@@ -42,7 +42,7 @@ from latentwalk.lyrics import SNAP_MODES
 from latentwalk.modelspec import CHECKPOINT_SUFFIXES, EMBEDDING_SUFFIXES, LORA_SUFFIXES
 from latentwalk.params import CAMERA_BORDERS, DEFAULT_FOV, DEFAULT_LORA_WEIGHT, TRACK_BOUNDS, TRACK_DEFAULTS
 from latentwalk.schedulers import SCHEDULERS, TIMESTEP_SPACINGS
-from latentwalk.tracks import FUNCTIONS, VARIABLES
+from latentwalk.tracks import BANDS, FUNCTIONS, VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -288,6 +288,9 @@ def test_tracks_page_names_every_variable_and_function():
     text = (DOCS / "tracks.md").read_text()
     assert not [v for v in VARIABLES if f"`{v}`" not in text]
     assert not [f for f in FUNCTIONS if f"`{f}(" not in text]
+    bands = next(line for line in text.splitlines() if line.startswith("| `low`, `mid`, `high`"))
+    limits = {f"{hz:g} Hz" for band in BANDS.values() for hz in band if 0 < hz < float("inf")}
+    assert all(limit in bands.replace("–", " Hz, ") for limit in limits), (bands, limits)
 
 
 # --- YAML examples --------------------------------------------------------------------------------
@@ -463,7 +466,7 @@ def commands_of(page: Path) -> list[Command]:
     blocks, prose = blocks_and_prose(page)
     found = []
     for block in blocks:
-        if block.lang in ("yaml", "python"):
+        if block.lang in ("yaml", "python", "text"):  # text: output, not commands
             continue
         lines = block.text.splitlines()
         for i, line in enumerate(lines):
