@@ -26,10 +26,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="latentwalk", description="Prompt-travel music videos from a YAML timeline.")
+    parser = _Parser(
+        prog="latentwalk", description="Prompt-travel music videos from a YAML timeline.",
+        epilog="Every option: docs/commands.md; every timeline key: docs/timeline.md; the manual: docs/index.md.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("render", help="render a timeline to an mp4 with its soundtrack")
+    r = sub.add_parser("render", help="render a timeline to an mp4 with its soundtrack", epilog="Options: docs/commands.md#render")
     r.add_argument("timeline")
     r.add_argument("--out", help="output .mp4 (default: renders/<timeline name>.mp4)")
     r.add_argument("--frames", metavar="DIR", help="also write every frame as a PNG into DIR")
@@ -48,20 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_override_arguments(r)
     r.add_argument("--preview", metavar="FILE.png", help="keep FILE.png showing the latest frame and the last 8 as thumbnails, replaced atomically as the render goes")
 
-    st = sub.add_parser("store", help="show a frame store's size, or prune it to what a timeline needs")
+    st = sub.add_parser("store", help="show a frame store's size, or prune it to what a timeline needs", epilog="Options: docs/commands.md#store")
     st.add_argument("target", help="a frame store folder, or a timeline (its store beside its default --out)")
     st.add_argument("--out", help="with a timeline: the video whose store to use")
     st.add_argument("--prune", action="store_true", help="delete frames the timeline's current plan does not use")
     st.add_argument("--batch-size", type=int, help="with --prune: the batch size the frames were rendered with")
     st.add_argument("--device", choices=DEVICE_NAMES, help="with --prune: the device they were rendered on")
 
-    p = sub.add_parser("plan", help="print the per-frame schedule without rendering")
+    p = sub.add_parser("plan", help="print the per-frame schedule without rendering", epilog="Options: docs/commands.md#plan")
     p.add_argument("timeline")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plot", metavar="FILE", help="also draw the plan (waveform, beats, keyframes, tracks) into a .png/.svg/.pdf")
     add_override_arguments(p)
 
-    b = sub.add_parser("beats", help="print the tempo and beat times of an audio file")
+    b = sub.add_parser("beats", help="print the tempo and beat times of an audio file", epilog="Options: docs/commands.md#beats")
     b.add_argument("audio")
     b.add_argument("--bpm", type=float, help="track beats at this tempo instead of estimating it")
     b.add_argument("--start", type=float, default=0.0, help="seconds into the file to start at")
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--beats-per-bar", type=int, default=4, help="meter used to find downbeats (madmom)")
     b.add_argument("--json", action="store_true", help='print {"bpm", "tracker", "beats", "downbeats", "tempo"}')
 
-    s = sub.add_parser("sweep", help="render a labelled grid over prompt weights, seeds, guidance, steps or strength")
+    s = sub.add_parser("sweep", help="render a labelled grid over prompt weights, seeds, guidance, steps or strength", epilog="Options: docs/commands.md#sweep")
     s.add_argument("sweep")
     s.add_argument("--out", metavar="DIR", help="output folder (default: renders/<sweep name>/)")
     s.add_argument("--video", action="store_true", default=None, help="also write an mp4 along the x axis")

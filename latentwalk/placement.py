@@ -32,7 +32,7 @@ from latentwalk.schedule import Plan
 from latentwalk.smooth import ProbePlan, coarse_probes, interval_weights, perceptual_distance, place_frames, refine_probes, snap_to_probes
 
 PROBES = 8  # coarse probes per segment, and the most one bisection round adds to it
-# Bisection rounds after the coarse pass. Measured on 5 walks (README, Smooth travel): with 3 every
+# Bisection rounds after the coarse pass. Measured on 5 walks (docs/smooth-travel.md): with 3 every
 # walk's adjacent-frame p95/median ≤ 1.7 and max/median ≤ 2.4 in both distances; with 2 three
 # walks kept a 1 − SSIM max/median above 3.
 ROUNDS = 3

@@ -42,7 +42,7 @@ LORA_NAME = re.compile(r"^[A-Za-z0-9_][\w-]*$")
 SPACING_NAMES = ("perceptual", "t")
 # `share_steps: auto`: frames between probes of a perceptual segment share this fraction of the
 # steps with the probes around them (with ddim, euler and dpmpp_2m; with few-step samplers none). Measured on the
-# embedded model: see README "Shared trajectories" and benchmarks/bench_smooth.py --parts sharing.
+# embedded model: see docs/smooth-travel.md, "Shared trajectories" and benchmarks/bench_smooth.py --parts sharing.
 SHARE_AUTO_FRACTION = 0.8  # 16 of 20 steps
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 MODES = ("travel", "feedback")

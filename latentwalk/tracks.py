@@ -37,7 +37,7 @@ SHOWN_CHARS = 120  # an error shows this much of a longer expression, around the
 TIME_VARIABLES = ("t", "frame", "beat", "beat_phase", "bar_phase")
 AUDIO_VARIABLES = ("onset", "rms", "low", "mid", "high")
 VARIABLES = TIME_VARIABLES + AUDIO_VARIABLES
-# Band limits of `low`, `mid` and `high` in Hz (the README names them).
+# Band limits of `low`, `mid` and `high` in Hz (docs/tracks.md names them; tests/test_docs.py checks it).
 BANDS: dict[str, tuple[float, float]] = {"low": (0.0, 200.0), "mid": (200.0, 2000.0), "high": (2000.0, math.inf)}
 # Each audio variable is divided by this percentile of its values over the clip and clipped to
 # [0, 1]: one stray peak (a clap, a click) does not squash the rest of the track towards zero.
