@@ -321,6 +321,9 @@ def _render_claimed(
             with blamed_on_field(timeline):
                 runner.start(identity)
             clock.lap("load_model_s")
+        if probes.rendered:  # the probes started the model: its load is not placement's time
+            clock.timings["placement_s"] -= runner.load_s
+        clock.timings["load_model_s"] = runner.load_s
         damaged = stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview)
         clock.lap("render_s")
         farm_info, model = runner.report(), runner.model_info(identity)

@@ -241,6 +241,9 @@ def test_a_first_render_reuses_nothing_and_placed_inputs_key_like_the_placed_sch
     assert perceptual.frames_reused == 0 and perceptual.probes_rendered > 0
     distinct = len(set(frame_plan(parse_timeline(timeline_text(tiny_model_dir)), perceptual.plan, FrameStore(perceptual.store)).keys))
     assert perceptual.frames_rendered >= distinct
+    # Seconds of each step: the model load that probes started is not counted as placement.
+    steps = {k: v for k, v in perceptual.timings.items() if k != "total_s"}
+    assert perceptual.timings["load_model_s"] > 0 and sum(steps.values()) == pytest.approx(perceptual.timings["total_s"], abs=0.5)
     again = render(tmp / "t.yaml", tmp / "p.mp4", progress=False)
     assert (again.frames_reused, again.frames_rendered, again.probes_rendered) == (N_FRAMES, 0, 0)
     # The render keys placement's own inputs; the placed schedule's records key to the same frames.

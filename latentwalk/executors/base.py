@@ -39,6 +39,7 @@ class Job:
 class Executor(Protocol):
     device_type: str  # where frames are denoised: "cpu", "cuda", "mps"
     cpu_threads: int  # torch threads of a CPU executor (they change the last bits); 0 on GPUs
+    load_s: float  # seconds `start` took (0 until it ran), for the manifest's timings
 
     def start(self, identity: RenderIdentity) -> None:
         """Load the model (or start the workers); called before the first frame to denoise, once."""

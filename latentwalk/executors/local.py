@@ -1,5 +1,6 @@
 """The local executor: frames denoised in this process, batch after batch, on the picked device."""
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -19,15 +20,18 @@ class LocalExecutor:
         self.device_type = device.type
         self.cpu_threads = torch.get_num_threads() if device.type == "cpu" else 0
         self.backend: Backend | None = None
+        self.load_s = 0.0  # seconds `start` took to load the model
         self.trajectories = Trajectories()  # probes' early latents, which the frames between them start from
 
     def start(self, identity: RenderIdentity) -> None:
         if self.backend is not None:
             return
+        clock = time.perf_counter()
         if self.job.before_load is not None:
             self.job.before_load(identity.device_type, identity.dtype)
         options = self.job.options_for(identity.device_type) if self.job.options_for else None
         self.backend = load_backend(self.job.spec, self.job.device, self.job.dtype, *([options] if options is not None else []))
+        self.load_s = time.perf_counter() - clock
 
     def render(self, frames: Sequence[FrameInputs], keys: Sequence[str], done: Done, *, capture: int = 0) -> None:
         key_of = dict(zip(frames, keys))

@@ -559,12 +559,15 @@ class RayExecutor:
         self.store = open_store(job.store_root)
         self.shape = (job.engine.height, job.engine.width, 3)
         self.started = False
+        self.load_s = 0.0  # seconds `start` took: workers started, models loaded
 
     def start(self, identity: RenderIdentity) -> None:
         if not self.started:
+            clock = time.perf_counter()
             options = self.job.options_for(identity.device_type) if self.job.options_for else None
             self.farm.start(self.job.spec, self.job.dtype, options, identity)
             self.started = True
+            self.load_s = time.perf_counter() - clock
 
     def arrived(self, done: Done) -> Callable[[BatchDone], None]:
         def heard(batch: BatchDone) -> None:
