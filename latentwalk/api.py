@@ -1,6 +1,6 @@
 """The Python API that the CLI mirrors: load, analyse, plan and render a timeline.
 
-These functions are the edge where files, audio decoding, models, ffmpeg and progress bars
+These functions are the edge where files, audio decoding, models, ffmpeg and the progress display
 meet the pure stages; each reads as numbered steps.
 """
 
@@ -280,6 +280,25 @@ def _render_claimed(
     preview: Path | None = None,
 ) -> RenderResult:
     """`render` once its outputs are checked and locked."""
+    from latentwalk.progress import Progress
+
+    shown = Progress(enabled=progress)
+    try:
+        result = _render_shown(timeline, out, shown, frames_dir=frames_dir, batch_size=batch_size, device=device, store_dir=store_dir,
+                               fresh=fresh, overlap=overlap, prune=prune, executor=executor, ray_address=ray_address,
+                               ray_workers=ray_workers, overrides=overrides, preview=preview)
+    except BaseException:
+        shown.finish(failed=True)
+        raise
+    shown.finish()
+    return result
+
+
+def _render_shown(
+    timeline: Timeline, out: Path, progress, *, frames_dir, batch_size, device, store_dir, fresh, overlap, prune,
+    executor, ray_address, ray_workers, overrides, preview,
+) -> RenderResult:
+    """`render` once its outputs are checked and locked, its stages shown on `progress` (progress.Progress)."""
     clock = Clock()
     settings = timeline.settings
 
@@ -287,12 +306,13 @@ def _render_claimed(
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch_size: must be at least 1, got {batch_size}")
     name = executor_name(timeline, executor, ray_address, ray_workers)
+    progress.stage("audio analysis" if timeline.audio is not None and timeline.audio.path is not None else "plan")
     schedule, span = overridden_plan(timeline, overrides)  # span: the range's video frames (first, stop), or None
     clock.lap("plan_s")
 
     # 2. The store, and the executor that denoises what it lacks: where frames are made names their keys.
     store = open_store(store_dir if store_dir is not None else default_store(out))
-    job = render_job(timeline, store, device, batch_size, fresh, overlap, ray_address, ray_workers)
+    job = render_job(timeline, store, device, batch_size, fresh, overlap, ray_address, ray_workers, progress.note)
     with blamed_on_field(timeline):  # a device the machine lacks, a cluster that is not there
         runner = EXECUTORS[name](job)
     try:
@@ -400,7 +420,7 @@ def executor_name(timeline: Timeline, executor: str | None, address: str | None,
 
 def render_job(
     timeline: Timeline, store: FrameStore, device: str | None, batch_size: int | None, fresh: bool, overlap: bool | None,
-    ray_address: str | None, ray_workers: int | None,
+    ray_address: str | None, ray_workers: int | None, log=None,
 ) -> Job:
     """What the executor of this render is given: the model, the engine settings and the farm's."""
     settings = timeline.settings
@@ -411,27 +431,28 @@ def render_job(
     return Job(
         spec=model_spec(settings), device=device or settings.device, dtype=settings.dtype,
         engine=engine_settings(settings, batch_size), store_root=store.root, fresh=fresh, overlap=overlap,
-        log=lambda message: print(message, file=sys.stderr), options_for=lambda device_type: model_options(settings, device_type),
+        log=log or (lambda message: print(message, file=sys.stderr)), options_for=lambda device_type: model_options(settings, device_type),
         before_load=before_load, ray_address=ray_address if ray_address is not None else settings.ray_address,
         ray_workers=ray_workers or settings.ray_workers, ray_cpus_per_worker=settings.ray_cpus_per_worker,
     )
 
 
-def probe_images(runner, identity: RenderIdentity, store: FrameStore, shape, fresh: bool, progress: bool, capture: int):
-    """Placement's images: stored probes read, missing ones rendered by the executor in full batches (one bar per round)."""
-    from tqdm import tqdm
+def probe_images(runner, identity: RenderIdentity, store: FrameStore, shape, fresh: bool, progress, capture: int):
+    """Placement's images: stored probes read, missing ones rendered by the executor in full batches.
 
+    `progress` (progress.Progress): each round adds its probes to the "placement probes" stage.
+    """
     from latentwalk.placement import StoredImages
 
     def render_missing(frames: Sequence[FrameInputs], keys: Sequence[str], done) -> None:
+        progress.stage("placement probes", total=len(frames), unit="probe")  # a further round adds its probes
         runner.start(identity)
-        with tqdm(total=len(frames), unit="probe", desc="placement", disable=not progress, file=sys.stderr) as bar:
 
-            def counted(batch_keys, images) -> None:
-                done(batch_keys, images)
-                bar.update(len(batch_keys))
+        def counted(batch_keys, images) -> None:
+            done(batch_keys, images)
+            progress.advance(len(batch_keys))
 
-            runner.render(frames, keys, counted, capture=capture)
+        runner.render(frames, keys, counted, capture=capture)
 
     return StoredImages(store, lambda f: frame_key(identity, f), shape, render_missing, fresh)
 
@@ -441,8 +462,6 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
 
     Returns the keys of stored frames found damaged when read, and rendered again.
     """
-    from tqdm import tqdm
-
     from latentwalk.assemble import InOrderWriter
     from latentwalk.encode import AudioClip, VideoWriter
 
@@ -454,8 +473,8 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
     if frames_dir is not None:
         frames_dir.mkdir(parents=True, exist_ok=True)
     video = set(video_keys)
-    bar = tqdm(total=len(missing_keys), unit="frame", desc="render", disable=not progress, file=sys.stderr)
-    with bar, VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
+    progress.stage("frames", total=len(missing_keys))
+    with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
         if preview is not None:  # the preview shows each frame as it goes into the video
             from latentwalk.preview import Preview, PreviewWriter
 
@@ -466,7 +485,7 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
 
         def done(keys: Sequence[str], images: np.ndarray | None) -> None:
             in_order.add(keys, images) if images is not None else in_order.arrived(keys)
-            bar.update(sum(k in video for k in keys))  # a colour reference's own render is no video frame
+            progress.advance(sum(k in video for k in keys))  # a colour reference's own render is no video frame
 
         if chains is not None and missing_keys:
             runner.render_chains(chains, done)
@@ -476,12 +495,14 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
         again: set[str] = set()
         while lost := in_order.take_lost():
             inputs_of = {key: f for f, key in zip(frames.inputs, frames.keys)}
+            progress.add_total(len(lost))  # damaged stored frames, rendered again
             runner.start(frames.identity)
             runner.render([inputs_of[k] for k in lost], lost, done)
             again.update(lost)
             in_order.flush()
         if preview is not None:
             shown.finish()
+        progress.stage("encode")  # ffmpeg takes the last frames and closes the file
     return again
 
 

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--frames", metavar="DIR", help="also write every frame as a PNG into DIR")
     r.add_argument("--batch-size", type=int, help="frames denoised together (overrides the timeline)")
     r.add_argument("--device", choices=DEVICE_NAMES, help="overrides the timeline")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--quiet", action="store_true", help="no progress display (warnings are still printed)")
     r.add_argument("--store", metavar="DIR", help="frame store to reuse frames from: a folder or a URL (s3://bucket/prefix, through fsspec) (default: <out>.frames/ beside the video)")
     r.add_argument("--fresh", action="store_true", help="ignore stored frames: render and overwrite every frame")
     r.add_argument("--prune", action="store_true", help="afterwards delete stored frames this render does not use")
