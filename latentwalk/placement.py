@@ -113,10 +113,12 @@ def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs], share_steps: 
     """Segments with `spacing: perceptual`, at least two frames, and only t and noise_t travelling."""
     segments = []
     keys = schedule.keyframes
-    for k, key in enumerate(keys[:-1]):
+    for k, key in enumerate(keys if schedule.loop else keys[:-1]):  # a loop's last segment wraps to the first keyframe
         if key.keyframe.spacing != "perceptual":
             continue
+        wraps = k == len(keys) - 1  # its frames run on from the video's end through the lead-in
         frames = tuple(r.frame for r in schedule.frames if r.segment == k and r.frame >= key.frame)
+        frames += tuple(r.frame for r in schedule.frames if wraps and r.segment == k and r.frame < key.frame)
         moving = {f for f in frames if inputs[f].t != 0.0 or inputs[f].noise_t != 0.0}
         if len(frames) < 2 or not moving:
             continue

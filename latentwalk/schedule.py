@@ -132,6 +132,7 @@ class Plan:
     # in the order the LoRAs are listed; track_value reads any of them from a frame record.
     tracks: tuple[str, ...] = ()
     tracker: str | None = None  # the beat tracker that placed `beats` (None: no audio analysed)
+    loop: bool = False  # the last keyframe's segment travels back to the first (its frames run on through the lead-in)
 
 
 def track_value(record: FrameRecord, name: str, loras: tuple[LoraSpec, ...] = ()) -> float:
@@ -306,6 +307,9 @@ def plan_frames(
     fps = timeline.settings.fps
     n_frames = video_frames(timeline, beats, audio_duration, bpm)
     keys = resolve_keyframes(timeline, beats, n_frames, bpm, audio_duration)
+    loop = timeline.loop
+    if loop and len(keys) < 2:  # lyric keyframes past the video's end leave one
+        raise UserError(f"{timeline.at('loop')}: needs at least two keyframes in the video, found {len(keys)}: the last one travels back to the first")
     frames = np.arange(n_frames)
     times = frames / fps
     beat_pos = beat_positions(times, beats, bpm) if bpm else np.full(n_frames, np.nan)
@@ -317,21 +321,26 @@ def plan_frames(
         start = key.frame if k else 0  # frames before the first keyframe hold it
         stop = keys[k + 1].frame if k + 1 < len(keys) else n_frames
         segment[start:stop] = k
+        span = np.arange(key.frame, stop)  # the segment's frames in the order it travels
         if k + 1 == len(keys):
-            continue  # after the last keyframe: hold it to the end
+            if not loop:
+                continue  # after the last keyframe: hold it to the end
+            # loop: the last keyframe travels on through the video's end and the lead-in to the first,
+            # so frame n_frames - 1 leads into frame 0 like any two neighbours.
+            span = np.concatenate([span, np.arange(keys[0].frame)])
+            segment[span] = k
         kf = key.keyframe
-        n = stop - key.frame
-        seg_energy = energy[key.frame : stop] if kf.pacing == "audio" and energy is not None else None
-        u = hold_then(paced_progress(n, seg_energy, kf.pacing_strength), kf.hold)
-        t[key.frame : stop] = EASINGS[kf.easing](u)
-        noise_t[key.frame : stop] = EASINGS[kf.noise_easing](u)
+        seg_energy = energy[span] if kf.pacing == "audio" and energy is not None else None
+        u = hold_then(paced_progress(len(span), seg_energy, kf.pacing_strength), kf.hold)
+        t[span] = EASINGS[kf.easing](u)
+        noise_t[span] = EASINGS[kf.noise_easing](u)
 
     # Tracks: every keyframe's value at every frame, blended along the segment like the prompt.
     variables = frame_variables(timeline, times, beats, bpm, features)
-    seg_b = np.minimum(segment + 1, len(keys) - 1)
+    seg_b = (segment + 1) % len(keys) if loop else np.minimum(segment + 1, len(keys) - 1)
     values = {name: track_values(timeline, keys, name, variables, segment, seg_b, t) for name in TRACK_DEFAULTS}
     # Offsets push the travel weights, inside segments only: lead-in and final hold stay put.
-    travelling = (frames >= keys[0].frame) & (segment < len(keys) - 1)
+    travelling = np.ones(n_frames, bool) if loop else (frames >= keys[0].frame) & (segment < len(keys) - 1)
     t = np.where(travelling, np.clip(t + values["prompt_offset"], 0.0, 1.0), t)
     noise_t = np.where(travelling, np.clip(noise_t + values["noise_offset"], 0.0, 1.0), noise_t)
     used = set_tracks(timeline, keys)
@@ -361,7 +370,7 @@ def plan_frames(
             )
         )
     lora_tracks = tuple(lora_param(lora.name) for lora in timeline.settings.loras)
-    return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records), tuple(sorted(used)) + lora_tracks)
+    return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records), tuple(sorted(used)) + lora_tracks, loop=loop)
 
 
 def set_tracks(timeline: Timeline, keys: tuple[ResolvedKeyframe, ...]) -> set[str]:

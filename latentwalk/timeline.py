@@ -69,6 +69,12 @@ MAX_FRAMES = 200_000  # video frames: 1h51m at 30 fps; each planned frame costs 
 MAX_YAML_BYTES = 10_000_000
 MAX_YAML_ALIASES = 100
 MAX_YAML_NODES = 100_000  # after expanding aliases
+# Output stages (docs/outputs.md): work on the frames between the store and the encoder.
+# `interpolate` denoises every factor-th frame and makes the ones between; rife is left out: no
+# well-kept library loads RIFE weights from a local file (see docs/outputs.md).
+INTERPOLATE_FACTORS = (2, 3, 4)
+INTERPOLATE_METHODS = ("latent", "flow")
+INTERPOLATE_DEFAULTS: dict[str, Any] = {"factor": 2, "method": "latent"}
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,21 @@ class RenderSettings:
 
 
 @dataclass(frozen=True)
+class InterpolateSpec:
+    """`output.interpolate`: denoise every `factor`-th frame (and every keyframe's), make the rest by `method`."""
+
+    factor: int  # one of INTERPOLATE_FACTORS
+    method: str  # one of INTERPOLATE_METHODS
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """The `output:` mapping: stages between the frame store and the encoder; None: stage off."""
+
+    interpolate: InterpolateSpec | None = None
+
+
+@dataclass(frozen=True)
 class Timeline:
     settings: RenderSettings
     audio: AudioSpec | None
@@ -168,6 +189,8 @@ class Timeline:
     noise_shift_seed: int | None = None  # noise_shift's second noise; None: each frame's seed_a + 1
     mode: str = "travel"  # "travel": independent frames; "feedback": each frame is img2img of the last, warped
     feedback: "FeedbackSettings | None" = None  # mode: feedback only
+    output: OutputSpec = OutputSpec()
+    loop: bool = False  # the last keyframe travels back to the first: the video's end leads into its start
 
     lines: dict = field(default_factory=dict, compare=False, repr=False)  # field path -> YAML line
 
@@ -230,7 +253,9 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
     "pacing_strength": 0.5,
     "spacing": "perceptual",
 }
-TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | FEEDBACK_KEYS | {"audio", "keyframes", "end", "noise_shift_seed", "mode"}
+TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | FEEDBACK_KEYS | {"audio", "keyframes", "end", "noise_shift_seed", "mode", "output", "loop"}
+OUTPUT_KEYS = {"interpolate"}
+INTERPOLATE_KEYS = set(INTERPOLATE_DEFAULTS)
 AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat", "tracker"}
 KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt", "loras", "cut"}
 # What a lyrics override may set: a keyframe without its position.
@@ -457,10 +482,36 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
             settings = replace(settings, batch_size=1)
     else:
         _check_travel(reader, data)
+    output = _parse_output(reader, data.get("output"), feedback)
+    loop = reader.flag(data.get("loop", False), ("loop",))
+    if loop and len(keyframes) + len(lyrics) < 2:
+        raise reader.fail(("loop",), "needs at least two keyframes: the last one travels back to the first")
     return Timeline(
         settings, audio, keyframes, end, source, raw=data, tracks=tracks, lyrics=lyrics, noise_shift_seed=shift_seed, mode=mode, feedback=feedback,
-        lines=reader.lines,
+        output=output, loop=loop, lines=reader.lines,
     )
+
+
+def _parse_output(r: FieldReader, data: Any, feedback: "FeedbackSettings | None") -> OutputSpec:
+    """`output: {interpolate: {factor: 2, method: latent}}`; each stage checked before any model loads."""
+    if data is None:
+        return OutputSpec()
+    data = r.check_keys(data, ("output",), OUTPUT_KEYS)
+    interpolate = None
+    if data.get("interpolate") is not None:
+        path = ("output", "interpolate")
+        item = r.check_keys(data["interpolate"], path, INTERPOLATE_KEYS)
+        factor = r.number(item.get("factor", INTERPOLATE_DEFAULTS["factor"]), path + ("factor",), integer=True)
+        if factor not in INTERPOLATE_FACTORS:
+            raise r.fail(path + ("factor",), f"must be one of {', '.join(map(str, INTERPOLATE_FACTORS))} (frames per denoised frame), got {item['factor']!r}")
+        method = item.get("method", INTERPOLATE_DEFAULTS["method"])
+        if method == "rife":
+            raise r.fail(path + ("method",), "rife is not available: no well-kept library loads RIFE weights from a local file; use latent or flow (see docs/outputs.md)")
+        method = r.choice(method, path + ("method",), INTERPOLATE_METHODS)
+        if feedback is not None and feedback.cadence > 1:
+            raise r.fail(path, f"cadence {feedback.cadence} already makes the frames between diffused ones; use cadence or interpolate, not both")
+        interpolate = InterpolateSpec(factor, method)
+    return OutputSpec(interpolate=interpolate)
 
 
 def _parse_feedback(r: FieldReader, data: dict) -> FeedbackSettings:

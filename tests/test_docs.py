@@ -166,6 +166,8 @@ TIMELINE_SETS = {
     "lora": timeline.LORA_KEYS,
     "embedding": timeline.EMBEDDING_KEYS,
     "coherence": COHERENCE_KEYS,
+    "output": timeline.OUTPUT_KEYS,
+    "interpolate": timeline.INTERPOLATE_KEYS,
 }
 SWEEP_SETS = {"axis": sweep.AXIS_KEYS, "seeds": sweep.SEEDS_KEYS}
 
@@ -203,6 +205,7 @@ DEFAULTS = {
     "lyrics": {"lyrics_template": timeline.DEFAULT_LYRICS_TEMPLATE},
     "sweep": {"fps": sweep.SWEEP_DEFAULTS["fps"]},
     "seeds": {"count": sweep.DEFAULT_SEED_COUNT},
+    "interpolate": timeline.INTERPOLATE_DEFAULTS,
 }
 
 
@@ -273,6 +276,8 @@ CHOICES = {
     ("embedding", "path"): EMBEDDING_SUFFIXES,
     ("sweep", "mode"): sweep.MODES,
     ("axis", "param"): sweep.PARAMS,
+    ("interpolate", "method"): timeline.INTERPOLATE_METHODS,
+    ("interpolate", "factor"): tuple(map(str, timeline.INTERPOLATE_FACTORS)),
 }
 
 
