@@ -464,6 +464,7 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
     """
     from latentwalk.assemble import InOrderWriter
     from latentwalk.encode import AudioClip, VideoWriter
+    from latentwalk.renderstate import StateWriter
 
     settings = timeline.settings
     clip = None
@@ -480,6 +481,8 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
 
             shown = Preview(preview, len(video_keys), first_frame=schedule.frames[0].frame if schedule.frames else 0)
             writer = PreviewWriter(writer, shown)
+        # Where the render is, beside the video, for `plan --plot` (renderstate.py).
+        writer = state = StateWriter(writer, out, len(video_keys), schedule.frames[0].frame if schedule.frames else 0, settings.fps, progress.eta)
         # A travel frame found damaged when read is rendered again in this run (a chain's would need its past).
         in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir, retry_lost=chains is None)
 
@@ -502,6 +505,7 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
             in_order.flush()
         if preview is not None:
             shown.finish()
+        state.finish()
         progress.stage("encode")  # ffmpeg takes the last frames and closes the file
     return again
 

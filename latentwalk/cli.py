@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the per-frame schedule without rendering", epilog="Options: docs/commands.md#plan")
     p.add_argument("timeline")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--plot", metavar="FILE", help="also draw the plan (waveform, beats, keyframes, tracks) into a .png/.svg/.pdf")
+    p.add_argument("--plot", metavar="FILE", help="also draw the plan (waveform, beats, keyframes, tracks) into a .png/.svg/.pdf, "
+                   "with the frames a render of it has written so far shaded")
+    p.add_argument("--video", metavar="MP4", help="with --plot: the render to show the progress of (default: the timeline's own video, "
+                   "renders/<name>.mp4, or its draft or range with those flags)")
     add_override_arguments(p)
 
     b = sub.add_parser("beats", help="print the tempo and beat times of an audio file", epilog="Options: docs/commands.md#beats")
@@ -134,13 +137,18 @@ def cmd_render(args: argparse.Namespace) -> None:
 
         check_plot_path(args.plot)  # a bad path or missing matplotlib fails before rendering
         _pyplot()
-    result = render(
-        args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
-        store_dir=args.store, fresh=args.fresh, overlap={"auto": None, "on": True, "off": False}[args.overlap], prune=args.prune,
-        overwrite_frames=args.overwrite_frames, wait=args.wait,
-        executor="ray" if args.ray is not None else None, ray_address=args.ray or None, ray_workers=args.ray_workers,
-        overrides=overrides, preview=args.preview,
-    )
+    watcher = PlotWatcher(args.timeline, overrides, args.out, args.plot) if args.plot else None
+    try:
+        result = render(
+            args.timeline, args.out, frames_dir=args.frames, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
+            store_dir=args.store, fresh=args.fresh, overlap={"auto": None, "on": True, "off": False}[args.overlap], prune=args.prune,
+            overwrite_frames=args.overwrite_frames, wait=args.wait,
+            executor="ray" if args.ray is not None else None, ray_address=args.ray or None, ray_workers=args.ray_workers,
+            overrides=overrides, preview=args.preview,
+        )
+    finally:
+        if watcher is not None:
+            watcher.stop()
     t = result.timings
     print(f"wrote {result.video} ({result.plan.n_frames} frames, {result.plan.duration:.2f}s) in {t['total_s']:.1f}s")
     usage = open_store(result.store).usage()
@@ -163,6 +171,59 @@ def cmd_render(args: argparse.Namespace) -> None:
         out = plot_distances(result.plan, distances, args.plot, title=f"{Path(args.timeline).name}  ({source})")
         median = f", median {statistics.median(distances):.4f}" if len(distances) else ""
         print(f"plot {out} ({len(distances)} distances between {source}{median})", file=sys.stderr)
+
+
+PLOT_INTERVAL = 15.0  # seconds between redraws of `render --plot`'s live plan: a draw costs about a second
+
+
+class PlotWatcher:
+    """`render --plot`: while the render writes frames, redraw the plan with the frames written so far
+    shaded (from its renderstate file), at most every `interval` seconds; the distances plot of the
+    finished render replaces it."""
+
+    def __init__(self, timeline: str, overrides, out: str | None, plot: str, interval: float | None = None):
+        import threading
+
+        from latentwalk.api import as_timeline, default_output
+        from latentwalk.renderstate import read_state
+
+        self.overrides, self.plot, self.interval = overrides, plot, PLOT_INTERVAL if interval is None else interval
+        self.drawn = 0  # plots drawn while the render ran
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="latentwalk-plot", daemon=True)
+        try:
+            self.timeline = as_timeline(timeline)
+        except (UserError, OSError):  # the render itself says what is wrong with it
+            return
+        whole = default_output(self.timeline)
+        self.video = Path(out) if out is not None else overrides.video_name(whole) if overrides else whole
+        before = read_state(self.video)  # an earlier render's: not this one's progress
+        self.seen = before.updated if before else None
+        self.thread.start()
+
+    def run(self) -> None:
+        from latentwalk.api import apply_overrides, overridden_plan
+        from latentwalk.renderstate import read_state
+
+        schedule = None
+        while not self.stopped.wait(self.interval):
+            state = read_state(self.video)
+            if state is None or state.updated == self.seen:
+                continue
+            self.seen = state.updated
+            try:
+                if schedule is None:  # once the render streams frames: its audio analysis is cached by then
+                    timeline = apply_overrides(self.timeline, self.overrides)
+                    schedule = overridden_plan(timeline, self.overrides)[0]
+                write_plot(schedule, timeline, self.plot, rendered=state, quiet=True)
+                self.drawn += 1
+            except Exception:  # the live plot only informs: the render goes on without it
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 def video_distances(video: Path, width: int, height: int) -> list[float]:
@@ -222,15 +283,18 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from latentwalk.overrides import slice_plan
 
     overrides = overrides_of(args)
-    timeline = apply_overrides(as_timeline(args.timeline), overrides)
+    original = as_timeline(args.timeline)
+    timeline = apply_overrides(original, overrides)
+    if args.video and not args.plot:
+        raise UserError("--video: only with --plot (it names the render whose progress the plot shows)")
     if args.plot:
         from latentwalk.plot import check_plot_path
 
         check_plot_path(args.plot)  # a bad path fails before the audio analysis
     analysis = timeline_audio(timeline)
     schedule, span = overridden_plan(timeline, overrides, analysis)
-    if args.plot:
-        write_plot(schedule, timeline, args.plot)  # the whole plan: its waveform starts at the video's start
+    if args.plot:  # the whole plan: its waveform starts at the video's start
+        write_plot(schedule, timeline, args.plot, rendered=render_state(original, overrides, args.video))
     schedule = slice_plan(schedule, *span) if span else schedule  # a range: its frames, numbered as in the whole plan
     if args.json:
         json.dump(plan_data(schedule, timeline), sys.stdout)
@@ -250,7 +314,21 @@ def cmd_plan(args: argparse.Namespace) -> None:
             )
 
 
-def write_plot(schedule, timeline, path: str) -> None:
+def render_state(timeline, overrides, video: str | None):
+    """Where the last render of this plan's video is (renderstate.State), or None if none ran."""
+    from latentwalk.api import default_output
+    from latentwalk.renderstate import read_state
+
+    if video is None:
+        video = overrides.video_name(default_output(timeline)) if overrides else default_output(timeline)
+    state = read_state(video)
+    if video is not None and state is not None:
+        done = "done" if state.finished else "in progress"
+        print(f"render of {video}: {state.written}/{state.total} frames written ({done})", file=sys.stderr)
+    return state
+
+
+def write_plot(schedule, timeline, path: str, rendered=None, quiet: bool = False) -> None:
     """Draw the plan with the timeline's audio clip as its waveform; say where it went on stderr."""
     from latentwalk.api import timeline_audio, with_tracked_downbeat
     from latentwalk.audio import SAMPLE_RATE
@@ -270,10 +348,12 @@ def write_plot(schedule, timeline, path: str) -> None:
             end = end if timeline.audio.end is None else min(end, timeline.audio.end)
             samples = load_audio(timeline.audio.path, start, end, SAMPLE_RATE)
     out = plot_plan(
-        schedule, path, samples=samples, sample_rate=SAMPLE_RATE, beats_per_bar=bpb, downbeat=down, title=Path(timeline.source).name
+        schedule, path, samples=samples, sample_rate=SAMPLE_RATE, beats_per_bar=bpb, downbeat=down, title=Path(timeline.source).name,
+        rendered=rendered,
     )
     wave = f": waveform {len(samples) / SAMPLE_RATE:.3f}s of audio" if samples is not None else ": no audio"
-    print(f"plot {out} ({schedule.n_frames} frames, {schedule.duration:.3f}s{wave})", file=sys.stderr)
+    if not quiet:
+        print(f"plot {out} ({schedule.n_frames} frames, {schedule.duration:.3f}s{wave})", file=sys.stderr)
 
 
 def format_plan(schedule) -> str:

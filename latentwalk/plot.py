@@ -101,9 +101,11 @@ def draw_plan(
     beats_per_bar: int = 4,
     downbeat: int = 0,
     title: str = "",
+    rendered=None,
 ):
     """The plan's matplotlib Figure: `tracks` (default: those the timeline sets), `samples` mono audio
-    from the plan's first frame on (at `sample_rate`)."""
+    from the plan's first frame on (at `sample_rate`), `rendered` (renderstate.State) the frames
+    a render of it has written so far, shaded."""
     plt = _pyplot()
     tracks = list(plan.tracks if tracks is None else tracks)
     times = np.array([r.time for r in plan.frames])
@@ -151,12 +153,35 @@ def draw_plan(
         ax.set_ylabel(name)
         ax.legend(loc="upper right", fontsize=7)
 
+    # 5. Where a render of this plan is: the video frames it has written, shaded on every panel.
+    if rendered is not None:
+        now = render_position(plan, rendered)
+        for ax in axes:
+            ax.axvspan(start, now, color="tab:green", alpha=0.12, linewidth=0, zorder=0)
+        key_ax.axvline(now, color="tab:green", linewidth=1.5)
+        key_ax.text(now, -0.02, f" {render_label(rendered)}", fontsize=7, color="tab:green", va="top")
+
     axes[-1].set_xlabel("seconds")
     axes[-1].set_xlim(start, end)
     fps = f"{plan.fps:g} fps, {plan.n_frames} frames" + (f", {plan.bpm:.1f} bpm" if plan.bpm else "")
     fig.suptitle(f"{title}  ({fps})" if title else fps, fontsize=9, y=0.995)
     fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(), hspace=0.35)
     return fig
+
+
+def render_position(plan: Plan, rendered) -> float:
+    """Seconds into the plan up to which a render has written its frames (the end of its last one)."""
+    frame = rendered.first_frame + rendered.written  # the next frame to write, at the video's own fps
+    return min(frame / (rendered.fps or plan.fps), plan.frames[-1].time + 1 / plan.fps) if plan.frames else 0.0
+
+
+def render_label(rendered) -> str:
+    from latentwalk.progress import duration
+
+    if rendered.finished:
+        return f"rendered: {rendered.written}/{rendered.total} frames"
+    eta = f", ETA {duration(rendered.eta_s)}" if rendered.eta_s is not None else ""
+    return f"rendering: {rendered.written}/{rendered.total} frames ({100 * rendered.share:.0f}%){eta}"
 
 
 def plot_distances(plan: Plan, distances: Sequence[float], path: str | Path, title: str = "") -> Path:
