@@ -54,32 +54,86 @@ def analyze_audio(
     return audio_stage.cached_analysis(path, settings)
 
 
+def midi_analysis(
+    path: str | Path, midi: str | Path, offset: float | None = None, start: float = 0.0, end: float | None = None
+) -> audio_stage.AudioAnalysis:
+    """The audio's features with the MIDI file's beats and bars; `offset` (seconds into the audio of
+    the file's time 0) is estimated from the audio's onsets when None (midi.estimate_offset)."""
+    from latentwalk.midi import estimate_offset, onset_times, read_midi
+    from latentwalk.timeline import AudioSpec
+    from latentwalk.usergrid import given_beats
+
+    midi = Path(midi)
+    if not midi.is_file():
+        raise UserError(f"--midi: MIDI file not found: {str(midi)!r}")
+    song = read_midi(midi, "--midi")
+    analysis = analyze_audio(path, start, end, None, "none")
+    note = []
+    if offset is None:
+        clip_offset, confidence = estimate_offset(onset_times(song), analysis.onset_envelope, audio_stage.ENVELOPE_RATE)
+        offset = round(clip_offset + start, 3)
+        note = [f"offset {offset:g}s estimated from the audio's onsets (peak {confidence:.2f}x the next best; set audio.offset: {offset:g})"]
+    spec = AudioSpec(Path(path), start, end, None, 4, None, midi=midi, offset=offset)
+    analysis = given_beats(spec, analysis)
+    return replace(analysis, notes=analysis.notes + tuple(note))
+
+
 def timeline_audio(timeline: Timeline) -> audio_stage.AudioAnalysis | None:
-    """The analysis of the timeline's audio clip, or None for a silent timeline."""
+    """The analysis of the timeline's audio clip, or None for a silent timeline (a MIDI file's or
+    tempo map's grid without audio is an analysis without features)."""
+    from latentwalk import stems as stem_stage
+    from latentwalk.usergrid import given_beats, silent_grid
+
     spec = timeline.audio
-    if spec is None or spec.path is None:
+    if spec is None or (spec.path is None and spec.midi is None and spec.tempo_map is None):
         return None
+    if spec.path is None:
+        return silent_grid(spec)
+    # 1. Check the clip and the stems against the mix, before any decoding.
     check_clip(timeline, audio_stage.file_duration(spec.path))  # blames audio.start/end with its line
+    stem_stage.check_stems(spec.path, spec.stems, {name: timeline.at("audio", "stems", name) for name, _ in spec.stems})
+    # 2. Features of the mix; beats tracked on it or on the chosen stem, unless the timeline gives them.
+    given = spec.midi is not None or spec.tempo_map is not None or spec.beats is not None
+    stems = dict(spec.stems)
+    tracked_on = stems[spec.beats_from] if spec.beats_from and not given else None
+    tracker = "none" if given or tracked_on is not None else spec.tracker
     try:
-        analysis = analyze_audio(spec.path, spec.start, spec.end, spec.bpm, spec.tracker, spec.beats_per_bar)
+        analysis = analyze_audio(spec.path, spec.start, spec.end, spec.bpm, tracker, spec.beats_per_bar)
+        if tracked_on is not None:
+            on_stem = analyze_audio(tracked_on, spec.start, spec.end, spec.bpm, spec.tracker, spec.beats_per_bar)
+            analysis = replace(
+                on_stem, duration=analysis.duration, features=analysis.features,
+                notes=(f"beats tracked on the {spec.beats_from} stem ({tracked_on.name})",),
+            )
+        settings = audio_stage.AnalysisSettings(spec.start, spec.end, spec.bpm, tracker, spec.beats_per_bar)
+        frames = len(analysis.features["rms"])
+        analysis = replace(analysis, features={**analysis.features, **stem_stage.stem_features(spec.stems, settings, frames)})
     except audio_stage.AudioReadError as e:  # blame the timeline's line for the field
         raise UserError(f"{timeline.source}:{spec.lines.get(e.field, 0)}: {e}") from None
     rms = analysis.features.get("rms")
-    if spec.bpm is None and len(analysis.beats) and rms is not None and (len(rms) == 0 or float(np.max(rms)) < SILENT_RMS):
+    if not given and spec.bpm is None and len(analysis.beats) and rms is not None and (len(rms) == 0 or float(np.max(rms)) < SILENT_RMS):
         # A tracker lays a grid over silence too; those beats are heard nowhere: none were found.
         empty = np.zeros(0)
         analysis = replace(analysis, beats=empty, downbeats=empty, tempo=empty)
-    return analysis
+    # 3. The timeline's own beats (MIDI, tempo map, beat list) and corrections (offset, sections).
+    return given_beats(spec, analysis)
 
 
 SILENT_RMS = 1e-4  # -80 dBFS: a clip whose loudest moment is quieter than this is silence
 
 
 def with_tracked_downbeat(timeline: Timeline, analysis: audio_stage.AudioAnalysis | None) -> Timeline:
-    """The timeline with bar 0 on the tracked downbeat, unless `audio.downbeat` sets it."""
+    """The timeline with bar 0 on the tracked downbeat, unless `audio.downbeat` sets it; where the
+    analysis knows every bar (a MIDI file, a tempo map), with those bars and their meter."""
     if analysis is None or timeline.audio is None or timeline.audio.downbeat is not None:
         return timeline
-    return replace(timeline, audio=replace(timeline.audio, downbeat=analysis.downbeat_index or 0))
+    spec = replace(timeline.audio, downbeat=analysis.downbeat_index or 0)
+    bars = analysis.bar_starts
+    if len(bars):
+        lengths = np.diff(bars)
+        bpb = int(np.bincount(lengths).argmax()) if len(lengths) else spec.beats_per_bar
+        spec = replace(spec, downbeat=int(bars[0]), beats_per_bar=bpb, bar_starts=tuple(int(b) for b in bars))
+    return replace(timeline, audio=spec)
 
 
 def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | None = None) -> Plan:
@@ -90,21 +144,25 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
     analysis = analysis if analysis is not None else timeline_audio(timeline)
     timeline = with_tracked_downbeat(timeline, analysis)
     fps = timeline.settings.fps
-    if analysis is not None:
-        beats, bpm, duration = analysis.beats, analysis.bpm, analysis.duration
+    if analysis is not None:  # a silent MIDI file's or tempo map's grid has no audio duration
+        beats, bpm, duration = analysis.beats, analysis.bpm, analysis.duration if timeline.audio.path is not None else None
     elif timeline.audio is not None:  # silent grid: long enough for any `end`
         beats, bpm, duration = audio_stage.beat_grid(timeline.audio.bpm, 24 * 3600), timeline.audio.bpm, None
     else:
         beats, bpm, duration = np.zeros(0), None, None
     # 3. Percussive energy per video frame, for segments paced by the audio; features for tracks.
-    energy, features = None, None
-    if analysis is not None:
+    energy, features, notes = None, None, {}
+    if analysis is not None and analysis.features:
         n_frames = video_frames(timeline, beats, duration, bpm)
         energy = audio_stage.envelope_at_fps(analysis.onset_envelope, fps, n_frames)
         features = audio_features(analysis)
+    if timeline.audio is not None and timeline.audio.midi is not None:  # the MIDI notes that tracks read
+        from latentwalk.usergrid import timeline_note_variables
+
+        notes = timeline_note_variables(timeline, video_frames(timeline, beats, duration, bpm))
     # 4. The schedule.
-    schedule = plan_frames(timeline, beats, bpm, duration, energy, features)
-    return replace(schedule, tracker=analysis.tracker) if analysis is not None else schedule
+    schedule = plan_frames(timeline, beats, bpm, duration, energy, {**(features or {}), **notes} or None)
+    return replace(schedule, tracker=analysis.tracker, beat_notes=analysis.notes) if analysis is not None else schedule
 
 
 def audio_features(analysis: audio_stage.AudioAnalysis) -> dict[str, np.ndarray]:

@@ -81,6 +81,10 @@ class AudioAnalysis:
     tracker: str = "librosa"  # which tracker ran: "librosa" or "madmom"
     downbeats: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (D,) times of tracked bar starts
     tempo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) local tempo at each beat, bpm
+    # Beat index of every bar start when bars are known exactly (a MIDI file or tempo map, whose
+    # meter may change); empty: bars are beats_per_bar long from the first downbeat.
+    bar_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    notes: tuple[str, ...] = ()  # where the beats came from and what was assumed, for `plan` and `beats`
 
     @property
     def onset_envelope(self) -> np.ndarray:
@@ -126,7 +130,12 @@ def madmom_available() -> bool:
 
 
 def resolve_tracker(name: str) -> str:
-    """The tracker that will run for `name`: auto picks madmom when its extra is installed."""
+    """The tracker that will run for `name`: auto picks madmom when its extra is installed.
+
+    "none" (not a user's choice: the timeline's MIDI, tempo map or beat list gives the beats)
+    analyses features only."""
+    if name == "none":
+        return name
     if name not in TRACKERS:
         raise UserError(f"tracker: unknown value {name!r}; expected one of: {', '.join(TRACKERS)}")
     if name == "madmom" and not madmom_available():
@@ -488,7 +497,9 @@ def analyze_file(path: str | Path, settings: AnalysisSettings) -> AudioAnalysis:
         )
     # 3. Beats (and, from madmom, the bar phase).
     downbeats = np.zeros(0)
-    if tracker == "madmom":
+    if tracker == "none":
+        beats = np.zeros(0)
+    elif tracker == "madmom":
         activations = madmom_activations(path, settings.start, settings.end)
         beats = audible_beats(madmom_beats(activations[:, 0], settings.bpm), features["rms"])
         phase = bar_phase(beats, activations[:, 2], settings.beats_per_bar)

@@ -75,3 +75,48 @@ def snap_times(times: np.ndarray, mode: str, beats: np.ndarray, bpm: float, beat
     else:
         snapped = downbeat + np.floor((position - downbeat) / beats_per_bar + 0.5) * beats_per_bar
     return np.maximum(beat_to_time(snapped, beats, bpm), 0.0)
+
+
+def bar_to_beat(bar: float, bar_starts: np.ndarray, beats_per_bar: int, downbeat: int) -> float:
+    """Fractional beat index of a (fractional) bar number.
+
+    With known bar starts (beat indices; a MIDI file's or tempo map's bars, whose meters may
+    change) bar b is bar_starts[b], a fraction of the way into its bar's beats, and past the
+    last one the last bar's length continues; without, bars are beats_per_bar from `downbeat`.
+    """
+    if len(bar_starts) == 0:
+        return downbeat + bar * beats_per_bar
+    starts = np.asarray(bar_starts, dtype=np.float64)
+    last = len(starts) - 1
+    if 0 <= bar <= last:
+        return float(np.interp(bar, np.arange(len(starts)), starts))
+    edge = float(starts[-1] - starts[-2]) if bar > last and len(starts) > 1 else float(starts[1] - starts[0]) if len(starts) > 1 else beats_per_bar
+    return float(starts[-1] + (bar - last) * edge) if bar > last else float(starts[0] + bar * edge)
+
+
+def bar_phases(beat: np.ndarray, bar_starts: np.ndarray, beats_per_bar: int, downbeat: int) -> np.ndarray:
+    """Position in the bar (0 at its start, → 1 at the next bar's) of fractional beat indices."""
+    beat = np.asarray(beat, dtype=np.float64)
+    if len(bar_starts) < 2:
+        return np.mod((beat - downbeat) / beats_per_bar, 1.0)
+    starts = np.asarray(bar_starts, dtype=np.float64)
+    lengths = np.diff(starts)
+    bar = np.interp(beat, starts, np.arange(len(starts)))
+    bar = np.where(beat < starts[0], (beat - starts[0]) / lengths[0], bar)
+    bar = np.where(beat > starts[-1], len(starts) - 1 + (beat - starts[-1]) / lengths[-1], bar)
+    return np.mod(bar, 1.0)
+
+
+def lay_sections(beats: np.ndarray, sections: tuple[tuple[float, float, float], ...]) -> np.ndarray:
+    """Beats with each (start, end, bpm) section's tracked beats replaced by a steady grid from `start`.
+
+    Tracked beats within half a period of either end go too, so the grid hands over without a
+    double beat.
+    """
+    beats = np.asarray(beats, dtype=np.float64)
+    for start, end, bpm in sections:
+        period = 60.0 / bpm
+        grid = start + np.arange(int(np.ceil((end - start) / period - 1e-9))) * period
+        keep = (beats < start - 0.5 * period) | (beats >= max(end, grid[-1] + 0.5 * period))
+        beats = np.sort(np.concatenate([beats[keep], grid]))
+    return beats

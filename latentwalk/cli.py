@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--end", type=float, help="seconds into the file to stop at")
     b.add_argument("--tracker", default="auto", choices=TRACKERS, help="beat tracker (auto: madmom when the beats extra is installed, else librosa)")
     b.add_argument("--beats-per-bar", type=int, default=4, help="meter used to find downbeats (madmom)")
-    b.add_argument("--json", action="store_true", help='print {"bpm", "tracker", "beats", "downbeats", "tempo"}')
+    b.add_argument("--json", action="store_true", help='print {"bpm", "tracker", "beats", "downbeats", "tempo", ...}')
+    b.add_argument("--midi", metavar="FILE", help="beats and bars from this MIDI file; its offset in the audio is estimated unless --offset gives it")
+    b.add_argument("--offset", type=float, help="with --midi: seconds into the audio where the MIDI file's time 0 falls")
+    b.add_argument("--plot", metavar="FILE", help="also draw the waveform with beats, downbeats, bar numbers and tempo into a .png/.svg/.pdf")
 
     s = sub.add_parser("sweep", help="render a labelled grid over prompt weights, seeds, guidance, steps or strength", epilog="Options: docs/commands.md#sweep")
     s.add_argument("sweep")
@@ -361,7 +364,8 @@ def format_plan(schedule) -> str:
     from latentwalk.schedule import track_value
 
     bpm = f", {schedule.bpm:.2f} bpm" if schedule.bpm else ""
-    lines = [f"{schedule.n_frames} frames at {schedule.fps:g} fps = {schedule.duration:.3f}s{bpm}", ""]
+    lines = [f"{schedule.n_frames} frames at {schedule.fps:g} fps = {schedule.duration:.3f}s{bpm}"]
+    lines += [f"beats: {note}" for note in schedule.beat_notes] + [""]
     for k in schedule.keyframes:
         pos = k.keyframe.position
         origin = f" [{k.keyframe.origin}]" if k.keyframe.origin else ""
@@ -382,19 +386,40 @@ def format_plan(schedule) -> str:
 
 
 def cmd_beats(args: argparse.Namespace) -> None:
-    from latentwalk.api import analyze_audio
+    from latentwalk.api import analyze_audio, midi_analysis
     from latentwalk.audio import AnalysisSettings, check_settings
 
     settings = AnalysisSettings(args.start, args.end, args.bpm, args.tracker, args.beats_per_bar)
     check_settings(settings, {"start": "--start", "end": "--end", "bpm": "--bpm"})
-    analysis = analyze_audio(args.audio, args.start, args.end, args.bpm, args.tracker, args.beats_per_bar)
+    if args.offset is not None and args.midi is None:
+        raise UserError("--offset: aligns a --midi file with the audio; give --midi too")
+    if args.plot:
+        from latentwalk.plot import check_plot_path
+
+        check_plot_path(args.plot)
+    if args.midi is not None:
+        analysis = midi_analysis(args.audio, args.midi, args.offset, args.start, args.end)
+    else:
+        analysis = analyze_audio(args.audio, args.start, args.end, args.bpm, args.tracker, args.beats_per_bar)
     beats = [round(float(b), 4) for b in analysis.beats]
     downbeats = [round(float(b), 4) for b in analysis.downbeats]
+    if args.plot:
+        from latentwalk.audio import SAMPLE_RATE, load_audio
+        from latentwalk.plot import plot_beats
+
+        samples = load_audio(args.audio, args.start, args.end, SAMPLE_RATE)
+        out = plot_beats(analysis, samples, SAMPLE_RATE, args.plot, title=Path(args.audio).name)
+        print(f"plot {out} ({len(beats)} beats, {len(downbeats)} bars)", file=sys.stderr)
     if args.json:
         tempo = [round(float(t), 3) for t in analysis.tempo]
-        print(json.dumps({"bpm": round(analysis.bpm, 3), "tracker": analysis.tracker, "beats": beats, "downbeats": downbeats, "tempo": tempo}))
+        print(json.dumps({
+            "bpm": round(analysis.bpm, 3), "tracker": analysis.tracker, "beats": beats, "downbeats": downbeats, "tempo": tempo,
+            "notes": list(analysis.notes),
+        }))
         return
     print(f"tempo: {analysis.bpm:.2f} bpm (median), {len(beats)} beats in {analysis.duration:.2f}s, tracker: {analysis.tracker}")
+    for note in analysis.notes:
+        print(f"beats: {note}")
     if analysis.downbeat_index is not None:
         print(f"first downbeat: beat {analysis.downbeat_index} ({len(downbeats)} bars)")
     bar_starts = set(downbeats)

@@ -213,3 +213,44 @@ def plot_distances(plan: Plan, distances: Sequence[float], path: str | Path, tit
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_beats(analysis, samples: np.ndarray, sample_rate: float, path: str | Path, title: str = "") -> Path:
+    """`latentwalk beats --plot`: the waveform with every beat, the downbeats numbered as bars, and
+    the local tempo, to check the grid by eye (and correct it: docs/beats.md)."""
+    path = check_plot_path(path)
+    plt = _pyplot()
+    beats, downbeats = np.asarray(analysis.beats), np.asarray(analysis.downbeats)
+    fig, (wave_ax, tempo_ax) = plt.subplots(2, 1, figsize=(WIDTH_INCHES, PANEL_INCHES * 2.5), sharex=True, height_ratios=(3, 2))
+    if len(samples):
+        t, low, high = waveform_envelope(np.asarray(samples, dtype=np.float64), sample_rate)
+        wave_ax.fill_between(t, low, high, color="0.55", linewidth=0)
+    for b in beats:
+        wave_ax.axvline(b, color="0.75", linewidth=0.5, zorder=0)
+    for i, d in enumerate(downbeats):
+        for ax in (wave_ax, tempo_ax):
+            ax.axvline(d, color="tab:red", linewidth=1.2, zorder=0)
+        wave_ax.text(d, 1.02, str(i), transform=wave_ax.get_xaxis_transform(), fontsize=7, color="tab:red", ha="center")
+    wave_ax.set_ylabel("audio")
+    wave_ax.set_yticks([])
+    if len(beats) > 1:
+        tempo_ax.plot(beats, analysis.tempo, color="tab:blue", marker=".", markersize=3)
+    tempo_ax.set_ylabel("bpm")
+    tempo_ax.set_xlabel("seconds")
+    tempo_ax.set_xlim(0, analysis.duration)
+    heading = f"{len(beats)} beats, {len(downbeats)} bars (red, numbered), {analysis.bpm:.1f} bpm, {analysis.tracker}"
+    fig.suptitle(f"{title}  ({heading})" if title else heading, fontsize=9)
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def segment_label(segment: dict) -> str:
+    """'24/32 probes (even)', then the predicted and measured evenness (p95/median and max/median of MAD and 1 − SSIM)."""
+    def evenness(e: dict | None) -> str:
+        if not e:
+            return "-"
+        return f"MAD {e['pixel_p95']:.2f}/{e['pixel_max']:.2f}, 1-SSIM {e['ssim_p95']:.2f}/{e['ssim_max']:.2f}"
+
+    return (f"{segment['probes']}/{segment['budget']} probes ({segment['stopped']})\npredicted {evenness(segment.get('predicted'))}"
+            f"\nmeasured {evenness(segment.get('measured'))} (p95/max over median)")

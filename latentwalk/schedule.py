@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from latentwalk import tracks as track_math
-from latentwalk.beats import beat_positions, beat_time, snap_times
+from latentwalk.beats import bar_to_beat, beat_positions, beat_time, snap_times
 from latentwalk.errors import UserError
 from latentwalk.modelspec import LoraSpec
 from latentwalk.params import DEFAULT_LORA_WEIGHT, LORA_PARAM, TRACK_BOUNDS, TRACK_DEFAULTS, lora_param
@@ -75,14 +75,14 @@ def paced_progress(n: int, energy: np.ndarray | None = None, strength: float = 0
 
 def position_time(
     pos: Position, beats: np.ndarray, fps: float, beats_per_bar: int, downbeat: int, field: str,
-    bpm: float | None = None, audio_end: float | None = None,
+    bpm: float | None = None, audio_end: float | None = None, bar_starts: tuple[int, ...] = (),
 ) -> float:
-    """Seconds from the video's start of a position in any unit."""
+    """Seconds from the video's start of a position in any unit (bars: see beats.bar_to_beat)."""
     if pos.unit == "time":
         return pos.value
     if pos.unit == "frame":
         return pos.value / fps
-    beat = pos.value if pos.unit == "beat" else downbeat + pos.value * beats_per_bar
+    beat = pos.value if pos.unit == "beat" else bar_to_beat(pos.value, np.asarray(bar_starts, dtype=int), beats_per_bar, downbeat)
     return beat_time(beat, beats, field, bpm, audio_end)
 
 
@@ -132,6 +132,7 @@ class Plan:
     # in the order the LoRAs are listed; track_value reads any of them from a frame record.
     tracks: tuple[str, ...] = ()
     tracker: str | None = None  # the beat tracker that placed `beats` (None: no audio analysed)
+    beat_notes: tuple[str, ...] = ()  # where the beats came from, what was assumed or corrected (shown by `plan`)
     loop: bool = False  # the last keyframe's segment travels back to the first (its frames run on through the lead-in)
 
 
@@ -160,7 +161,7 @@ def resolve_keyframes(
     resolved: list[ResolvedKeyframe] = []
     for i, kf in enumerate(timeline.keyframes):
         field = f"{timeline.source}:{kf.line}: {format_path(('keyframes', i, kf.position.unit))}"
-        time = position_time(kf.position, beats, fps, bpb, down, field, bpm, audio_duration)
+        time = position_time(kf.position, beats, fps, bpb, down, field, bpm, audio_duration, bar_starts(timeline))
         frame = position_frame(kf.position, time, fps)
         if frame >= n_frames:
             raise UserError(
@@ -234,7 +235,7 @@ def video_frames(timeline: Timeline, beats: np.ndarray, audio_duration: float | 
         return check_frame_count(n, timeline.at("fps"), fps)
     bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
     field = timeline.at("end", timeline.end.unit)
-    time = position_time(timeline.end, beats, fps, bpb, down, field, bpm, audio_duration)
+    time = position_time(timeline.end, beats, fps, bpb, down, field, bpm, audio_duration, bar_starts(timeline))
     n = position_frame(timeline.end, time, fps)
     if audio_duration is not None and time > audio_duration + 1e-6:
         raise UserError(f"{field}: {timeline.end.value:g} ({time:.3f}s) is past the end of the audio ({audio_duration:.3f}s)")
@@ -386,7 +387,12 @@ def frame_variables(
     from latentwalk.audio import ENVELOPE_RATE
 
     bpb, down = (timeline.audio.beats_per_bar, timeline.audio.downbeat or 0) if timeline.audio else (4, 0)
-    return track_math.frame_variables(times, beats, bpm, bpb, down, features or {}, ENVELOPE_RATE, timeline.settings.fps)
+    return track_math.frame_variables(times, beats, bpm, bpb, down, features or {}, ENVELOPE_RATE, timeline.settings.fps, bar_starts(timeline))
+
+
+def bar_starts(timeline: Timeline) -> tuple[int, ...]:
+    """Beat index of every bar start where the grid knows its bars exactly (a MIDI file, a tempo map), else ()."""
+    return timeline.audio.bar_starts if timeline.audio is not None else ()
 
 
 def track_values(

@@ -123,6 +123,20 @@ class AudioSpec:
     downbeat: int | None  # beat index of bar 0; None: the tracked downbeat, else beat 0
     tracker: str = "auto"  # beat tracker: audio.TRACKERS
     lines: dict[str, int] = field(default_factory=dict, compare=False)  # YAML line of each audio field, for errors
+    # The user's own grid and stems (docs/beats.md): beats and bars exactly from a MIDI file or a
+    # tempo map (its time 0 at `offset` seconds into the audio file), stem files whose features
+    # become `rms.NAME`-style variables, and overrides of the tracked beats.
+    midi: Path | None = None
+    tempo_map: Path | None = None
+    offset: float = 0.0
+    stems: tuple[tuple[str, Path], ...] = ()  # (name, file), in the order written
+    beats_from: str | None = None  # a stem name: beats are tracked on that stem
+    beats_offset: float = 0.0  # seconds added to every tracked beat
+    beats: tuple[float, ...] | None = None  # beat times (seconds into the file) instead of the tracker's
+    sections: tuple[tuple[float, float, float], ...] = ()  # (start, end, bpm): a steady grid laid over those seconds of the clip
+    # Set from the analysis, not the YAML: beat index of every bar start where the grid knows its
+    # bars exactly (a MIDI file's or tempo map's, whose meter may change); empty: beats_per_bar from downbeat.
+    bar_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -256,7 +270,11 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
 TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | FEEDBACK_KEYS | {"audio", "keyframes", "end", "noise_shift_seed", "mode", "output", "loop"}
 OUTPUT_KEYS = {"interpolate"}
 INTERPOLATE_KEYS = set(INTERPOLATE_DEFAULTS)
-AUDIO_KEYS = {"path", "start", "end", "bpm", "beats_per_bar", "downbeat", "tracker"}
+AUDIO_KEYS = {
+    "path", "start", "end", "bpm", "beats_per_bar", "downbeat", "tracker",
+    "midi", "tempo_map", "offset", "stems", "beats_from", "beats_offset", "beats", "sections",
+}
+SECTION_KEYS = {"start", "end", "bpm"}
 KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt", "loras", "cut"}
 # What a lyrics override may set: a keyframe without its position.
 LYRIC_OVERRIDE_KEYS = KEYFRAME_KEYS - set(UNITS)
@@ -486,10 +504,55 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     loop = reader.flag(data.get("loop", False), ("loop",))
     if loop and len(keyframes) + len(lyrics) < 2:
         raise reader.fail(("loop",), "needs at least two keyframes: the last one travels back to the first")
-    return Timeline(
+    timeline = Timeline(
         settings, audio, keyframes, end, source, raw=data, tracks=tracks, lyrics=lyrics, noise_shift_seed=shift_seed, mode=mode, feedback=feedback,
         output=output, loop=loop, lines=reader.lines,
     )
+    _check_audio_variables(timeline)
+    return timeline
+
+
+def track_expressions(value: Any):
+    """Every track Expression inside parsed timeline objects (dataclasses, tuples)."""
+    from dataclasses import fields, is_dataclass
+
+    from latentwalk.tracks import Expression
+
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Expression):
+            yield item
+        elif is_dataclass(item) and not isinstance(item, type):
+            stack += [getattr(item, f.name) for f in fields(item) if f.name not in ("raw", "lines")]
+        elif isinstance(item, (tuple, list)):
+            stack += list(item)
+
+
+def _check_audio_variables(timeline: Timeline) -> None:
+    """A stem's or the MIDI file's variable that a track reads must be given by the timeline's audio."""
+    from latentwalk.tracks import MIDI_VARIABLE, STEM_VARIABLE
+
+    spec = timeline.audio
+    song = None
+    for expr in track_expressions((timeline.tracks, timeline.keyframes, timeline.lyrics, timeline.feedback)):
+        field = expr.field or f"{timeline.source}: track"
+        for name in sorted(expr.variables):
+            stem = STEM_VARIABLE.match(name)
+            if stem:
+                names = [n for n, _ in spec.stems] if spec else []
+                if stem.group(2) not in names:
+                    given = f"the timeline's stems are {', '.join(names)}" if names else "the timeline gives no audio.stems"
+                    raise UserError(f"{field}: '{name}' reads stem {stem.group(2)!r}, but {given}")
+            elif MIDI_VARIABLE.match(name):
+                if spec is None or spec.midi is None:
+                    raise UserError(f"{field}: '{name}' reads the MIDI notes, but the timeline gives no audio.midi")
+                from latentwalk.midi import check_variable, read_midi
+
+                song = song or read_midi(spec.midi)
+                reason = check_variable(name, song, spec.midi.name)
+                if reason:
+                    raise UserError(f"{field}: '{name}': {reason}")
 
 
 def _parse_output(r: FieldReader, data: Any, feedback: "FeedbackSettings | None") -> OutputSpec:
@@ -760,9 +823,11 @@ def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
     bpm = data.get("bpm")
     if bpm is not None:
         bpm = r.number(bpm, ("audio", "bpm"), minimum=0, exclusive=True, maximum=MAX_BPM)
-    if path is None and bpm is None:
-        raise r.fail(("audio",), "needs a 'path' to an audio file, or a 'bpm' for a silent beat grid")
+    grid = _parse_audio_grid(r, data, base_dir, path)
+    if path is None and bpm is None and grid["midi"] is None and grid["tempo_map"] is None:
+        raise r.fail(("audio",), "needs a 'path' to an audio file, or a 'bpm', 'midi' or 'tempo_map' for a silent beat grid")
     return AudioSpec(
+        **grid,
         path=path,
         start=start,
         end=end,
@@ -772,6 +837,109 @@ def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
         tracker=r.choice(data.get("tracker", "auto"), ("audio", "tracker"), TRACKERS),
         lines={key: r.lines.get(("audio", key), r.lines.get(("audio",), 0)) for key in AUDIO_KEYS},
     )
+
+
+def _audio_file(r: FieldReader, value: Any, path: tuple, base_dir: Path, what: str) -> Path:
+    file = Path(r.text(value, path)).expanduser()
+    file = file if file.is_absolute() else base_dir / file
+    if not file.is_file():
+        raise r.fail(path, f"{what} not found: {str(file)!r}")
+    return file
+
+
+def _parse_audio_grid(r: FieldReader, data: dict, base_dir: Path, path: Path | None) -> dict:
+    """The audio keys of the user's own grid, stems and beat overrides (docs/beats.md), checked now."""
+    from latentwalk import midi as midi_file
+    from latentwalk.tempomap import read_tempo_map
+
+    out: dict[str, Any] = {}
+    out["midi"] = _audio_file(r, data["midi"], ("audio", "midi"), base_dir, "MIDI file") if data.get("midi") is not None else None
+    out["tempo_map"] = _audio_file(r, data["tempo_map"], ("audio", "tempo_map"), base_dir, "tempo map") if data.get("tempo_map") is not None else None
+    if out["midi"] is not None and out["tempo_map"] is not None:
+        raise r.fail(("audio", "tempo_map"), "give either midi or tempo_map, not both: each sets every beat and bar")
+    if out["midi"] is not None:
+        try:
+            midi_file.read_midi(out["midi"])
+        except UserError as e:
+            raise r.fail(("audio", "midi"), str(e).removeprefix("audio.midi: ")) from None
+    if out["tempo_map"] is not None:
+        read_tempo_map(out["tempo_map"])  # its own errors name the map's file and line
+    out["offset"] = r.number(data.get("offset", 0.0), ("audio", "offset"), minimum=-MAX_SECONDS, maximum=MAX_SECONDS)
+    if "offset" in data and out["midi"] is None and out["tempo_map"] is None:
+        raise r.fail(("audio", "offset"), "aligns a midi file or tempo_map with the audio; give one (or use beats_offset to move tracked beats)")
+    stems = data.get("stems")
+    out["stems"] = ()
+    if stems is not None:
+        if path is None:
+            raise r.fail(("audio", "stems"), "stems go with the mix: give audio.path too")
+        if not isinstance(stems, dict) or not stems:
+            raise r.fail(("audio", "stems"), f"expected a mapping of names to files, e.g. {{drums: drums.wav}}, got {stems!r}")
+        for name in stems:
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w*", name):
+                raise r.fail(("audio", "stems", name), "a stem name is letters, digits and _ (it becomes a variable such as rms.drums)")
+        out["stems"] = tuple((name, _audio_file(r, file, ("audio", "stems", name), base_dir, "stem file")) for name, file in stems.items())
+    beats_from = data.get("beats_from")
+    out["beats_from"] = None
+    if beats_from is not None:
+        names = [name for name, _ in out["stems"]]
+        out["beats_from"] = r.choice(beats_from, ("audio", "beats_from"), tuple(names)) if names else None
+        if not names:
+            raise r.fail(("audio", "beats_from"), "names a stem to track beats on; give audio.stems")
+    out["beats_offset"] = r.number(data.get("beats_offset", 0.0), ("audio", "beats_offset"), minimum=-60, maximum=60)
+    out["beats"] = _parse_beat_list(r, data.get("beats"), base_dir) if data.get("beats") is not None else None
+    out["sections"] = tuple(_parse_section(r, item, ("audio", "sections", i)) for i, item in enumerate(_sequence(r, data.get("sections"), ("audio", "sections"))))
+    for (s0, e0, _), (s1, _, _), i in zip(out["sections"], out["sections"][1:], range(1, len(out["sections"]))):
+        if s1 < e0:
+            raise r.fail(("audio", "sections", i, "start"), f"{s1:g}s is inside section {i - 1} ({s0:g}s to {e0:g}s); sections must be in order and not overlap")
+    given = [k for k in ("midi", "tempo_map", "beats") if out[k] is not None]
+    if len(given) > 1:
+        raise r.fail(("audio", given[1]), f"give one of midi, tempo_map, beats (found {', '.join(given)}): each sets every beat")
+    return out
+
+
+def _sequence(r: FieldReader, value: Any, path: tuple) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise r.fail(path, f"expected a list, got {value!r}")
+    return value
+
+
+def _parse_section(r: FieldReader, item: Any, path: tuple) -> tuple[float, float, float]:
+    item = r.check_keys(item, path, SECTION_KEYS)
+    for key in SECTION_KEYS:
+        if key not in item:
+            raise r.fail(path, f"needs {key} (a section is {{start: s, end: s, bpm: n}}, seconds of the clip)")
+    start = r.number(item["start"], path + ("start",), minimum=0, maximum=MAX_SECONDS)
+    end = r.number(item["end"], path + ("end",), minimum=start, exclusive=True, maximum=MAX_SECONDS)
+    return start, end, r.number(item["bpm"], path + ("bpm",), minimum=0, exclusive=True, maximum=MAX_BPM)
+
+
+def _parse_beat_list(r: FieldReader, value: Any, base_dir: Path) -> tuple[float, ...]:
+    """`beats: [0.5, 1.0, ...]` or `beats: beats.txt` (one time per line, or the first column of a CSV)."""
+    path = ("audio", "beats")
+    if isinstance(value, str):
+        file = _audio_file(r, value, path, base_dir, "beat list")
+        times = []
+        for number, line in enumerate(file.read_text(errors="replace").splitlines(), start=1):
+            cell = line.split("#", 1)[0].replace(",", " ").split()
+            if not cell:
+                continue
+            try:
+                times.append((float(cell[0]), number))
+            except ValueError:
+                if times:  # a header is allowed on the first row only
+                    raise UserError(f"{file}:{number}: expected a beat time in seconds, got {cell[0]!r}") from None
+        values = [t for t, _ in times]
+    else:
+        values = [r.number(v, path + (i,), minimum=0, maximum=MAX_SECONDS) for i, v in enumerate(_sequence(r, value, path))]
+    if len(values) < 2:
+        raise r.fail(path, f"needs at least two beat times, got {len(values)}")
+    for i in range(1, len(values)):
+        if not values[i] > values[i - 1]:
+            reason = f"{values[i]:g}s is not after the beat before it ({values[i - 1]:g}s); beat times must increase"
+            raise UserError(f"{file}:{times[i][1]}: beats: {reason}") if isinstance(value, str) else r.fail(path + (i,), reason)
+    return tuple(float(v) for v in values)
 
 
 def _parse_position(r: FieldReader, data: dict, path: tuple) -> Position:

@@ -37,6 +37,15 @@ SHOWN_CHARS = 120  # an error shows this much of a longer expression, around the
 TIME_VARIABLES = ("t", "frame", "beat", "beat_phase", "bar_phase")
 AUDIO_VARIABLES = ("onset", "rms", "low", "mid", "high")
 VARIABLES = TIME_VARIABLES + AUDIO_VARIABLES
+# Variables named by the audio a timeline gives (docs/beats.md): a stem's feature (`rms.drums`)
+# and the user's MIDI notes (`midi.velocity`, `midi.ch10.gate`, `midi.track2.pitch`); the
+# timeline reader checks that its audio holds the stem, channel or track.
+STEM_VARIABLE = re.compile(r"^(onset|rms|low|mid|high)\.([A-Za-z_]\w*)$")
+MIDI_VARIABLE = re.compile(r"^midi(?:\.(ch|track)(\d+))?\.(gate|velocity|pitch)$")
+
+
+def is_variable(name: str) -> bool:
+    return name in VARIABLES or bool(STEM_VARIABLE.match(name) or MIDI_VARIABLE.match(name))
 # Band limits of `low`, `mid` and `high` in Hz (docs/tracks.md names them; tests/test_docs.py checks it).
 BANDS: dict[str, tuple[float, float]] = {"low": (0.0, 200.0), "mid": (200.0, 2000.0), "high": (2000.0, math.inf)}
 # Each audio variable is divided by this percentile of its values over the clip and clipped to
@@ -45,7 +54,7 @@ NORMALISE_PERCENTILE = 99.0
 
 _NUMBER_RUN = re.compile(r"(?:\d|\.\d)(?:[\w.]|(?<=[eE])[+-])*")
 _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_NAME = re.compile(r"[A-Za-z_]\w*")
+_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")  # dotted: a stem's feature (rms.drums), a MIDI note field
 _SPACE = re.compile(r"\s+")
 
 
@@ -296,8 +305,9 @@ class _Parser:
         if token.kind == "name":
             if token.value in FUNCTIONS:
                 self.fail(f"'{token.value}' is a function: call it like {FUNCTIONS[token.value].usage}", token)
-            if token.value not in VARIABLES:
-                self.fail(f"unknown variable '{token.value}'{_suggest(token.value, VARIABLES)}", token, f"variables: {', '.join(VARIABLES)}")
+            if not is_variable(token.value):
+                hint = f"variables: {', '.join(VARIABLES)}, FEATURE.STEM (rms.drums), midi.FIELD (midi.ch1.velocity)"
+                self.fail(f"unknown variable '{token.value}'{_suggest(token.value, VARIABLES)}", token, hint)
             return Variable(token.value, token.index)
         self.fail(f"unexpected {token.describe()}", token)
 
@@ -490,6 +500,7 @@ def frame_variables(
     features: dict[str, np.ndarray],
     envelope_rate: float,
     fps: float,
+    bar_starts: tuple[int, ...] = (),
 ) -> dict[str, np.ndarray]:
     """Every expression variable at each video frame (times = frame / fps, in seconds).
 
@@ -500,7 +511,7 @@ def frame_variables(
     that cannot be computed (no beat grid, no audio) are left out.
     """
     from latentwalk.audio import envelope_at_fps
-    from latentwalk.beats import beat_positions
+    from latentwalk.beats import bar_phases, beat_positions
 
     times = np.asarray(times, dtype=np.float64)
     n = len(times)
@@ -509,8 +520,11 @@ def frame_variables(
         beat = beat_positions(times, np.asarray(beats if beats is not None else [], dtype=np.float64), bpm)
         out["beat"] = beat
         out["beat_phase"] = np.mod(beat, 1.0)
-        out["bar_phase"] = np.mod((beat - downbeat_index) / beats_per_bar, 1.0)
-    for name in AUDIO_VARIABLES:
+        out["bar_phase"] = bar_phases(beat, np.asarray(bar_starts), beats_per_bar, downbeat_index)
+    for name, values in features.items():
+        if MIDI_VARIABLE.match(name):  # the user's MIDI notes, already one value per video frame (midi.note_variables)
+            out[name] = np.asarray(values, dtype=np.float64)[:n]
+    for name in [*AUDIO_VARIABLES, *sorted(n for n in features if STEM_VARIABLE.match(n))]:
         if name in features:
             # envelope_at_fps assumes audio.ENVELOPE_RATE; rescale frame spans for other rates
             from latentwalk.audio import ENVELOPE_RATE

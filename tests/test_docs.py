@@ -382,10 +382,32 @@ def make_stand_ins(data: dict, folder: Path, wav: Path) -> None:
         shutil.copy(wav, touch(audio))
     if data.get("lyrics"):
         shutil.copy(CONFIGS / "demo.lrc", touch(data["lyrics"]))
+    audio_spec = data.get("audio") if isinstance(data.get("audio"), dict) else {}
+    if audio_spec.get("midi"):
+        write_stand_in_midi(touch(audio_spec["midi"]))
+    if audio_spec.get("tempo_map"):
+        touch(audio_spec["tempo_map"]).write_text("time,bpm,meter\n0,120,4/4\n")
+    if isinstance(audio_spec.get("beats"), str):
+        touch(audio_spec["beats"]).write_text("".join(f"{0.5 * k}\n" for k in range(32)))
+    for stem in (audio_spec.get("stems") or {}).values():
+        shutil.copy(wav, touch(stem))
     if data.get("init_image"):
         import imageio.v3 as iio
 
         iio.imwrite(touch(data["init_image"]), np.full((16, 16, 3), 128, dtype=np.uint8))
+
+
+def write_stand_in_midi(path: Path) -> None:
+    """A MIDI file for examples that name one: 120 bpm 4/4, a note on channels 1 and 10 every beat for 16 bars."""
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000), mido.MetaMessage("time_signature", numerator=4, denominator=4)])
+    for _ in range(64):
+        track += [mido.Message("note_on", channel=0, note=60, velocity=100), mido.Message("note_on", channel=9, note=36, velocity=90),
+                  mido.Message("note_off", channel=0, note=60, time=240), mido.Message("note_off", channel=9, note=36), mido.Message("note_off", channel=0, note=0, time=240)]
+    mid.tracks.append(track)
+    mid.save(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -610,6 +632,7 @@ def command_folder(tmp_path_factory, demo_wav) -> Path:
     shutil.copy(CONFIGS / "demo.lrc", work / "configs")
     shutil.copy(demo_wav, work / "configs" / "demo.wav")
     shutil.copy(demo_wav, work / "song.wav")
+    write_stand_in_midi(work / "song.mid")
     for block in YAML_BLOCKS:
         ex = example(block)
         if ex.save_as:
