@@ -296,10 +296,13 @@ def frame_shape(settings: RenderSettings) -> tuple[int, int, int]:
 
 def schedule_inputs(timeline: Timeline, schedule: Plan) -> tuple[FrameInputs, ...]:
     """Every video frame's inputs, from its schedule record (placed records start from their probes)."""
+    from latentwalk.images import keyframe_picture_keys
+
     settings = timeline.settings
     keyframes = [k.keyframe for k in schedule.keyframes]
     return timeline_frames(
-        schedule.frames, keyframes, settings.negative_prompt, settings.steps, timeline.noise_shift_seed, settings.share_steps
+        schedule.frames, keyframes, settings.negative_prompt, settings.steps, timeline.noise_shift_seed, settings.share_steps,
+        pictures=keyframe_picture_keys(keyframes, settings.width, settings.height), keyframe_frames=[k.frame for k in schedule.keyframes],
     )
 
 
@@ -481,18 +484,27 @@ def render_job(
     ray_address: str | None, ray_workers: int | None, log=None,
 ) -> Job:
     """What the executor of this render is given: the model, the engine settings and the farm's."""
+    from latentwalk.images import timeline_pictures
+
     settings = timeline.settings
+    # Image keyframes' pictures at the frame size travel with the engine settings (to Ray workers too).
+    engine = replace(engine_settings(settings, batch_size), pictures=timeline_pictures(all_keyframes(timeline), settings.width, settings.height))
 
     def before_load(device_type: str, dtype: str) -> None:
         budget.check_render_memory(timeline, batch_size or settings.batch_size, device_type, dtype)
 
     return Job(
         spec=model_spec(settings), device=device or settings.device, dtype=settings.dtype,
-        engine=engine_settings(settings, batch_size), store_root=store.root, fresh=fresh, overlap=overlap,
+        engine=engine, store_root=store.root, fresh=fresh, overlap=overlap,
         log=log or (lambda message: print(message, file=sys.stderr)), options_for=lambda device_type: model_options(settings, device_type),
         before_load=before_load, ray_address=ray_address if ray_address is not None else settings.ray_address,
         ray_workers=ray_workers or settings.ray_workers, ray_cpus_per_worker=settings.ray_cpus_per_worker,
     )
+
+
+def all_keyframes(timeline: Timeline) -> tuple:
+    """The timeline's keyframes and its lyric keyframes (either may carry a picture)."""
+    return tuple(timeline.keyframes) + tuple(timeline.lyrics)
 
 
 def probe_images(runner, identity: RenderIdentity, store: FrameStore, shape, fresh: bool, progress, capture: int):
@@ -743,12 +755,20 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
                 "origin": k.keyframe.origin or None,
                 # perceptual: `t` of the segment's frames is perceived progress until a render places them
                 "spacing": k.keyframe.spacing,
-            }
+            } | ({"image": k.keyframe.image} if k.keyframe.image else {})
             for k in schedule.keyframes
         ],
         "tracks": list(schedule.tracks),
         "frames": [frame_data(r, schedule.tracks) for r in schedule.frames],
-    }
+    } | pictures_data(schedule, timeline)
+
+
+def pictures_data(schedule: Plan, timeline: Timeline) -> dict:
+    """Image keyframes' pictures and the frames that use each (images.picture_plan); {} without any."""
+    from latentwalk.images import picture_plan
+
+    pictures = picture_plan(schedule, timeline.settings.width, timeline.settings.height)
+    return {"pictures": pictures} if pictures else {}
 
 
 def frame_data(record: FrameRecord, tracks: Sequence[str]) -> dict:

@@ -304,6 +304,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print()
         return
     print(format_plan(schedule))
+    from latentwalk.images import picture_notes
+
+    notes = picture_notes(schedule, timeline.settings.width, timeline.settings.height)
+    if notes:
+        print("\n" + "\n".join(notes))
     perceptual = [k.index for k in schedule.keyframes[:-1] if k.keyframe.spacing == "perceptual"]
     if perceptual:
         print(
@@ -369,7 +374,8 @@ def format_plan(schedule) -> str:
     for k in schedule.keyframes:
         pos = k.keyframe.position
         origin = f" [{k.keyframe.origin}]" if k.keyframe.origin else ""
-        lines.append(f"keyframe {k.index}: {pos.unit} {pos.value:g} -> frame {k.frame} ({k.time:.3f}s) seed {k.keyframe.seed}{origin}: {k.keyframe.prompt}")
+        lines.append(f"keyframe {k.index}: {pos.unit} {pos.value:g} -> frame {k.frame} ({k.time:.3f}s) seed {k.keyframe.seed}{origin}: "
+                     + " ".join(([f"[image: {Path(k.keyframe.image).name}]"] if k.keyframe.image else []) + ([k.keyframe.prompt] if k.keyframe.prompt or not k.keyframe.image else [])))
     others = [name for name in schedule.tracks if name != "guidance"]
     header = f"{'frame':>6} {'time':>8} {'beat':>7} {'seg':>4} {'t':>6} {'noise_t':>7} {'seeds':>11} {'guid':>5}"
     lines += ["", header + "".join(f" {name:>{max(7, len(name))}}" for name in others)]

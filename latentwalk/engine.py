@@ -15,15 +15,17 @@ cores (measured: 30 s with the thread against 22–24 s without, 2 cores).
 import hashlib
 import queue
 import threading
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from latentwalk.backends import Backend, Cond
-from latentwalk.frames import FrameInputs
-from latentwalk.params import MAX_SEED
+from latentwalk.frames import FrameInputs, ImageSide
+from latentwalk.inversion import Inverted, invert
+from latentwalk.params import IMAGE_STRENGTH, MAX_SEED
 from latentwalk.interpolation import INTERPOLATORS, seed_noise, slerp_noise
 from latentwalk.prompts import parse_prompt
 from latentwalk.sampling import BatchInputs, denoise
@@ -45,6 +47,9 @@ class EngineSettings:
     timestep_spacing: str
     interpolation: str  # how conditioning travels: slerp or lerp
     batch_size: int
+    # Image keyframes' pictures at the frame size, by picture key (images.timeline_pictures): they
+    # travel with the settings, so every executor (a Ray worker too) can invert them itself.
+    pictures: dict[str, np.ndarray] = field(default_factory=dict, compare=False, hash=False)
 
 
 def image_key(image: np.ndarray) -> str:
@@ -83,15 +88,16 @@ def interpolate_cond(a: Cond, b: Cond, t: float, interpolation: str) -> Cond:
     return {name: a[name] if t == 0 else interpolate(a[name], b[name], weight) for name in a}
 
 
-def frame_noise(frame: FrameInputs, shape: tuple[int, int, int]) -> torch.Tensor:
-    """(1, C, h, w): the slerp of the two seeds' noise, moved `noise_shift` toward a second direction.
+def frame_noise(frame: FrameInputs, shape: tuple[int, int, int], inverted: "dict[tuple[ImageSide, int], Inverted] | None" = None) -> torch.Tensor:
+    """(1, C, h, w): the slerp of the two sides' noise, moved `noise_shift` toward a second direction.
 
-    The second direction is the noise of `noise_shift_seed` when the timeline sets one, else
-    that of each seed + 1, travelling with the frame's noise weight; a shift of 0 is the frame's
-    own noise exactly.
+    A side's noise is its seed's, or for an image keyframe its picture's inverted noise, slerped
+    toward the seed's by the frame's image_strength. The second direction is the noise of
+    `noise_shift_seed` when the timeline sets one, else that of each seed + 1, travelling with
+    the frame's noise weight; a shift of 0 is the frame's own noise exactly.
     """
     noise_t = torch.tensor([frame.noise_t], dtype=torch.float64)
-    noise = slerp_noise(seed_noise(frame.seed_a, shape), seed_noise(frame.seed_b, shape), noise_t)
+    noise = slerp_noise(side_noise(frame, frame.image_a, frame.seed_a, shape, inverted), side_noise(frame, frame.image_b, frame.seed_b, shape, inverted), noise_t)
     shift = frame.param("noise_shift")
     if shift == 0:
         return noise
@@ -104,12 +110,22 @@ def frame_noise(frame: FrameInputs, shape: tuple[int, int, int]) -> torch.Tensor
     return slerp_noise(noise[0], other, torch.tensor([shift], dtype=torch.float64))
 
 
+def side_noise(frame: FrameInputs, side: ImageSide | None, seed: int, shape: tuple[int, int, int], inverted) -> torch.Tensor:
+    """(C, h, w): a seed's noise, or a picture's inverted noise slerped toward it by image_strength (text-to-image rows)."""
+    if side is None or frame.strength is not None or inverted is None:
+        return seed_noise(seed, shape)
+    picture = inverted[side, frame.steps].noise
+    strength = frame.param(IMAGE_STRENGTH)
+    return picture if strength == 0 else slerp_noise(picture, seed_noise(seed, shape), torch.tensor([strength], dtype=torch.float64))[0]
+
+
 def batch_inputs(
     rows: Sequence[FrameInputs],
     conditioning: Conditioning,
     shape: tuple[int, int, int],
     interpolation: str,
     init_latents: dict[str, torch.Tensor] | None = None,
+    inverted: "dict[tuple[ImageSide, int], Inverted] | None" = None,
 ) -> BatchInputs:
     """Per-row noise, conditioning, guidance and init latents, each built from its own frame alone.
 
@@ -124,7 +140,7 @@ def batch_inputs(
     else:
         conds = [interpolate_cond(conditioning.positive[r.prompt_a], conditioning.positive[r.prompt_b], r.t, interpolation) for r in rows]
     return BatchInputs(
-        noise=torch.cat([frame_noise(r, shape) for r in rows]),
+        noise=torch.cat([frame_noise(r, shape, inverted) for r in rows]),
         cond={name: torch.cat([c[name] for c in conds]) for name in conds[0]},
         uncond={name: torch.cat([c[name] for c in unconds]) for name in unconds[0]},
         guidance=torch.tensor([r.guidance for r in rows], dtype=torch.float32),
@@ -133,6 +149,91 @@ def batch_inputs(
         cond_b={name: torch.cat([c[name] for c in conds_b]) for name in conds_b[0]} if blending else None,
         blend=torch.tensor([r.t for r in rows], dtype=torch.float32) if blending else None,
     )
+
+
+# Pictures inverted per loaded model, for the life of the process: probes, frames and a Ray worker's
+# later batches reuse them (each costs steps × (1 + INVERSION_ITERATIONS) guided UNet calls).
+INVERTED: "weakref.WeakKeyDictionary[Backend, dict]" = weakref.WeakKeyDictionary()
+
+
+def side_frame(side: ImageSide, steps: int) -> FrameInputs:
+    """The keyframe's own frame a picture side is inverted under: its prompt, guidance and params, the picture at strength 0."""
+    return FrameInputs(
+        seed_a=side.seed, seed_b=side.seed, noise_t=0.0, prompt_a=side.prompt, prompt_b=side.prompt, negative_a=side.negative,
+        negative_b=side.negative, t=0.0, guidance=side.guidance, steps=steps, params=side.params, image_a=side, image_b=side,
+    )
+
+
+class Pictures:
+    """The image keyframes' pictures of one engine run, each side inverted (once per model) when a row first needs it.
+
+    Inversion and reconstruction run one row at a time, whatever the batches, so they do not
+    depend on which frames a batch holds: a frame's pixels stay independent of its batch.
+    """
+
+    def __init__(self, backend: Backend, settings: EngineSettings, conditioning: Conditioning, shape: tuple[int, int, int]):
+        self.backend, self.settings, self.conditioning, self.shape = backend, settings, conditioning, shape
+        self.cache = INVERTED.setdefault(backend, {})
+
+    def key(self, side: ImageSide, steps: int) -> tuple:
+        s = self.settings
+        return (side, steps, s.width, s.height, s.scheduler, s.timestep_spacing, s.interpolation)
+
+    def __getitem__(self, side_steps: tuple[ImageSide, int]) -> Inverted:
+        key = self.key(*side_steps)
+        if key not in self.cache:
+            self.cache[key] = self.invert(*side_steps)
+        return self.cache[key]
+
+    def need(self, rows: Sequence[FrameInputs]) -> None:
+        """Invert the pictures of text-to-image rows now (before the batch's own LoRA rows are set)."""
+        for row in rows:
+            for side in (row.image_a, row.image_b):
+                if side is not None and row.strength is None:
+                    self[side, row.steps]
+
+    def invert(self, side: ImageSide, steps: int) -> Inverted:
+        """The picture's latent, its fixed-point DDIM inversion under its keyframe's frame, and the residual left."""
+        s, backend = self.settings, self.backend
+        pixels = s.pictures.get(side.picture)
+        if pixels is None:
+            raise RuntimeError(f"image keyframe: picture {side.picture[:12]} is not among the engine settings' pictures")
+        anchor = side_frame(side, steps)
+        for text, negative in ((side.prompt, False), (side.negative, True)):  # a caller's conditioning may lack them
+            table = self.conditioning.negative if negative else self.conditioning.positive
+            if text not in table:
+                table[text] = backend.encode(parse_prompt(text), negative=negative)
+        plain = batch_inputs([replace(anchor, image_a=None, image_b=None)], self.conditioning, self.shape, s.interpolation)
+        backend.set_rows([anchor])
+        guided = uses_guidance(side.guidance)
+        latent = backend.encode_images(pixels[None]).cpu()  # (1, C, h, w)
+        noise = invert(backend, latent, plain, s.scheduler, steps, width=s.width, height=s.height, spacing=s.timestep_spacing, guided=guided)
+        partial = {(side, steps): Inverted(noise[0].cpu(), latent[0], torch.zeros_like(latent[0]))}
+        inputs = batch_inputs([anchor], self.conditioning, self.shape, s.interpolation, inverted=partial)
+        rebuilt = denoise(backend, inputs, s.scheduler, steps, width=s.width, height=s.height, spacing=s.timestep_spacing, guided=guided)
+        return Inverted(noise[0].cpu(), latent[0], (latent - rebuilt.cpu())[0])
+
+    def corrected(self, rows: Sequence[FrameInputs], latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) final latents with each row's pictures' residuals faded in by (1 - image_strength) × side weight.
+
+        A keyframe's own frame (t = noise_t = 0, strength 0) is its picture's latent exactly: the
+        picture through the VAE and back; away from it the correction fades linearly.
+        """
+        out = None
+        for i, row in enumerate(rows):
+            if row.strength is not None or (row.image_a is None and row.image_b is None):
+                continue
+            out = latents.clone() if out is None else out
+            keep = 1.0 - row.param(IMAGE_STRENGTH)
+            for weight, side in ((1.0 - row.noise_t, row.image_a), (row.noise_t, row.image_b)):
+                if side is None or weight * keep == 0:
+                    continue
+                inverted = self[side, row.steps]
+                if weight * keep == 1.0 and row.t == 0.0:
+                    out[i] = inverted.latent.to(out.device)
+                else:
+                    out[i] += weight * keep * inverted.residual.to(out.device)
+        return latents if out is None else out
 
 
 class Trajectories:
@@ -201,15 +302,20 @@ def denoised_batches(
     init_latents = {key: backend.encode_images(image[None]) for key, image in (init_images or {}).items()}
     shape = backend.latent_shape(settings.width, settings.height)
 
+    pictures = Pictures(backend, settings, conditioning, shape) if settings.pictures else None
+
     def run(batch: Sequence[FrameInputs], **kwargs) -> torch.Tensor:
         padded = list(batch) + [batch[-1]] * (settings.batch_size - len(batch))
-        inputs = batch_inputs(padded, conditioning, shape, settings.interpolation, init_latents)
+        if pictures is not None:
+            pictures.need(padded)
+        inputs = batch_inputs(padded, conditioning, shape, settings.interpolation, init_latents, pictures)
         backend.set_rows(padded)  # per-row quantities inside the model: LoRA weights
         first = batch[0]
-        return denoise(
+        latents = denoise(
             backend, inputs, settings.scheduler, first.steps, width=settings.width, height=settings.height,
             strength=first.strength, spacing=settings.timestep_spacing, guided=uses_guidance(first.guidance), **kwargs,
         )
+        return latents if pictures is None or "stop" in kwargs else pictures.corrected(padded, latents)
 
     # 2. Shared frames' sources that no probe render left behind: their first k steps again.
     trajectories = trajectories if trajectories is not None else Trajectories()

@@ -9,7 +9,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
-from latentwalk.params import CAMERA_TRACKS
+from typing import Sequence
+
+from latentwalk.params import CAMERA_TRACKS, IMAGE_STRENGTH
 from latentwalk.prompts import parse_prompt
 
 # Bump when the engine changes which pixels a key stands for: every old frame is then a miss.
@@ -42,6 +44,22 @@ class RenderIdentity:
 
 
 @dataclass(frozen=True)
+class ImageSide:
+    """An image keyframe as one side of a frame's travel: its picture, inverted under its own frame's inputs.
+
+    The inverted noise and the reconstruction it is corrected by depend on exactly these (and
+    the frame's steps), so they are part of every key that uses them (see inversion.py).
+    """
+
+    picture: str  # content hash of the picture fitted to the frame size (images.picture_key)
+    seed: int  # the keyframe's seed: its noise where image_strength moves away from the picture
+    prompt: str  # canonical text of the keyframe's prompt ("" for a picture without one)
+    negative: str
+    guidance: float  # at the keyframe's own frame
+    params: tuple[tuple[str, float], ...] = ()  # the engine params at the keyframe's frame (LoRA weights, ...)
+
+
+@dataclass(frozen=True)
 class FrameInputs:
     """One frame's own inputs: noise between two seeds, conditioning between two prompts, and the rest.
 
@@ -67,6 +85,10 @@ class FrameInputs:
     # the slerp of the step-k latents of the two frames of its path at weights t0 < t < t1 (the
     # probes around it), at weight (t - t0) / (t1 - t0). None: denoised from its own noise.
     share: tuple[float, float, int] | None = None
+    # Image keyframes: the picture the a-side (b-side) travels from (toward), None for a prompt's
+    # seed noise; how far each picture is re-imagined is the "image_strength" param.
+    image_a: ImageSide | None = None
+    image_b: ImageSide | None = None
 
     def param(self, name: str, default: float = 0.0) -> float:
         return dict(self.params).get(name, default)
@@ -77,7 +99,10 @@ class FrameInputs:
         Its ends are the keyframes' own frames: s = 0 the a-side alone, s = 1 the b-side alone.
         """
         if s == 1.0:
-            return replace(self, seed_a=self.seed_b, prompt_a=self.prompt_b, negative_a=self.negative_b, t=0.0, noise_t=0.0, share=None)
+            return replace(
+                self, seed_a=self.seed_b, prompt_a=self.prompt_b, negative_a=self.negative_b, image_a=self.image_b, t=0.0, noise_t=0.0,
+                share=None,
+            )
         return canonical(replace(self, t=float(s), noise_t=float(s), share=None))
 
     def share_sources(self) -> tuple["FrameInputs", "FrameInputs", float]:
@@ -95,7 +120,7 @@ def canonical(frame: FrameInputs) -> FrameInputs:
     sin θ / sin θ = 1 and 0), and a blend at 0 adds 0·ε_B.
     """
     if frame.t == 0.0 and frame.noise_t == 0.0:
-        return replace(frame, seed_b=frame.seed_a, prompt_b=frame.prompt_a, negative_b=frame.negative_a)
+        return replace(frame, seed_b=frame.seed_a, prompt_b=frame.prompt_a, negative_b=frame.negative_a, image_b=frame.image_a)
     return frame
 
 
@@ -105,19 +130,33 @@ def frame_key(identity: RenderIdentity, inputs: FrameInputs) -> str:
     frame = asdict(inputs)
     if frame["share"] is None:  # frames denoised from scratch keep the keys they had before sharing
         del frame["share"]
+    for side in ("image_a", "image_b"):  # frames without pictures keep the keys they had before image keyframes
+        if frame[side] is None:
+            del frame[side]
     payload = {"version": KEY_VERSION, "render": asdict(identity), "frame": frame}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def timeline_frames(
-    records, keyframes, default_negative: str, steps: int, noise_shift_seed: int | None = None, share_steps: int = 0
+    records, keyframes, default_negative: str, steps: int, noise_shift_seed: int | None = None, share_steps: int = 0,
+    pictures: Sequence[str | None] = (), keyframe_frames: Sequence[int] = (),
 ) -> tuple[FrameInputs, ...]:
     """The inputs of every video frame of a schedule (schedule.FrameRecord, timeline.Keyframe).
 
     A record placed between two probes (`share`) shares their first `share_steps` steps.
+    `pictures`: each keyframe's picture key (images.picture_key; None for a prompt keyframe), and
+    `keyframe_frames` the frame each keyframe lands on, whose inputs its picture is inverted under.
     """
     prompts = [str(parse_prompt(k.prompt)) for k in keyframes]
     negatives = [str(parse_prompt(k.negative_prompt if k.negative_prompt is not None else default_negative)) for k in keyframes]
+    sides = image_sides(records, keyframes, prompts, negatives, pictures, keyframe_frames, noise_shift_seed)
+
+    def params(r) -> tuple[tuple[str, float], ...]:
+        own = shift_seed_param(engine_params(r.params), noise_shift_seed)
+        if sides[r.segment] is None and sides[r.target] is None:  # no picture on the path: the strength has no effect
+            own = tuple(p for p in own if p[0] != IMAGE_STRENGTH)
+        return own
+
     return tuple(
         canonical(FrameInputs(
             seed_a=r.seed_a,
@@ -130,11 +169,34 @@ def timeline_frames(
             t=r.t,
             guidance=r.guidance,
             steps=steps,
-            params=shift_seed_param(engine_params(r.params), noise_shift_seed),
+            params=params(r),
             share=(*r.share, share_steps) if r.share is not None and share_steps > 0 else None,
+            image_a=sides[r.segment],
+            image_b=sides[r.target],
         ))
         for r in records
     )
+
+
+def image_sides(
+    records, keyframes, prompts: Sequence[str], negatives: Sequence[str], pictures: Sequence[str | None],
+    keyframe_frames: Sequence[int], noise_shift_seed: int | None,
+) -> list[ImageSide | None]:
+    """Each keyframe's ImageSide (None without a picture): its picture under its own frame's inputs."""
+    if not any(pictures):
+        return [None] * len(keyframes)
+    by_frame = {r.frame: r for r in records}
+    sides: list[ImageSide | None] = []
+    for k, (keyframe, picture) in enumerate(zip(keyframes, pictures)):
+        if picture is None:
+            sides.append(None)
+            continue
+        # The keyframe's own record (a plan cut to a range may lack it: then its segment's first).
+        record = by_frame.get(keyframe_frames[k]) if k < len(keyframe_frames) else None
+        record = record or next(r for r in records if r.segment == k)
+        own = tuple(p for p in shift_seed_param(engine_params(record.params), noise_shift_seed) if p[0] != IMAGE_STRENGTH)
+        sides.append(ImageSide(picture, keyframe.seed, prompts[k], negatives[k], record.guidance, own))
+    return sides
 
 
 def engine_params(params: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:

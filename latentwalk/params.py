@@ -20,11 +20,15 @@ CAMERA_TRACKS: dict[str, float] = {
     "zoom": 1.0, "angle": 0.0, "translate_x": 0.0, "translate_y": 0.0, "translate_z": 0.0, "rotation_x": 0.0, "rotation_y": 0.0,
     "strength": 0.6,
 }
-TRACK_DEFAULTS: dict[str, float] = {"guidance": 7.5, "noise_shift": 0.0, "prompt_offset": 0.0, "noise_offset": 0.0} | CAMERA_TRACKS
+# Image keyframes: how far a frame re-imagines the pictures it travels between (0: the picture
+# itself at its keyframe; 1: a new image from the keyframe's seed under its prompt; docs/pictures.md).
+IMAGE_STRENGTH = "image_strength"
+TRACK_DEFAULTS: dict[str, float] = {"guidance": 7.5, "noise_shift": 0.0, "prompt_offset": 0.0, "noise_offset": 0.0, IMAGE_STRENGTH: 0.0} | CAMERA_TRACKS
 # (low, high, low exclusive) of tracks with a range: constants are checked against it when the
 # timeline is read, keyframed and expression values per frame when the schedule is made.
 TRACK_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "guidance": (0.0, MAX_GUIDANCE, False), "zoom": (0.0, None, True), "strength": (0.0, 1.0, False),
+    IMAGE_STRENGTH: (0.0, 1.0, False),
 }
 # Camera vocabulary (mode: feedback), shared by the timeline's checks and camera.py's warps.
 CAMERA_BORDERS = {"reflect": "reflection", "replicate": "border"}  # our name → grid_sample's padding_mode

@@ -111,6 +111,9 @@ class Keyframe:
     # LoRA weights set at this keyframe, (name, weight) in the order written; a LoRA not set
     # here is at its top-level weight. Each travels to the next keyframe's like guidance.
     loras: tuple[tuple[str, float], ...] = ()
+    # An image keyframe's picture (resolved path, checked when read; docs/pictures.md): its frame
+    # is the picture, and the travel to and from it passes through the picture's inverted noise.
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,10 @@ AUDIO_KEYS = {
     "midi", "tempo_map", "offset", "stems", "beats_from", "beats_offset", "beats", "sections",
 }
 SECTION_KEYS = {"start", "end", "bpm"}
-KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt", "loras", "cut"}
+KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"prompt", "seed", "negative_prompt", "loras", "cut", "image"}
+# The prompt of an image keyframe that gives none: the empty prompt, under which the picture is
+# inverted and which the travel moves from (docs/pictures.md).
+IMAGE_PROMPT = ""
 # What a lyrics override may set: a keyframe without its position.
 LYRIC_OVERRIDE_KEYS = KEYFRAME_KEYS - set(UNITS)
 LORA_KEYS = {"path", "weight", "name"}
@@ -484,7 +490,7 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     base = base_dir or Path(".")
     lora_names = {lora.name for lora in settings.loras}
     lyrics = _parse_lyrics(reader, data, segment_defaults, audio, base, lora_names) if data.get("lyrics") is not None else ()
-    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults, optional=bool(lyrics), lora_names=lora_names)
+    keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults, optional=bool(lyrics), lora_names=lora_names, base_dir=base)
     end = _parse_end(reader, data.get("end", "audio"))
     if end is None and (audio is None or audio.path is None):
         raise reader.fail(("end",), "required when the timeline has no audio file (e.g. end: {time: 10})")
@@ -962,7 +968,9 @@ def _parse_end(r: FieldReader, data: Any) -> Position | None:
     return _parse_position(r, data, ("end",))
 
 
-def _parse_keyframes(r: FieldReader, data: Any, defaults: dict, optional: bool = False, lora_names: set[str] = frozenset()) -> tuple[Keyframe, ...]:
+def _parse_keyframes(
+    r: FieldReader, data: Any, defaults: dict, optional: bool = False, lora_names: set[str] = frozenset(), base_dir: Path | None = None
+) -> tuple[Keyframe, ...]:
     if data is None and optional:
         return ()
     if data is None:
@@ -974,19 +982,21 @@ def _parse_keyframes(r: FieldReader, data: Any, defaults: dict, optional: bool =
     for i, item in enumerate(data):
         path = ("keyframes", i)
         item = r.check_keys(item, path, KEYFRAME_KEYS)
-        if "prompt" not in item:
-            raise r.fail(path, "missing field 'prompt'")
-        keyframe = _parse_keyframe(r, item, path, defaults, seed, _parse_position(r, item, path), lora_names)
+        if "prompt" not in item and "image" not in item:
+            raise r.fail(path, "missing field 'prompt' (or 'image': a picture of your own)")
+        keyframe = _parse_keyframe(r, item, path, defaults, seed, _parse_position(r, item, path), lora_names, base_dir=base_dir)
         seed = keyframe.seed
         keyframes.append(keyframe)
     return tuple(keyframes)
 
 
 def _parse_keyframe(
-    r: FieldReader, item: dict, path: tuple, defaults: dict, seed: int | None, position: Position, lora_names: set[str] = frozenset(), **extra: Any
+    r: FieldReader, item: dict, path: tuple, defaults: dict, seed: int | None, position: Position, lora_names: set[str] = frozenset(),
+    base_dir: Path | None = None, **extra: Any
 ) -> Keyframe:
     """One keyframe's fields; a missing seed is `seed` (the previous keyframe's, or None: decided later)."""
-    prompt = r.text(item["prompt"], path + ("prompt",))
+    image = _keyframe_image(r, item["image"], path + ("image",), base_dir or Path(".")) if "image" in item else None
+    prompt = r.text(item.get("prompt", IMAGE_PROMPT), path + ("prompt",))
     _check_prompt(r, prompt, path + ("prompt",))
     negative = item.get("negative_prompt")
     if negative is not None:
@@ -1020,8 +1030,22 @@ def _parse_keyframe(
         tracks=tracks,
         loras=_keyframe_loras(r, item.get("loras"), path + ("loras",), lora_names),
         cut=r.flag(item.get("cut", False), path + ("cut",)),
+        image=image,
         **extra,
     )
+
+def _keyframe_image(r: FieldReader, value: Any, path: tuple, base_dir: Path) -> str:
+    """`image: picture.png`: an existing, whole picture within the size limits (read now, torch-free)."""
+    from latentwalk.images import check_picture
+
+    file = Path(r.text(value, path)).expanduser()
+    file = file if file.is_absolute() else base_dir / file
+    try:
+        check_picture(file)
+    except ValueError as e:
+        raise r.fail(path, str(e)) from None
+    return str(file)
+
 
 
 def _parse_lyrics(
@@ -1072,7 +1096,7 @@ def _parse_lyrics(
             _check_prompt(r, prompt, ("lyrics_template",), f" (filled with {path.name}:{entry.line})")
             item = {"prompt": prompt} | item
         # Errors name the override's own field and YAML line (the LRC file only says when).
-        keyframe = _parse_keyframe(r, item, opath, defaults, seed, Position("time", entry.time - start), lora_names, snap=snap, origin=f"{path.name}:{entry.line}")
+        keyframe = _parse_keyframe(r, item, opath, defaults, seed, Position("time", entry.time - start), lora_names, base_dir=base_dir, snap=snap, origin=f"{path.name}:{entry.line}")
         keyframes.append(keyframe)
     if not keyframes and data.get("keyframes") is None:
         sung = [e for e in lines if e.text]

@@ -395,6 +395,11 @@ def make_stand_ins(data: dict, folder: Path, wav: Path) -> None:
         import imageio.v3 as iio
 
         iio.imwrite(touch(data["init_image"]), np.full((16, 16, 3), 128, dtype=np.uint8))
+    for item in data.get("keyframes") or []:  # image keyframes' pictures
+        if isinstance(item, dict) and isinstance(item.get("image"), str):
+            from PIL import Image
+
+            Image.fromarray(np.full((16, 16, 3), 128, dtype=np.uint8)).save(touch(item["image"]))
 
 
 def write_stand_in_midi(path: Path) -> None:
