@@ -386,7 +386,7 @@ def _render_shown(
         probes = probe_images(runner, identity, store, frame_shape(settings), fresh, progress, settings.share_steps)
         placement = None
         if timeline.mode == "travel":  # a range probes only its own segments, each placed as in the whole video
-            placement = place(outside_range(schedule, *span) if span else schedule, inputs, probes, settings.share_steps)
+            placement = place(outside_range(schedule, *span) if span else schedule, inputs, probes, settings.share_steps, settings.placement_budget)
             schedule, inputs = replace(placement.schedule, keyframes=schedule.keyframes), placement.inputs
             clock.lap("placement_s")
         frames = keyed_frames(identity, inputs, store, frame_shape(settings), fresh, probes.rendered)
@@ -593,7 +593,7 @@ def render_manifest(timeline, schedule, frames: FramePlan, chains, placement, st
         data["feedback"] = chains.manifest(timeline)
     data["farm"] = farm_info
     if placement is not None:
-        add_placement(data, placement, frame_distances(store, frames))
+        add_placement(data, placement, frame_measures(store, frames), schedule)
     return data
 
 
@@ -715,23 +715,34 @@ def chain_plan(timeline: Timeline, schedule: Plan, frames: FramePlan, store: Fra
     return ChainPlan(tuple(feedback), plan_work(feedback, lambda key: not fresh and store.has(key, frames.shape)))
 
 
-def frame_distances(store: FrameStore, frames: FramePlan) -> np.ndarray:
-    """(n_frames - 1,) placement distance between each stored video frame and the next."""
-    from latentwalk.placement import frame_distances as distances
+def frame_measures(store: FrameStore, frames: FramePlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(placement distance, pixel MAD, 1 − SSIM) between each stored video frame and the next: three (n_frames - 1,)."""
+    from latentwalk.placement import frame_measures as measures
 
     images = {k: store.load(k, frames.shape) for k in dict.fromkeys(frames.keys)}  # held frames share a key
-    return distances([images[k] for k in frames.keys])
+    return measures([images[k] for k in frames.keys])
 
 
-def add_placement(data: dict, placement, distances: np.ndarray) -> None:
-    """Per frame: its distance to the next frame; per placed segment: its probes and their distances."""
+def add_placement(data: dict, placement, measures: tuple[np.ndarray, np.ndarray, np.ndarray], schedule: Plan) -> None:
+    """Per frame: its distance to the next frame; per placed segment: its probes, their distances, and its
+    predicted and measured evenness."""
+    from latentwalk.placement import measured_evenness
+
+    distances, pixel, ssim = measures
     for record, d in zip(data["plan"]["frames"], list(distances) + [None]):
         record["distance"] = None if d is None else float(d)
+    segments = []
+    for s in placement.segments:
+        measured = measured_evenness(s.frames, schedule.frames, pixel, ssim)
+        segments.append(to_jsonable(asdict(s)) | {"measured": None if measured is None else asdict(measured)})
     data["placement"] = {
         "distance": "sqrt(MAD * sqrt(1 - SSIM)) on frames block-averaged to <= 128 px (latentwalk.smooth.perceptual_distance)",
         "segment_distances": "per probe interval, the larger of its share of the segment's pixel MAD and of its "
-        "sqrt(1 - SSIM) (latentwalk.smooth.interval_weights); frames are placed evenly in these",
-        "segments": [to_jsonable(asdict(s)) for s in placement.segments],
+        "sqrt(1 - SSIM) (latentwalk.smooth.shares); frames are placed evenly in these",
+        "evenness": "adjacent-frame p95/median and max/median in pixel MAD and 1 - SSIM over a segment's frames (the next "
+        "keyframe's included, holds left out): `predicted` from the probes (latentwalk.smooth.predict_evenness, the "
+        "stopping rule's figures), `measured` on the rendered frames",
+        "segments": segments,
     }
 
 
@@ -809,7 +820,7 @@ def prune_store(
     else:
         # Perceptual placement from the stored probes alone: a missing probe is an error, never a prune.
         stored = StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape)
-        placement = place(schedule, frames.inputs, stored, timeline.settings.share_steps)
+        placement = place(schedule, frames.inputs, stored, timeline.settings.share_steps, timeline.settings.placement_budget)
         keep = [frame_key(frames.identity, f) for f in placement.inputs] + [frame_key(frames.identity, p) for p in placement.probes]
     if store.state() not in ("store", "legacy"):
         return store, store.prune(keep)  # refuses, naming why

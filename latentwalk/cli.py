@@ -171,7 +171,7 @@ def cmd_render(args: argparse.Namespace) -> None:
         if any(d is None for d in distances):  # no placement (feedback renders): measure the video itself
             resolved = manifest["timeline"]["resolved"]
             distances, source = video_distances(result.video, resolved["width"], resolved["height"]), "video frames"
-        out = plot_distances(result.plan, distances, args.plot, title=f"{Path(args.timeline).name}  ({source})")
+        out = plot_distances(result.plan, distances, args.plot, segments=manifest.get("placement", {}).get("segments", ()), title=f"{Path(args.timeline).name}  ({source})")
         median = f", median {statistics.median(distances):.4f}" if len(distances) else ""
         print(f"plot {out} ({len(distances)} distances between {source}{median})", file=sys.stderr)
 
@@ -314,6 +314,9 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(
             f"\nnote: segments {', '.join(map(str, perceptual))} use `spacing: perceptual`: the t above is each frame's "
             "perceived progress; its weight is placed at render time from probe frames (recorded in the render's manifest)"
+            f"; probing stops once the probes predict even frames, at most {timeline.settings.placement_budget} probes per "
+            "segment (placement_budget); the render's manifest and `render --plot` give each segment's probes and its "
+            "predicted and measured evenness"
         )
         if timeline.settings.share_steps:
             print(

@@ -2,10 +2,11 @@
 
 The schedule gives every frame its eased, paced progress (its `t` under `spacing: t`). Here that
 progress is read as *perceived* progress: each segment's path is rendered at a few probe weights
-(a coarse batch, then bisection rounds where the picture changes most; smooth.py's plan), the
-change between adjacent probes (smooth.interval_weights: the larger of its share of the pixel
-and of the structural change) sums to the cumulative perceived progress P, and each frame's
-weight becomes P⁻¹(its progress). Keyframe frames have progress 0 and stay exactly t = 0.
+(a coarse batch, then bisection rounds where the probes predict uneven frames, until they
+predict even ones or the segment's budget of probes is spent: smooth.next_probes), the change
+between adjacent probes (smooth.shares: the larger of its share of the pixel and of the
+structural change) sums to the cumulative perceived progress P, and each frame's weight becomes
+P⁻¹(its progress). Keyframe frames have progress 0 and stay exactly t = 0.
 
 Probes are ordinary frames (`FrameInputs` with the probe's t = noise_t), rendered through the
 engine in full batches and kept in the frame store under their own keys: a probe a frame lands
@@ -29,13 +30,18 @@ import numpy as np
 from latentwalk.errors import UserError
 from latentwalk.frames import FrameInputs, canonical
 from latentwalk.schedule import Plan
-from latentwalk.smooth import ProbePlan, coarse_probes, interval_weights, perceptual_distance, place_frames, refine_probes, snap_to_probes
+from latentwalk.smooth import (
+    Evenness, StopRule, coarse_probes, interval_distances, next_probes, perceptual_distance, pixel_distance, place_frames,
+    predict_evenness, ratios, shares, snap_to_probes, ssim_distance,
+)
 
 PROBES = 8  # coarse probes per segment, and the most one bisection round adds to it
-# Bisection rounds after the coarse pass. Measured on 5 walks (docs/smooth-travel.md): with 3 every
-# walk's adjacent-frame p95/median ≤ 1.7 and max/median ≤ 2.4 in both distances; with 2 three
-# walks kept a 1 − SSIM max/median above 3.
-ROUNDS = 3
+# Probing stops where the probes predict adjacent-frame p95/median and max/median at or below these
+# in both distances (smooth.StopRule). Below the goal (2, 3) by the margin that the tuning half of
+# benchmarks/bench_smooth.py's generated walks needed for their measured frames (docs/smooth-travel.md).
+P95_TARGET = 1.6
+MAX_TARGET = 2.2
+BUDGET = 32  # probe frames per segment when no budget is given (the timeline's `placement_budget`)
 # A frame this close to a probe (as a fraction of its gap to a neighbour) becomes the probe,
 # whose render is then reused: ≤ 10 % of one frame's step of unevenness for fewer renders.
 SNAP_TOLERANCE = 0.1
@@ -59,14 +65,15 @@ class Segment:
     frames: tuple[int, ...]
     base: FrameInputs  # the path A → B at t = noise_t = 0 (its keyframe's frame is base.along_path(0))
     share_steps: int = 0
+    budget: int = BUDGET  # probe frames, coarse batch included
 
-    def probe_plan(self) -> ProbePlan:
+    def rule(self) -> StopRule:
         """Never more coarse probes than the segment has frames (plus its far end)."""
-        return ProbePlan(batch_size=max(2, min(PROBES, len(self.frames) + 1)), rounds=ROUNDS)
+        return StopRule(budget=self.budget, batch_size=max(2, min(PROBES, len(self.frames) + 1)), p95=P95_TARGET, max=MAX_TARGET)
 
     def sources(self) -> np.ndarray:
         """The coarse probes' weights: frames denoised from their own noise."""
-        return coarse_probes(self.probe_plan())
+        return coarse_probes(self.rule())
 
     def shared_between(self, t: float) -> tuple[float, float] | None:
         """The coarse probes a frame at weight t starts from; None: from its own noise."""
@@ -80,11 +87,18 @@ class Segment:
 
 @dataclass(frozen=True)
 class SegmentPlacement:
-    """What placed one segment: probe weights and the distance between adjacent probes."""
+    """What placed one segment: its probes, the distances between adjacent ones, and why probing stopped."""
 
     index: int
+    frames: tuple[int, ...]  # its video frames, keyframe first
     probe_t: tuple[float, ...]
-    distances: tuple[float, ...]
+    distances: tuple[float, ...]  # per probe interval, smooth.shares of the two below: what frames are placed by
+    pixel: tuple[float, ...]  # per probe interval, pixel MAD
+    root_ssim: tuple[float, ...]  # per probe interval, √(1 − SSIM)
+    probes: int  # probe frames used (len(probe_t))
+    budget: int
+    predicted: Evenness  # the frames' evenness the probes predict (smooth.predict_evenness)
+    stopped: str  # "even": predicted evenness met the targets; "budget": probes spent; "narrow": nothing left to split
 
 
 @dataclass(frozen=True)
@@ -105,11 +119,17 @@ def thumbnail(image: np.ndarray, side: int = DISTANCE_SIDE) -> np.ndarray:
 
 def frame_distances(images: Sequence[np.ndarray]) -> np.ndarray:
     """The placement distance between each frame and the next: (n - 1,)."""
+    return frame_measures(images)[0]
+
+
+def frame_measures(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(placement distance, pixel MAD, 1 − SSIM) between each frame and the next, on thumbnails: three (n - 1,)."""
     thumbs = [thumbnail(im) for im in images]
-    return np.array([float(perceptual_distance(a, b)) for a, b in zip(thumbs, thumbs[1:])])
+    pairs = [(a, b) for a, b in zip(thumbs, thumbs[1:])]
+    return tuple(np.array([float(f(a, b)) for a, b in pairs]) for f in (perceptual_distance, pixel_distance, ssim_distance))
 
 
-def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs], share_steps: int = 0) -> tuple[Segment, ...]:
+def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs], share_steps: int = 0, budget: int = BUDGET) -> tuple[Segment, ...]:
     """Segments with `spacing: perceptual`, at least two frames, and only t and noise_t travelling."""
     segments = []
     keys = schedule.keyframes
@@ -131,18 +151,20 @@ def placed_segments(schedule: Plan, inputs: Sequence[FrameInputs], share_steps: 
         if all(
             replace(inputs[f], t=0.0, noise_t=0.0, share=None) == (base if f in moving else base.along_path(0.0)) for f in frames
         ):
-            segments.append(Segment(k, frames, base, share_steps))
+            segments.append(Segment(k, frames, base, share_steps, budget))
     return tuple(segments)
 
 
-def place(schedule: Plan, inputs: Sequence[FrameInputs], images_of: ImagesOf, share_steps: int = 0) -> Placement:
+def place(schedule: Plan, inputs: Sequence[FrameInputs], images_of: ImagesOf, share_steps: int = 0, budget: int = BUDGET) -> Placement:
     """Probe every perceptual segment (all segments' probes in one call per round) and re-place its frames.
 
     `images_of(frames)` returns each frame's (H, W, 3) uint8 image: from the store, else rendered.
     `share_steps` > 0: frames other than the coarse probes share their first steps (Segment).
+    `budget`: the most probe frames a segment gets (smooth.StopRule).
     """
-    segments = placed_segments(schedule, inputs, share_steps)
+    segments = placed_segments(schedule, inputs, share_steps, budget)
     thumbs: dict[FrameInputs, np.ndarray] = {}
+    pairs: dict[tuple[FrameInputs, FrameInputs], tuple[float, float]] = {}
 
     def measure(wanted: dict[int, np.ndarray]) -> None:
         probes = [s.probe(t) for s in segments for t in wanted.get(s.index, ()) if s.probe(t) not in thumbs]
@@ -150,40 +172,70 @@ def place(schedule: Plan, inputs: Sequence[FrameInputs], images_of: ImagesOf, sh
         for probe, image in zip(probes, images_of(probes) if probes else []):
             thumbs[probe] = thumbnail(image)
 
-    def distances(segment: Segment, probe_t: np.ndarray) -> np.ndarray:
-        return interval_weights(np.stack([thumbs[segment.probe(t)] for t in probe_t]))
+    def distances(segment: Segment, probe_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pixel MAD, √(1 − SSIM)) per probe interval; each adjacent pair measured once."""
+        probes = [segment.probe(t) for t in probe_t]
+        for a, b in zip(probes, probes[1:]):
+            if (a, b) not in pairs:
+                mad, root_ssim = interval_distances(np.stack([thumbs[a], thumbs[b]]))
+                pairs[a, b] = (float(mad[0]), float(root_ssim[0]))
+        return tuple(np.array([pairs[a, b][i] for a, b in zip(probes, probes[1:])]) for i in (0, 1))
 
+    progress = {s.index: np.array([schedule.frames[f].t for f in s.frames]) for s in segments}
     # 1. Coarse pass: one batch of probes per segment, both ends included.
     probe_t = {s.index: s.sources() for s in segments}
     measure(probe_t)
     dist = {s.index: distances(s, probe_t[s.index]) for s in segments}
-    # 2. Bisection rounds where a probe interval holds more than one frame's share of the change.
-    for _ in range(ROUNDS):
-        new = {s.index: refine_probes(probe_t[s.index], dist[s.index], len(s.frames), s.probe_plan()) for s in segments}
+    # 2. Bisection rounds until every segment's probes predict even frames or its budget is spent.
+    while True:
+        new = {s.index: next_probes(probe_t[s.index], *dist[s.index], progress[s.index], s.rule()) for s in segments}
         if not any(len(t) for t in new.values()):
             break
         measure(new)
         for s in segments:
-            probe_t[s.index] = np.union1d(probe_t[s.index], new[s.index])
-            dist[s.index] = distances(s, probe_t[s.index])
+            if len(new[s.index]):
+                probe_t[s.index] = np.union1d(probe_t[s.index], new[s.index])
+                dist[s.index] = distances(s, probe_t[s.index])
     # 3. Each frame's weights: P⁻¹ of its scheduled progress, snapped onto probes within tolerance.
     records, placed = list(schedule.frames), list(inputs)
     for s in segments:
-        t = np.array([records[f].t for f in s.frames])
+        weights = shares(*dist[s.index])
+        t = progress[s.index]
         noise = np.array([records[f].noise_t for f in s.frames])
-        placed_t = snap_to_probes(place_frames(probe_t[s.index], dist[s.index], t), probe_t[s.index], SNAP_TOLERANCE)
-        placed_noise = placed_t if np.array_equal(t, noise) else place_frames(probe_t[s.index], dist[s.index], noise)
+        placed_t = snap_to_probes(place_frames(probe_t[s.index], weights, t), probe_t[s.index], SNAP_TOLERANCE)
+        placed_noise = placed_t if np.array_equal(t, noise) else place_frames(probe_t[s.index], weights, noise)
         for f, a, b in zip(s.frames, placed_t, placed_noise):
             around = s.shared_between(a)
             records[f] = replace(records[f], t=float(a), noise_t=float(b), share=around)
             share = None if around is None else (*around, s.share_steps)
             placed[f] = canonical(replace(s.base, t=float(a), noise_t=float(b), share=share))
-    return Placement(
-        replace(schedule, frames=tuple(records)),
-        tuple(placed),
-        tuple(thumbs),
-        tuple(SegmentPlacement(s.index, tuple(map(float, probe_t[s.index])), tuple(map(float, dist[s.index]))) for s in segments),
-    )
+    return Placement(replace(schedule, frames=tuple(records)), tuple(placed), tuple(thumbs),
+                     tuple(segment_placement(s, probe_t[s.index], *dist[s.index], progress[s.index]) for s in segments))
+
+
+def segment_placement(segment: Segment, probe_t: np.ndarray, mad: np.ndarray, root_ssim: np.ndarray, progress: np.ndarray) -> SegmentPlacement:
+    """The record of one probed segment, with the evenness its probes predict and why probing stopped."""
+    rule = segment.rule()
+    predicted, _ = predict_evenness(probe_t, mad, root_ssim, progress)
+    stopped = "even" if predicted.meets(rule.p95, rule.max) else "budget" if len(probe_t) >= rule.budget else "narrow"
+    floats = lambda x: tuple(map(float, x))  # noqa: E731
+    return SegmentPlacement(segment.index, segment.frames, floats(probe_t), floats(shares(mad, root_ssim)), floats(mad), floats(root_ssim),
+                            len(probe_t), rule.budget, predicted, stopped)
+
+
+def measured_evenness(frames: Sequence[int], records: Sequence, pixel: np.ndarray, ssim: np.ndarray) -> Evenness | None:
+    """The evenness of a segment's rendered frames from the video's adjacent-frame distances; None if not all there.
+
+    `records`: the video's schedule records (a range's start later), `pixel` and `ssim` per
+    record and the next. Steps that do not advance (a hold on the keyframe) are left out, as in
+    the prediction.
+    """
+    position = {r.frame: i for i, r in enumerate(records)}
+    steps = [position.get(f, len(records)) for f in frames]
+    if not steps or max(steps) + 1 >= len(records) or max(steps) >= len(pixel):
+        return None
+    moving = [i for i in steps if records[i + 1].t != records[i].t or records[i + 1].segment != records[i].segment]
+    return Evenness(*ratios(pixel[moving]), *ratios(ssim[moving]))
 
 
 def between(probe_t: np.ndarray, t: float) -> tuple[float, float] | None:

@@ -184,8 +184,12 @@ def render_label(rendered) -> str:
     return f"rendering: {rendered.written}/{rendered.total} frames ({100 * rendered.share:.0f}%){eta}"
 
 
-def plot_distances(plan: Plan, distances: Sequence[float], path: str | Path, title: str = "") -> Path:
-    """Adjacent-frame distance per frame (a render's manifest), keyframes and beats marked, into `path`."""
+def plot_distances(plan: Plan, distances: Sequence[float], path: str | Path, title: str = "", segments: Sequence[dict] = ()) -> Path:
+    """Adjacent-frame distance per frame (a render's manifest), keyframes and beats marked, into `path`.
+
+    `segments`: the manifest's placed segments; each is labelled with its probes and its
+    predicted and measured evenness (segment_label).
+    """
     plt = _pyplot()
     path = check_plot_path(path)
     d = np.asarray(distances, dtype=np.float64)  # (n_frames - 1,): frame i to frame i + 1
@@ -201,6 +205,10 @@ def plot_distances(plan: Plan, distances: Sequence[float], path: str | Path, tit
         ax.axvline(k.frame, color="black", linewidth=1.0)
         ax.text(k.frame, 1.01, f" {k.index}", transform=ax.get_xaxis_transform(), fontsize=7)
     ax.plot(first + np.arange(len(d)) + 0.5, d, color="tab:blue", marker=".", markersize=3, linewidth=0.8)
+    for segment in segments:
+        start = segment["frames"][0] if segment.get("frames") else None
+        if start is not None and first <= start <= last:
+            ax.text(start, 0.97, " " + segment_label(segment), transform=ax.get_xaxis_transform(), fontsize=6, va="top", color="0.25")
     median = float(np.median(d)) if len(d) else 0.0
     ax.axhline(median, color="tab:green", linewidth=0.8, linestyle="--", label=f"median {median:.4f}")
     if median > 0:

@@ -99,6 +99,12 @@ def perceptual_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(pixel_distance(a, b) * np.sqrt(np.clip(ssim_distance(a, b), 0.0, None)))
 
 
+def interval_distances(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pixel MAD, √(1 − SSIM)) between adjacent images: (N, H, W, C) → two (N - 1,); both lengths that add up along a path."""
+    images = np.asarray(images)
+    return adjacent_distances(images, pixel_distance), np.sqrt(np.clip(adjacent_distances(images, ssim_distance), 0.0, None))
+
+
 def interval_weights(images: np.ndarray) -> np.ndarray:
     """How much of a path's change each step between adjacent images holds: (N, H, W, C) → (N - 1,).
 
@@ -109,11 +115,7 @@ def interval_weights(images: np.ndarray) -> np.ndarray:
     mean pixel but change the structure). Measured against the geometric mean of the two as the
     single distance, same probes: 1 − SSIM max/median 3.18 → 2.43 on the demo's sunset → night walk.
     """
-    images = np.asarray(images)
-    mad = adjacent_distances(images, pixel_distance)
-    root_ssim = np.sqrt(np.clip(adjacent_distances(images, ssim_distance), 0.0, None))
-    shares = [d / d.sum() if d.sum() > 0 else np.zeros_like(d) for d in (mad, root_ssim)]
-    return np.maximum(*shares)
+    return shares(*interval_distances(images))
 
 
 DISTANCES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -201,48 +203,151 @@ def reused_probes(t: np.ndarray, probe_t: np.ndarray) -> np.ndarray:
     return np.where(diff.min(axis=1) <= REUSE_ATOL, diff.argmin(axis=1), -1)
 
 
-# ---------------------------------------------------------------------------- probing plan
+# ---------------------------------------------------------------------------- probing
 
 
 @dataclass(frozen=True)
-class ProbePlan:
-    """How a segment is probed: a coarse pass of one batch, then bisection rounds of one batch each."""
+class StopRule:
+    """When a segment is probed enough: the evenness its probes predict, within a budget of probe frames.
 
-    batch_size: int = 8
-    rounds: int = 2  # bisection rounds after the coarse pass
+    Probing stops once the adjacent-frame distances predicted from the probes (predict_evenness:
+    hidden jumps included) have p95/median ≤ `p95` and max/median ≤ `max` in pixel MAD and in
+    1 − SSIM, or once `budget` probes (the coarse batch included) are spent. The targets sit below
+    the goal (2, 3) by a margin chosen on benchmarks/bench_smooth.py's tuning walks.
+    """
+
+    budget: int = 32  # probe frames per segment, both ends and the coarse batch included
+    batch_size: int = 8  # coarse probes, and the most one round adds (a padded batch costs as much as a full one)
+    p95: float = 2.0
+    max: float = 3.0
     min_width: float = 1e-3  # intervals narrower than this in t are not split again
 
     def __post_init__(self):
-        if self.batch_size < 2:
-            raise ValueError(f"probing needs batches of at least 2 (both ends), got {self.batch_size}")
-        if self.rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.batch_size < 2 or self.budget < 2:
+            raise ValueError(f"probing needs at least 2 probes (both ends), got batch {self.batch_size}, budget {self.budget}")
+        if self.p95 < 1.0 or self.max < self.p95:
+            raise ValueError(f"targets must satisfy 1 <= p95 <= max, got p95 {self.p95}, max {self.max}")
 
 
-def coarse_probes(plan: ProbePlan) -> np.ndarray:
-    """One full batch evenly spread in t, both keyframes included (they are final frames anyway)."""
-    return np.linspace(0.0, 1.0, plan.batch_size)
+@dataclass(frozen=True)
+class Evenness:
+    """Adjacent-frame p95/median and max/median in pixel MAD and in 1 − SSIM."""
+
+    pixel_p95: float
+    pixel_max: float
+    ssim_p95: float
+    ssim_max: float
+
+    def meets(self, p95: float, max_: float) -> bool:
+        return max(self.pixel_p95, self.ssim_p95) <= p95 and max(self.pixel_max, self.ssim_max) <= max_
 
 
-def refine_probes(probe_t: np.ndarray, distances: np.ndarray, n_frames: int, plan: ProbePlan) -> np.ndarray:
-    """Midpoints of the intervals holding more than one frame's share of the change, largest first.
+def coarse_probes(rule: StopRule) -> np.ndarray:
+    """One batch evenly spread in t, both keyframes included (they are final frames anyway)."""
+    return np.linspace(0.0, 1.0, min(rule.batch_size, rule.budget))
 
-    Returns up to `batch_size` new t values (sorted), or none when every interval holds at most
-    1/n_frames of the total (its frames cannot jump). Once one interval qualifies, the rest of the
-    batch bisects the next-largest intervals too: a padded batch costs the same as a full one.
-    Ties go to the lower t, so the plan is deterministic.
+
+def hidden_jumps(probe_t: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """Per probe interval, the change its neighbours' rates do not explain: what may be one jump inside it.
+
+    An interval changing at the rate of its faster neighbour (change per unit t) hides nothing;
+    the excess over that is taken to fall between two frames. A lone interval is all unknown.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    widths = np.diff(np.asarray(probe_t, dtype=np.float64))
+    if len(d) < 2:
+        return d.copy()
+    rate = d / widths
+    neighbour = np.maximum(np.concatenate([[-np.inf], rate[:-1]]), np.concatenate([rate[1:], [-np.inf]]))
+    return np.clip(d - widths * neighbour, 0.0, None)
+
+
+def predicted_steps(probe_t: np.ndarray, distances: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each frame step's distance (edges: frames' t, the next keyframe's 1 last): (len(edges) - 1,).
+
+    Change is spread evenly in t inside each probe interval, except its hidden jump, which is added
+    whole to the step holding the interval's middle.
     """
     probe_t = np.asarray(probe_t, dtype=np.float64)
     d = np.asarray(distances, dtype=np.float64)
-    check_probes(probe_t, d)
+    jumps = hidden_jumps(probe_t, d)
+    smooth = np.concatenate([[0.0], np.cumsum(d - jumps)])
+    steps = np.diff(np.interp(edges, probe_t, smooth))
+    middle = (probe_t[:-1] + probe_t[1:]) / 2
+    np.add.at(steps, np.clip(np.searchsorted(edges, middle, side="right") - 1, 0, len(steps) - 1), jumps)
+    return steps
+
+
+def shares(mad: np.ndarray, root_ssim: np.ndarray) -> np.ndarray:
+    """Per probe interval, the larger of its share of the summed MAD and of the summed √(1 − SSIM)."""
+    parts = [d / d.sum() if d.sum() > 0 else np.zeros_like(d) for d in (np.asarray(mad, np.float64), np.asarray(root_ssim, np.float64))]
+    return np.maximum(*parts)
+
+
+def ratios(x: np.ndarray) -> tuple[float, float]:
+    """(p95/median, max/median); 1 for a still or empty profile."""
+    m = walk_metrics(x) if len(x) and np.max(x) > 0 else None
+    return (m.p95_over_median, m.max_over_median) if m else (1.0, 1.0)
+
+
+def predict_evenness(probe_t: np.ndarray, mad: np.ndarray, root_ssim: np.ndarray, progress: np.ndarray) -> tuple[Evenness, np.ndarray]:
+    """The evenness of frames placed from these probes, and each interval's risk (the larger it, the sooner split).
+
+    `progress`: the segment's frames' scheduled progress, from 0 (its keyframe), the next keyframe
+    (1) left out. A step's distance counts against its progress (pacing may ask for uneven
+    steps); steps that do not advance (a hold) are left out. 1 − SSIM is the square of its root
+    (small changes), so an interval's root distance of r median steps shows as r² in 1 − SSIM.
+    """
+    probe_t, progress = np.asarray(probe_t, dtype=np.float64), np.asarray(progress, dtype=np.float64)
+    edges = np.append(place_frames(probe_t, shares(mad, root_ssim), progress), 1.0)
+    advance = np.diff(np.append(progress, 1.0))
+    moving = advance > 0
+    figures, risk = [], np.zeros(len(probe_t) - 1)
+    for d, power in ((mad, 1), (root_ssim, 2)):
+        d = np.asarray(d, dtype=np.float64)
+        rate = predicted_steps(probe_t, d, edges)[moving] / advance[moving]
+        figures += ratios(rate**power)
+        median = np.median(rate) if len(rate) and np.median(rate) > 0 else 0.0
+        if median > 0:  # an interval's hidden jump, and its whole change, in median steps
+            unit = median * np.mean(advance[moving])
+            risk = np.maximum(risk, (hidden_jumps(probe_t, d) / unit) ** power + 1e-3 * (d / unit) ** power)
+    return Evenness(*figures), risk
+
+
+def next_probes(probe_t: np.ndarray, mad: np.ndarray, root_ssim: np.ndarray, progress: np.ndarray, rule: StopRule) -> np.ndarray:
+    """The next round's probe weights (sorted), none once the predicted evenness meets the rule or the budget is spent.
+
+    A round bisects the riskiest intervals (largest hidden jump, then largest change; ties to the
+    lower t), up to a batch and the budget left. Pure: the same probes and distances give the
+    same round, so a resumed render asks for the probes it already stored.
+    """
+    probe_t = np.asarray(probe_t, dtype=np.float64)
+    check_probes(probe_t, mad)
+    check_probes(probe_t, root_ssim)
+    room = min(rule.batch_size, rule.budget - len(probe_t))
+    evenness, risk = predict_evenness(probe_t, mad, root_ssim, progress)
     widths = np.diff(probe_t)
-    splittable = widths >= 2 * plan.min_width
-    share = d.sum() / max(n_frames, 1)
-    if d.sum() <= 0 or not np.any(splittable & (d > share)):
+    splittable = np.flatnonzero(widths >= 2 * rule.min_width)
+    if room <= 0 or evenness.meets(rule.p95, rule.max) or not len(splittable):
         return np.empty(0)
-    order = np.lexsort((probe_t[:-1], -d))  # largest distance first, then lower t
-    chosen = [i for i in order if splittable[i]][: plan.batch_size]
+    risk = np.round(risk, 9)  # equal risks up to rounding (linspace's widths) are ties
+    order = splittable[np.lexsort((probe_t[:-1][splittable], -risk[splittable]))]
+    chosen = order[:room]
     return np.sort(probe_t[:-1][chosen] + widths[chosen] / 2)
+
+
+def probe_segment(distances_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], progress: np.ndarray, rule: StopRule) -> np.ndarray:
+    """Probe one segment to the end: `distances_of(probe_t)` → (MAD, √(1 − SSIM)) per interval. Returns the probes.
+
+    The loop placement.place runs for every segment at once (one render call per round); here
+    for a single segment, for tests and benchmarks on synthetic profiles.
+    """
+    probe_t = coarse_probes(rule)
+    while True:
+        new = next_probes(probe_t, *distances_of(probe_t), progress, rule)
+        if not len(new):
+            return probe_t
+        probe_t = np.union1d(probe_t, new)
 
 
 # ---------------------------------------------------------------------------- walk metrics

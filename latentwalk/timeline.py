@@ -44,6 +44,9 @@ SPACING_NAMES = ("perceptual", "t")
 # steps with the probes around them (with ddim, euler and dpmpp_2m; with few-step samplers none). Measured on the
 # embedded model: see docs/smooth-travel.md, "Shared trajectories" and benchmarks/bench_smooth.py --parts sharing.
 SHARE_AUTO_FRACTION = 0.8  # 16 of 20 steps
+# `placement_budget`: the most probe frames a perceptual segment gets (placement.py stops earlier
+# once its probes predict even frames). Chosen on the tuning walks of benchmarks/bench_smooth.py.
+MAX_PLACEMENT_BUDGET = 1024
 DEFAULT_HOLD = 0.5  # fraction of a segment that `easing: hold` stays on its first keyframe
 MODES = ("travel", "feedback")
 REFERENCE_NAMES = ("first", "keyframe")  # colour coherence matches each chain's first frame, or its keyframe's own image
@@ -176,6 +179,7 @@ class RenderSettings:
     # Denoising steps a perceptually placed frame shares with the probes around it (resolved from
     # `share_steps`; 0: every frame from its own noise). See frames.FrameInputs.share.
     share_steps: int = 0
+    placement_budget: int = 32  # probe frames per perceptual segment, at most (placement.BUDGET)
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "ray_cpus_per_worker": 1,
     "ray_workers": None,
     "share_steps": "auto",
+    "placement_budget": 32,
 }
 MODEL_OPTION_KEYS = ("channels_last", "compile", "attention_slicing", "vae_tiling", "cpu_offload")
 SEGMENT_DEFAULTS: dict[str, Any] = {
@@ -672,6 +677,7 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         ray_cpus_per_worker=r.number(get("ray_cpus_per_worker"), ("ray_cpus_per_worker",), minimum=1, integer=True),
         ray_workers=ray_workers,
         share_steps=_share_steps(r, get("share_steps"), steps, scheduler),
+        placement_budget=int(r.number(get("placement_budget"), ("placement_budget",), minimum=2, integer=True, maximum=MAX_PLACEMENT_BUDGET)),
     )
 
 

@@ -65,6 +65,24 @@ def test_frame_count_and_keyframes_unchanged(rendered):
     assert {s["index"] for s in m["placement"]["segments"]} == {0, 1}
 
 
+def test_manifest_reports_probes_and_predicted_and_measured_evenness(rendered):
+    from latentwalk.smooth import adjacent_distances, pixel_distance, ssim_distance, walk_metrics
+
+    tmp, perceptual, _ = rendered
+    segments = {s["index"]: s for s in manifest(perceptual)["placement"]["segments"]}
+    frames = np.stack(stored_frames(perceptual, tmp / "t.yaml"))
+    for s in segments.values():
+        assert s["probes"] == len(s["probe_t"]) <= s["budget"] == 32 and s["stopped"] in ("even", "budget", "narrow")
+        assert len(s["pixel"]) == len(s["root_ssim"]) == len(s["distances"]) == s["probes"] - 1
+        assert set(s["predicted"]) == {"pixel_p95", "pixel_max", "ssim_p95", "ssim_max"}
+    # Measured: the segment's rendered frames and the next keyframe's (frames 0-9 for segment 0).
+    seg = frames[0:10]
+    for name, distance in (("pixel", pixel_distance), ("ssim", ssim_distance)):
+        m = walk_metrics(adjacent_distances(seg, distance))
+        assert segments[0]["measured"][f"{name}_p95"] == pytest.approx(m.p95_over_median)
+        assert segments[0]["measured"][f"{name}_max"] == pytest.approx(m.max_over_median)
+
+
 def test_keyframe_frames_equal_an_independent_render_of_the_keyframe(rendered, tiny_model_dir):
     tmp, perceptual, _ = rendered
     frames = stored_frames(perceptual, tmp / "t.yaml")
@@ -167,6 +185,51 @@ def test_a_segment_held_on_its_keyframe_is_placed_after_the_hold(tiny_model_dir)
     placed = place(schedule, inputs, fake_images(jump)).schedule.frames
     assert [f.t for f in placed[:9]] != [f.t for f in schedule.frames[:9]]
     assert [f.t for f in placed[:9]][:2] == [0.0, 0.0]  # the hold stays on the keyframe
+
+
+def stored_images(value_of):
+    """images_of over a dict store (frame inputs → image), logging the frames it renders: a resumable fake render."""
+    render, rendered, store = fake_images(value_of), [], {}
+
+    def images_of(frames):
+        missing = [f for f in frames if f not in store]
+        rendered.append(missing)
+        store.update(zip(missing, render(missing)))
+        return [store[f] for f in frames]
+
+    return images_of, rendered, store
+
+
+def test_probing_keeps_its_budget_and_resumes_without_rendering_stored_probes(tiny_model_dir):
+    from latentwalk.frames import timeline_frames
+
+    timeline = parse_timeline(timeline_text(tiny_model_dir), "t.yaml")
+    schedule = plan(timeline)
+    inputs = timeline_frames(schedule.frames, [k.keyframe for k in schedule.keyframes], "", 2)
+    jump = lambda t: 255 / (1 + np.exp(-300 * (t - 0.53)))  # noqa: E731  a switch between two coarse probes
+    images_of, rendered, store = stored_images(jump)
+    first = place(schedule, inputs, images_of, budget=12)
+    assert [(s.index, s.probes, s.stopped) for s in first.segments][0] == (0, 12, "budget")
+    assert all(s.probes <= 12 and len(s.probe_t) == s.probes for s in first.segments)
+    assert sum(map(len, rendered)) == len(first.probes) == len(set(first.probes))  # each probe rendered once
+    # Killed after the coarse pass: the next run renders only the rounds after it, and places the same.
+    coarse = rendered[0]
+    resumed, rendered_again, store_again = stored_images(jump)
+    store_again.update({f: store[f] for f in coarse})
+    again = place(schedule, inputs, resumed, budget=12)
+    assert again == first
+    assert set(f for call in rendered_again for f in call) == set(first.probes) - set(coarse)
+    # Everything stored: nothing rendered, same placement.
+    assert place(schedule, inputs, images_of, budget=12) == first and sum(map(len, rendered)) == len(first.probes)
+    # A larger budget only adds probes: the first rounds are the same.
+    wider = place(schedule, inputs, stored_images(jump)[0], budget=24).segments[0]
+    assert wider.probes > 12 and set(first.segments[0].probe_t[:8]) <= set(wider.probe_t)
+
+
+def test_placement_budget_is_validated_with_its_line(tiny_model_dir):
+    with pytest.raises(UserError, match=r"t.yaml:\d+: placement_budget: .*at least 2"):
+        parse_timeline(timeline_text(tiny_model_dir, extra="placement_budget: 1\n"), "t.yaml")
+    assert parse_timeline(timeline_text(tiny_model_dir, extra="placement_budget: 40\n"), "t.yaml").settings.placement_budget == 40
 
 
 def test_segments_with_travelling_guidance_keep_t_spacing(tiny_model_dir):

@@ -5,18 +5,23 @@ import pytest
 
 from latentwalk.smooth import (
     SSIM_K1,
-    ProbePlan,
+    StopRule,
     adjacent_distances,
     coarse_probes,
     cumulative_progress,
     gaussian_window,
+    hidden_jumps,
+    next_probes,
     perceptual_distance,
     pixel_distance,
     place_frames,
+    predict_evenness,
+    predicted_steps,
+    probe_segment,
     rank_correlation,
-    refine_probes,
     reused_probes,
     segment_progress,
+    shares,
     snap_to_probes,
     ssim,
     ssim_distance,
@@ -149,43 +154,128 @@ def test_snapping_moves_only_close_frames_and_keeps_order():
     assert np.all(np.diff(snap_to_probes(t, probes, 0.45)) > 0)
 
 
-# ---------------------------------------------------------------------------- probing plan
+# ---------------------------------------------------------------------------- probing
+
+PROGRESS = np.arange(48) / 48  # 12 fps x 4 s, linear: the frames' scheduled progress, next keyframe left out
 
 
-def test_coarse_pass_is_one_batch_with_both_keyframes():
-    t = coarse_probes(ProbePlan(batch_size=8))
+def profile(value):
+    """distances_of for probe_segment: MAD and √(1 − SSIM) both |Δ value(t)| between adjacent probes, and a log of calls."""
+    calls = []
+
+    def distances_of(probe_t):
+        calls.append(np.array(probe_t))
+        d = np.abs(np.diff(value(np.asarray(probe_t))))
+        return d, d
+
+    return distances_of, calls
+
+
+def placed_evenness(value, probe_t):
+    """(p95/median, max/median) of |Δ value| between the frames placed from these probes (the next keyframe included)."""
+    d = np.abs(np.diff(value(probe_t)))
+    t = np.append(place_frames(probe_t, shares(d, d), PROGRESS), 1.0)
+    steps = np.abs(np.diff(value(t)))
+    return np.percentile(steps, 95) / np.median(steps), steps.max() / np.median(steps)
+
+
+def test_coarse_pass_is_one_batch_with_both_keyframes_within_the_budget():
+    t = coarse_probes(StopRule(batch_size=8))
     assert len(t) == 8 and t[0] == 0.0 and t[-1] == 1.0
+    assert coarse_probes(StopRule(batch_size=8, budget=5)).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
-def test_refinement_bisects_the_largest_gaps_deterministically():
-    plan = ProbePlan(batch_size=2)
+def test_an_even_path_stops_after_the_coarse_pass():
+    distances_of, calls = profile(lambda t: 0.3 * t)
+    probes = probe_segment(distances_of, PROGRESS, StopRule(budget=32))
+    assert len(probes) == 8 and len(calls) == 1  # today's fixed rounds spent 32 probes on it
+
+
+def test_hidden_jumps_are_the_change_the_neighbours_do_not_explain():
     probes = np.linspace(0, 1, 5)
-    d = np.array([1.0, 5.0, 5.0, 1.0])
-    assert refine_probes(probes, d, 8, plan) == pytest.approx([0.375, 0.625])
-    d = np.array([5.0, 1.0, 5.0, 5.0])  # a three-way tie: the two lowest t win
-    assert refine_probes(probes, d, 8, plan) == pytest.approx([0.125, 0.625])
-    assert refine_probes(probes, d, 8, plan).tolist() == refine_probes(probes, d, 8, plan).tolist()
+    assert hidden_jumps(probes, np.array([1.0, 1.0, 1.0, 1.0])) == pytest.approx(np.zeros(4))
+    assert hidden_jumps(probes, np.array([1.0, 1.0, 5.0, 1.0])) == pytest.approx([0, 0, 4, 0])
+    assert hidden_jumps(np.array([0.0, 1.0]), np.array([2.0])) == pytest.approx([2.0])  # a lone interval: all unknown
+    # The jump lands whole in the frame step holding the interval's middle, the rest spreads evenly.
+    steps = predicted_steps(probes, np.array([1.0, 1.0, 5.0, 1.0]), np.linspace(0, 1, 9))
+    assert steps == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.5, 4.5, 0.5, 0.5])
 
 
-def test_refinement_fills_the_batch_once_any_gap_is_too_big():
-    plan = ProbePlan(batch_size=3)
-    probes = np.linspace(0, 1, 5)
-    d = np.array([1.0, 1.0, 6.0, 1.0])  # only 6 exceeds one frame's share (9 / 4)
-    assert refine_probes(probes, d, 4, plan) == pytest.approx([0.125, 0.375, 0.625])
+def test_a_hidden_jump_is_found_within_the_budget():
+    """All of a third of the change at t = 0.53, between two coarse probes (0.43 and 0.57)."""
+    value = lambda t: 0.5 * t + 0.25 * (t >= 0.53)  # noqa: E731
+    rule = StopRule(budget=40, p95=1.6, max=2.2)
+    distances_of, calls = profile(value)
+    probes = probe_segment(distances_of, PROGRESS, rule)
+    assert len(probes) <= rule.budget
+    i = np.searchsorted(probes, 0.53)
+    assert probes[i] - probes[i - 1] < 0.01  # bracketed to a hundredth of the segment
+    uniform = np.abs(np.diff(value(np.append(PROGRESS, 1.0))))
+    assert uniform.max() / np.median(uniform) > 20  # one frame step holds the jump
+    # A true jump cannot be spread over frames: probing runs to its budget and says so.
+    assert len(probes) == rule.budget
+    predicted, _ = predict_evenness(probes, *distances_of(probes), PROGRESS)
+    assert not predicted.meets(rule.p95, rule.max) and predicted.pixel_max > 3.0
 
 
-def test_refinement_stops_when_even_or_too_narrow():
-    probes = np.linspace(0, 1, 5)
-    assert len(refine_probes(probes, np.ones(4), 4, ProbePlan())) == 0  # every gap holds one frame's share
-    tight = np.array([0.0, 0.5, 0.5008, 1.0])
-    assert len(refine_probes(tight, np.array([0.0, 9.0, 0.0]), 4, ProbePlan(min_width=1e-3))) == 0
+def test_a_steep_smooth_switch_is_probed_until_even():
+    value = lambda t: 1 / (1 + np.exp(-120 * (t - 0.61)))  # noqa: E731  a structure switch inside one coarse interval
+    rule = StopRule(budget=48, p95=1.6, max=2.2)
+    distances_of, _ = profile(value)
+    probes = probe_segment(distances_of, PROGRESS, rule)
+    assert 8 < len(probes) <= 48
+    p95, worst = placed_evenness(value, probes)
+    assert p95 <= 2.0 and worst <= 3.0
+    coarse = coarse_probes(rule)
+    assert placed_evenness(value, coarse)[1] > 3.0  # the coarse pass alone is not enough
+    predicted, _ = predict_evenness(probes, *distances_of(probes), PROGRESS)
+    assert predicted.meets(rule.p95, rule.max)
 
 
-def test_probe_plan_rejects_bad_settings():
+def test_probing_respects_its_budget_and_fills_batches():
+    value = lambda t: 0.5 * t + 0.25 * (t >= 0.53)  # noqa: E731  never even: probing runs to the budget
+    for budget in (2, 8, 13, 24):
+        distances_of, calls = profile(value)
+        probes = probe_segment(distances_of, PROGRESS, StopRule(budget=budget, batch_size=8))
+        sizes = [len(c) for c in calls]
+        assert len(probes) == budget and sizes[0] == min(8, budget) and sizes[-1] == budget
+        # A round adds a full batch where there are that many intervals to split (the coarse pass has 7).
+        assert np.diff(sizes).tolist() == [min(8, n - 1, budget - n) for n in sizes[:-1]]
+
+
+def test_stopping_rule_is_deterministic_and_resumes_on_its_own_probes():
+    """Same probes and distances, same round; a second run asks for exactly the probes the first measured."""
+    value = lambda t: np.sin(7 * t) ** 2 + 0.3 * (t > 0.3)  # noqa: E731
+    rule = StopRule(budget=40, p95=1.6, max=2.2)
+    first, calls = profile(value)
+    probes = probe_segment(first, PROGRESS, rule)
+    again, calls_again = profile(value)
+    assert probe_segment(again, PROGRESS, rule).tolist() == probes.tolist()
+    assert [c.tolist() for c in calls_again] == [c.tolist() for c in calls]
+    t, d = calls[1], np.abs(np.diff(value(calls[1])))
+    assert next_probes(t, d, d, PROGRESS, rule).tolist() == next_probes(t, d.copy(), d.copy(), PROGRESS, rule).tolist()
+
+
+def test_ties_split_the_lower_interval_first():
+    probes = np.linspace(0, 1, 6)
+    d = np.array([5.0, 1.0, 5.0, 1.0, 5.0])  # three equal peaks, room for two
+    assert next_probes(probes, d, d, np.arange(8) / 8, StopRule(batch_size=2, budget=8, p95=1.0, max=1.0)) == pytest.approx([0.1, 0.5])
+
+
+def test_stop_rule_rejects_bad_settings():
     with pytest.raises(ValueError, match="at least 2"):
-        ProbePlan(batch_size=1)
-    with pytest.raises(ValueError, match="rounds"):
-        ProbePlan(rounds=-1)
+        StopRule(batch_size=1)
+    with pytest.raises(ValueError, match="at least 2"):
+        StopRule(budget=1)
+    with pytest.raises(ValueError, match="targets"):
+        StopRule(p95=3.0, max=2.0)
+
+
+def test_holds_are_left_out_of_the_predicted_evenness():
+    probes, d = np.linspace(0, 1, 5), np.ones(4)
+    held = np.concatenate([np.zeros(6), np.arange(10) / 10])  # 6 frames on the keyframe, then 10 moving
+    evenness, _ = predict_evenness(probes, d, d, held)
+    assert evenness.pixel_max == pytest.approx(1.0) and evenness.ssim_max == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------- metrics
