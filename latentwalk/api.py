@@ -30,6 +30,7 @@ from latentwalk.timeline import RenderSettings, Timeline, load_timeline
 
 if TYPE_CHECKING:  # these import torch, which `import latentwalk` should not
     from latentwalk.feedback import FeedbackFrame, FeedbackWork
+    from latentwalk.interpolate import Fills, Outline
     from latentwalk.overrides import Overrides
 
 DEFAULT_OUT_DIR = Path("renders")
@@ -369,6 +370,7 @@ def _render_shown(
     name = executor_name(timeline, executor, ray_address, ray_workers)
     progress.stage("audio analysis" if timeline.audio is not None and timeline.audio.path is not None else "plan")
     schedule, span = overridden_plan(timeline, overrides)  # span: the range's video frames (first, stop), or None
+    outline = interpolation_outline(timeline, schedule, span)  # output.interpolate: the frames to denoise, or None
     clock.lap("plan_s")
 
     # 2. The store, and the executor that denoises what it lacks: where frames are made names their keys.
@@ -389,9 +391,14 @@ def _render_shown(
             placement = place(outside_range(schedule, *span) if span else schedule, inputs, probes, settings.share_steps, settings.placement_budget)
             schedule, inputs = replace(placement.schedule, keyframes=schedule.keyframes), placement.inputs
             clock.lap("placement_s")
-        frames = keyed_frames(identity, inputs, store, frame_shape(settings), fresh, probes.rendered)
-        chains = chain_plan(timeline, schedule, frames, store, fresh) if timeline.mode == "feedback" else None
+        denoised = inputs if outline is None or timeline.mode == "feedback" else [inputs[f] for f in outline.anchors]
+        frames = keyed_frames(identity, denoised, store, frame_shape(settings), fresh, probes.rendered)
+        chains = chain_plan(timeline, schedule, frames, store, fresh, outline) if timeline.mode == "feedback" else None
         video_keys, missing_keys = (chains.work.keys, chains.missing_keys()) if chains else (frames.keys, {frames.key_of()[f] for f in frames.missing})
+        fills = None
+        if outline is not None:  # the output stage makes the frames between the denoised ones (interpolate.py)
+            fills = interpolation_fills(timeline, outline, video_keys, missing_keys, store, frames.shape, fresh)
+            video_keys, missing_keys = fills.video_keys, fills.missing_keys
         if span:  # a range: only its frames are streamed, and (but for feedback chains' pasts) rendered
             schedule, frames, video_keys, missing_keys = in_range(schedule, frames, chains, video_keys, missing_keys, *span)
         clock.lap("store_lookup_s")
@@ -405,7 +412,8 @@ def _render_shown(
         if probes.rendered:  # the probes started the model: its load is not placement's time
             clock.timings["placement_s"] -= runner.load_s
         clock.timings["load_model_s"] = runner.load_s
-        damaged = stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview)
+        damaged = stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview,
+                               fills=fills, job=job)
         clock.lap("render_s")
         farm_info, model = runner.report(), runner.model_info(identity)
     finally:
@@ -413,20 +421,47 @@ def _render_shown(
 
     # 5. Optionally drop stored frames this render no longer uses (its probes it does use).
     probe_keys = [frame_key(identity, p) for p in placement.probes] if placement else []
-    pruned = store.prune(chains.keep() if chains else list(frames.keys) + probe_keys) if prune else None
+    fill_keys = list(fills.video_keys) if fills else []  # in-betweens stay with their anchors
+    pruned = store.prune((chains.keep() if chains else list(frames.keys) + probe_keys) + fill_keys) if prune else None
     clock.total()
 
     # 6. Leave a manifest of exactly what produced the video.
     # Reused: made by an earlier run; this run's probes that are video frames were rendered here.
     reused = sum(k not in missing_keys and k not in probes.rendered and k not in damaged for k in video_keys)
-    rendered = len(missing_keys) + len(probes.rendered) + len(damaged)
-    data = render_manifest(timeline, schedule, frames, chains, placement, store, model, clock.timings, farm_info)
+    interpolated = fills.made if fills else set()  # in-betweens made by this run: interpolated, not denoised
+    rendered = len(missing_keys - interpolated) + len(probes.rendered) + len(damaged - interpolated)
+    measured = replace(frames, inputs=tuple(inputs), keys=tuple(video_keys)) if fills and not chains else frames
+    data = render_manifest(timeline, schedule, measured, chains, placement, store, model, clock.timings, farm_info)
+    if fills:
+        data["output"] = {"interpolate": fills.manifest(len(interpolated))}
+    data["store"]["frames_interpolated"] = len(interpolated)
     data["store"] |= {"frames_reused": reused, "frames_rendered": rendered, "probes_rendered": len(probes.rendered), "fresh": fresh,
                       "pruned_frames": pruned.frames if pruned else 0}
     if overrides is not None:
         data["overrides"] = overrides.manifest(span)
     written = manifest.write(out.with_suffix(".json"), data)
     return RenderResult(out, written, schedule, clock.timings, reused, rendered, store.root, farm_info, len(probes.rendered))
+
+
+def interpolation_outline(timeline: Timeline, schedule: Plan, span: tuple[int, int] | None) -> "Outline | None":
+    """With `output.interpolate`: which frames are denoised (interpolate.Outline), checked before any model loads."""
+    if timeline.output.interpolate is None:
+        return None
+    if span is not None:
+        raise UserError(f"--from/--to: not yet with output.interpolate ({timeline.at('output', 'interpolate')}); render the whole video")
+    from latentwalk.interpolate import timeline_outline
+
+    return timeline_outline(timeline, schedule)
+
+
+def interpolation_fills(
+    timeline: Timeline, outline: "Outline", video_keys: Sequence[str], missing_keys: set[str], store: FrameStore, shape, fresh: bool,
+) -> "Fills":
+    """Every video frame's key with interpolation: the anchors' (travel: `video_keys` are theirs; feedback: their chain keys), the fills'."""
+    from latentwalk.interpolate import render_fills
+
+    anchor_keys = list(video_keys) if timeline.mode == "travel" else [video_keys[f] for f in outline.anchors]
+    return render_fills(timeline.output.interpolate, outline, anchor_keys, missing_keys, lambda key: store.has(key, shape), fresh)
 
 
 def in_range(schedule: Plan, frames: FramePlan, chains, video_keys, missing_keys, first: int, stop: int):
@@ -527,7 +562,10 @@ def probe_images(runner, identity: RenderIdentity, store: FrameStore, shape, fre
     return StoredImages(store, lambda f: frame_key(identity, f), shape, render_missing, fresh)
 
 
-def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview=None) -> set[str]:
+def stream_video(
+    timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview=None,
+    fills: "Fills | None" = None, job: Job | None = None,
+) -> set[str]:
     """Denoise the missing frames through the executor while the video is written in order, stored frames and new.
 
     Returns the keys of stored frames found damaged when read, and rendered again.
@@ -556,10 +594,16 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
         # A travel frame found damaged when read is rendered again in this run (a chain's would need its past).
         in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir, retry_lost=chains is None)
 
+        filler = fills.filler(store, frames.shape, runner, frames.identity, job) if fills else None
+
         def done(keys: Sequence[str], images: np.ndarray | None) -> None:
             in_order.add(keys, images) if images is not None else in_order.arrived(keys)
             progress.advance(sum(k in video for k in keys))  # a colour reference's own render is no video frame
+            for made in filler.arrived(keys, images, lambda key: key not in in_order.waiting) if filler else ():
+                done(*made)  # in-betweens whose two anchors are there
 
+        if filler is not None:
+            done([], None)  # in-betweens of anchors stored before this run
         if chains is not None and missing_keys:
             runner.render_chains(chains, done)
         elif chains is None and frames.missing:
@@ -567,6 +611,11 @@ def stream_video(timeline, schedule, out, frames, chains, runner, video_keys, mi
         in_order.flush()
         again: set[str] = set()
         while lost := in_order.take_lost():
+            if filler is not None:  # a damaged in-between is made again from its anchors
+                lost = filler.redo(lost, done)
+                in_order.flush()
+                if not lost:
+                    continue
             inputs_of = {key: f for f, key in zip(frames.inputs, frames.keys)}
             progress.add_total(len(lost))  # damaged stored frames, rendered again
             runner.start(frames.identity)
@@ -707,11 +756,17 @@ class ChainPlan:
         }
 
 
-def chain_plan(timeline: Timeline, schedule: Plan, frames: FramePlan, store: FrameStore, fresh: bool = False) -> ChainPlan:
-    """Feedback frames over a travel plan's inputs and keys, chained, and what the store lacks."""
+def chain_plan(
+    timeline: Timeline, schedule: Plan, frames: FramePlan, store: FrameStore, fresh: bool = False, outline: "Outline | None" = None,
+) -> ChainPlan:
+    """Feedback frames over a travel plan's inputs and keys, chained, and what the store lacks.
+
+    `outline` (interpolation): only its anchors are diffused, as `cadence` would pick them.
+    """
     from latentwalk.feedback import plan_work, timeline_feedback_frames
 
-    feedback = timeline_feedback_frames(schedule.frames, schedule.keyframes, frames.inputs, frames.keys, timeline.feedback)
+    diffused = set(outline.anchors) if outline is not None else None
+    feedback = timeline_feedback_frames(schedule.frames, schedule.keyframes, frames.inputs, frames.keys, timeline.feedback, diffused)
     return ChainPlan(tuple(feedback), plan_work(feedback, lambda key: not fresh and store.has(key, frames.shape)))
 
 
@@ -771,7 +826,20 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
         ],
         "tracks": list(schedule.tracks),
         "frames": [frame_data(r, schedule.tracks) for r in schedule.frames],
-    } | pictures_data(schedule, timeline)
+    } | pictures_data(schedule, timeline) | interpolation_data(schedule, timeline)
+
+
+def interpolation_data(schedule: Plan, timeline: Timeline) -> dict:
+    """`loop`, and with output.interpolate the frames the render denoises (the rest are interpolated); {} without either."""
+    data: dict = {"loop": True} if schedule.loop else {}
+    spec = timeline.output.interpolate
+    if spec is None or len(schedule.frames) != schedule.n_frames:  # a range's plan: its outline is the whole video's
+        return data
+    from latentwalk.interpolate import timeline_outline
+
+    outline = timeline_outline(timeline, schedule)
+    return data | {"interpolate": {"factor": spec.factor, "method": spec.method, "denoised_frames": list(outline.anchors),
+                                   "interpolated_frames": outline.interpolated()}}
 
 
 def pictures_data(schedule: Plan, timeline: Timeline) -> dict:

@@ -282,11 +282,14 @@ def _fill_ready(frames, chain, missing: set[int], keys, frame_at, save) -> None:
 # --- a timeline's plan as feedback frames, and the engine as the two callables ---------------
 
 
-def timeline_feedback_frames(records: Sequence, keyframes: Sequence, inputs: Sequence, keys: Sequence[str], settings) -> list[FeedbackFrame]:
+def timeline_feedback_frames(
+    records: Sequence, keyframes: Sequence, inputs: Sequence, keys: Sequence[str], settings, diffused: set[int] | None = None,
+) -> list[FeedbackFrame]:
     """One FeedbackFrame per video frame of a schedule (schedule.FrameRecord, ResolvedKeyframe).
 
     `inputs` / `keys`: each frame's text-to-image FrameInputs and its frame key, so a chain's
     first frame is exactly the frame a travel render makes; `settings`: timeline.FeedbackSettings.
+    `diffused`: the frames to diffuse (interpolation's anchors) instead of cadence's.
     """
     def track(record, name: str) -> float:  # a camera track's value (schedule.track_value, without the schedule)
         return dict(record.params).get(name, CAMERA_TRACKS[name])
@@ -310,7 +313,8 @@ def timeline_feedback_frames(records: Sequence, keyframes: Sequence, inputs: Seq
             )
         )
     # 2. Cadence: every Nth frame of each chain is diffused (and its last), the rest filled.
-    diffused = {chain[j] for chain in split_chains(frames) for j in camera.diffused_indices(len(chain), settings.cadence)}
+    if diffused is None:
+        diffused = {chain[j] for chain in split_chains(frames) for j in camera.diffused_indices(len(chain), settings.cadence)}
     return [replace(frame, diffused=i in diffused) for i, frame in enumerate(frames)]
 
 

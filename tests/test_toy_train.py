@@ -90,3 +90,111 @@ def test_config_rejects_bad_values():
         TrainConfig(vae_crop=30)
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+
+
+# The VAE's photographs (`latentwalk/toy/pictures.py`): fetched only by the trainer, so these
+# tests use pictures made here.
+
+
+def test_picture_table_is_pinned_and_holds_some_out():
+    from latentwalk.toy import pictures
+
+    names = [(p[0], p[1]) for p in pictures.PICTURES]
+    assert len(names) == len(set(names))
+    assert all(p[0] in pictures.WHEELS or p[0] in pictures.DEBS for p in pictures.PICTURES)
+    assert all(len(p[2]) == 16 and int(p[2], 16) >= 0 for p in pictures.PICTURES)
+    held = [p for p in pictures.PICTURES if pictures.HELD_OUT in p[3:]]
+    assert 3 <= len(held) < len(pictures.PICTURES) // 4
+
+
+def test_tiles_are_seeded_views_at_random_scales():
+    from latentwalk.toy import pictures
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (300, 200, 3), dtype=np.uint8), np.full((128, 160, 3), 200, np.uint8)]
+    a = pictures.tiles(images, 40, np.random.default_rng(1))
+    b = pictures.tiles(images, 40, np.random.default_rng(1))
+    c = pictures.tiles(images, 40, np.random.default_rng(2))
+    assert a.shape == (40, 128, 128, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    flat = a.std(axis=(1, 2)).max(axis=1)  # largest per-channel spread of each view
+    assert (flat < 1).any() and (flat > 20).any()  # views of both pictures
+    # scales: a view of the noise picture shrunk more averages more pixels, so it is flatter
+    noise = flat[flat > 1]
+    assert noise.max() > 1.2 * noise.min()
+    # colour jitter: the flat grey picture comes back at several brightnesses
+    greys = {int(t.mean()) for t, s in zip(a, flat) if s < 1}
+    assert len(greys) > 3
+
+
+def test_square_and_drawings():
+    from latentwalk.toy import pictures
+
+    wide = np.zeros((100, 300, 3), np.uint8)
+    wide[:, 100:200] = 255  # the centred square is all white
+    assert pictures.square(wide, 64).min() == 255
+    drawn = pictures.drawings()
+    assert set(drawn) >= {"ridge", "sail"}
+    for image in drawn.values():
+        assert image.shape == (128, 128, 3) and image.dtype == np.uint8 and image.std() > 20
+    ridge = drawn["ridge"].astype(float)
+    assert ridge[:60, :, 0].mean() > ridge[:60, :, 2].mean() + 40  # a warm sky
+    assert ridge[-10:].mean() < 60  # a dark ridge at the bottom
+    sail = drawn["sail"].astype(float)
+    assert sail[-30:, :, 2].mean() > sail[-30:, :, 0].mean() + 40  # a blue sea
+    assert (sail.min(axis=-1) > 240).sum() > 200  # a white sail
+
+
+def test_psnr_and_ssim():
+    from latentwalk.toy import pictures
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(30, 200, (64, 64, 3)).astype(np.uint8)
+    assert pictures.psnr(a, a) == float("inf")
+    assert pictures.psnr(a, a + np.uint8(25)) == pytest.approx(20 * np.log10(255 / 25))
+    assert pictures.ssim(a, a) == pytest.approx(1.0)
+    noisy = np.clip(a + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
+    assert 0 < pictures.ssim(a, noisy) < 0.8
+
+
+def test_deb_data_reads_the_data_archive(tmp_path):
+    import io
+    import tarfile
+
+    from latentwalk.toy import pictures
+
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:xz") as tar:
+        info = tarfile.TarInfo("./usr/share/x.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    members = [(b"debian-binary", b"2.0\n"), (b"control.tar.xz", b"abc"), (b"data.tar.xz", payload.getvalue())]
+    blob = b"!<arch>\n"
+    for name, body in members:
+        blob += name.ljust(16) + b"0".ljust(12) + b"0".ljust(6) + b"0".ljust(6) + b"100644".ljust(8)
+        blob += str(len(body)).encode().ljust(10) + b"`\n" + body + (b"\n" if len(body) % 2 else b"")
+    deb = tmp_path / "x.deb"
+    deb.write_bytes(blob)
+    archive = pictures.deb_data(deb)
+    assert archive.extractfile("./usr/share/x.txt").read() == b"hello"
+    (tmp_path / "bad.deb").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="not a Debian package"):
+        pictures.deb_data(tmp_path / "bad.deb")
+
+
+def test_evaluate_vae_reports_each_held_out_picture(tiny_runs, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    from latentwalk.toy import pictures, train as train_module
+
+    rng = np.random.default_rng(0)
+    fake = [pictures.Picture("pkg:data/a.png", rng.integers(0, 256, (200, 150, 3), dtype=np.uint8), True),
+            pictures.Picture("pkg:data/b.png", rng.integers(0, 256, (150, 150, 3), dtype=np.uint8), False)]
+    monkeypatch.setattr(pictures, "load", lambda cache=None: fake)
+    vae = AutoencoderKL.from_pretrained(tiny_runs[0] / "vae")
+    figures = train_module.evaluate_vae(vae)
+    assert set(figures) == {"a.png", *(f"drawn {k}" for k in pictures.drawings()), "held-out mean", "world mean"}
+    for f in figures.values():
+        assert 0 < f["psnr"] < 60 and -1 <= f["ssim"] <= 1
+    mean = np.mean([figures[k]["psnr"] for k in figures if k not in ("held-out mean", "world mean")])
+    assert figures["held-out mean"]["psnr"] == pytest.approx(mean, abs=1e-3)

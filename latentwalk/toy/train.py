@@ -1,9 +1,12 @@
 """Train the embedded toy text-to-image model from scratch on `world` pictures, on a CPU.
 
     python -m latentwalk.toy.train [--out DIR] [--seed 0] [--vae-steps N] [--unet-steps N]
+    python -m latentwalk.toy.train --evaluate [--out DIR]   # held-out VAE figures of a model
 
 Two phases, as in latent diffusion (Rombach et al. 2022, arXiv:2112.10752): an
-AutoencoderKL learns to compress 128x128 pictures to 4x16x16 latents; then, with the VAE
+AutoencoderKL learns to compress 128x128 pictures to 4x16x16 latents, from the world's
+pictures and from photographs and artwork that `pictures` fetches from package registries
+(so that it also holds a user's own picture); then, with the VAE
 frozen and the dataset's latents cached, a CLIP text encoder and a UNet learn the DDPM
 epsilon objective together (Ho et al. 2020), with captions dropped 10% of the time so that
 classifier-free guidance works (Ho & Salimans 2022). The output is a plain diffusers
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from latentwalk.toy import MODEL_DIR, world
+from latentwalk.toy import MODEL_DIR, pictures, world
 from latentwalk.toy.tokenizer import write_clip_tokenizer
 
 
@@ -39,24 +42,32 @@ class TrainConfig:
     # a shared 2-core machine two threads stall each other at every op whenever another
     # process holds a core (measured: 0.75 s/step quiet, 20 s spikes loaded; 1.2 s steady).
     threads: int = 1
-    dataset_size: int = 6000  # scenes rendered once; captions are re-drawn every step
+    dataset_size: int = 2000  # scenes rendered once; captions are re-drawn every step
     # VAE phase: 128x128 -> 4x16x16; trains on crops, which a fully convolutional VAE allows.
-    vae_steps: int = 1400
-    vae_batch_size: int = 16
+    vae_steps: int = 600
+    vae_batch_size: int = 12
     vae_crop: int = 48
     vae_lr: float = 2e-3
-    vae_channels: tuple[int, ...] = (32, 64, 64, 64)
+    # Wider at the coarse levels (64 -> 128 channels at 1/4 and 1/8) to hold photographs; the
+    # full-resolution level, where the time goes, stays at 32.
+    vae_channels: tuple[int, ...] = (32, 64, 128, 128)
+    # Photographs and artwork (`pictures`): this many 128x128 views (random scale, crop,
+    # mirror, colour jitter) are made once; this fraction of every VAE batch comes from them.
+    photo_tiles: int = 3000
+    photo_fraction: float = 0.5
+    data_dir: Path | None = None  # where `pictures` keeps its downloads (default ~/.cache)
+    evaluate: bool = False  # only print the held-out VAE figures of the model in `out`
     # At least 4 channels per GroupNorm group: with one channel a group is an instance norm,
     # which removes each channel's mean, i.e. the picture's overall colour and brightness
     # (measured: 32 groups left reconstructions grey, MSE 0.13 vs 0.07 with 8 at 300 steps).
     vae_groups: int = 8
     kl_weight: float = 1e-6  # near-deterministic like SD's VAE; scaling_factor fixes the scale
     # Text encoder + UNet phase.
-    unet_steps: int = 2000
+    unet_steps: int = 700
     batch_size: int = 32
     lr: float = 6e-4
     warmup_steps: int = 150
-    ema_decay: float = 0.998
+    ema_decay: float = 0.996  # averages about the last 250 steps
     min_snr_gamma: float = 5.0  # Min-SNR weighting (Hang et al. 2023) converges faster
     caption_dropout: float = 0.1
     junk_word_prob: float = 0.15  # unknown words mixed into captions, to be ignored
@@ -77,6 +88,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.vae_crop % 8 or not 8 <= self.vae_crop <= world.SIZE:
             raise ValueError(f"vae_crop must be a multiple of 8 up to {world.SIZE}, got {self.vae_crop}")
+        if not 0 <= self.photo_fraction <= 1 or self.photo_tiles < 0:
+            raise ValueError(f"photo_fraction must be in [0, 1] and photo_tiles >= 0")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
 
@@ -85,7 +98,7 @@ class TrainConfig:
 TINY = dict(
     dataset_size=48, vae_steps=2, vae_batch_size=4, vae_crop=32, vae_channels=(8, 8, 8, 8),
     vae_groups=4, unet_steps=3, batch_size=4, warmup_steps=1, unet_channels=(16, 16, 16),
-    unet_groups=4, attention_heads=2, text_hidden=16, text_layers=1, log_every=1,
+    unet_groups=4, attention_heads=2, text_hidden=16, text_layers=1, log_every=1, photo_tiles=0,
 )
 
 
@@ -244,18 +257,32 @@ def render_dataset(config: TrainConfig) -> tuple[np.ndarray, list[world.Attribut
     return np.stack([s.image for s in scenes]), [s.attributes for s in scenes]
 
 
-def train_vae(config: TrainConfig, images: np.ndarray, generator: torch.Generator) -> AutoencoderKL:
-    """Reconstruction (MSE + L1) plus a tiny KL term, on random crops."""
+def photo_tiles(config: TrainConfig) -> np.ndarray:
+    """(photo_tiles, 128, 128, 3) uint8 views of the training photographs (none held out)."""
+    if not config.photo_tiles:
+        return np.zeros((0, world.SIZE, world.SIZE, 3), np.uint8)
+    images = [p.image for p in pictures.load(config.data_dir) if not p.held_out]
+    return pictures.tiles(images, config.photo_tiles, np.random.default_rng(config.seed + 4), world.SIZE)
+
+
+def train_vae(
+    config: TrainConfig, images: np.ndarray, generator: torch.Generator, photos: np.ndarray | None = None
+) -> AutoencoderKL:
+    """Reconstruction (MSE + L1) plus a tiny KL term, on random crops of world pictures and
+    (a `photo_fraction` of each batch) of photograph tiles."""
     torch.manual_seed(config.seed)
     vae = build_vae(config)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     rng = np.random.default_rng(config.seed + 1)
     progress = Progress("vae", config.vae_steps, config.log_every)
+    n_photos = round(config.vae_batch_size * config.photo_fraction) if photos is not None and len(photos) else 0
     vae.train()
     for step in range(config.vae_steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.vae_steps, config.vae_lr, config.warmup_steps)
-        batch = images[rng.integers(0, len(images), config.vae_batch_size)]
+        batch = images[rng.integers(0, len(images), config.vae_batch_size - n_photos)]
+        if n_photos:
+            batch = np.concatenate([batch, photos[rng.integers(0, len(photos), n_photos)]])
         x = to_tensor(random_crops(batch, config.vae_crop, rng))  # (B, 3, crop, crop)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator)).sample
@@ -263,6 +290,7 @@ def train_vae(config: TrainConfig, images: np.ndarray, generator: torch.Generato
         loss = F.mse_loss(recon, x) + F.l1_loss(recon, x) + config.kl_weight * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
         progress.update(step, loss.item())
     return vae.eval().requires_grad_(False)
@@ -351,16 +379,22 @@ def train(config: TrainConfig) -> dict[str, float]:
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
     started = clock = time.time()
-    # 2. Data.
+    # 2. Data: the world's scenes, and views of the photographs.
     images, attributes = render_dataset(config)
+    photos = photo_tiles(config)
     clock = lap("data", clock)
     # 3. VAE, then the cached latents of the whole dataset.
-    vae = train_vae(config, images, generator)
+    vae = train_vae(config, images, generator, photos)
     clock = lap("vae", clock)
     mean, std, scale = encode_dataset(vae, images, generator)
     vae.register_to_config(scaling_factor=scale)
     print(f"[encode] latents {tuple(mean.shape)}, scaling_factor {scale:.4f}", flush=True)
     clock = lap("encode", clock)
+    # The VAE's held-out figures now, so a long run shows them before the UNet phase.
+    figures = evaluate_vae(vae, config.data_dir) if config.photo_tiles else {}
+    if figures:
+        print(format_figures(figures), flush=True)
+        vae.save_pretrained(out / "vae", safe_serialization=True)
     # 4. Tokenizer, text encoder and UNet.
     write_clip_tokenizer(list(world.VOCABULARY), out / "tokenizer", config.max_length)
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
@@ -376,12 +410,64 @@ def train(config: TrainConfig) -> dict[str, float]:
     lap("save", clock)
     timings["total"] = round(time.time() - started, 1)
     params = {name: count_parameters(m) for name, m in (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))}
-    record = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+    record = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()
+                         if k not in ("data_dir", "evaluate")},
               "seconds": timings, "parameters": params, "scaling_factor": scale,
-              "torch": torch.__version__}
+              "torch": torch.__version__, "vae_held_out": figures}
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print("timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()), flush=True)
     return timings
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+WORLD_EVAL_SEED = 1000  # world scenes for the VAE figures; training draws from seed 0
+WORLD_EVAL_SCENES = 32
+
+
+@torch.no_grad()
+def round_trip(vae: AutoencoderKL, images: np.ndarray) -> np.ndarray:
+    """Encode (posterior mean) and decode uint8 (B, 128, 128, 3) pictures, back as uint8."""
+    out = []
+    for start in range(0, len(images), 16):
+        x = to_tensor(images[start : start + 16])
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+        out.append(((y.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def held_out_pictures(data_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """name -> 128x128 uint8: the held-out photographs and artwork (centred squares) and the
+    drawings of `pictures.drawings`, none of which the VAE trains on."""
+    chosen = {p.name.split("/")[-1] if "wallpapers/" not in p.name else p.name.split("/")[3]: pictures.square(p.image)
+              for p in pictures.load(data_dir) if p.held_out}
+    return {**chosen, **{f"drawn {k}": v for k, v in pictures.drawings().items()}}
+
+
+def evaluate_vae(vae: AutoencoderKL, data_dir: Path | None = None) -> dict[str, dict[str, float]]:
+    """Round-trip PSNR (dB) and SSIM of each held-out picture, their means, and the means over
+    `WORLD_EVAL_SCENES` world scenes."""
+    vae = vae.eval()
+    named = held_out_pictures(data_dir)
+    back = round_trip(vae, np.stack(list(named.values())))
+    figures = {name: {"psnr": pictures.psnr(a, b), "ssim": pictures.ssim(a, b)}
+               for (name, a), b in zip(named.items(), back)}
+    for key in ("psnr", "ssim"):
+        figures.setdefault("held-out mean", {})[key] = float(np.mean([f[key] for f in list(figures.values())[: len(named)]]))
+    rng = np.random.default_rng(WORLD_EVAL_SEED)
+    scenes = np.stack([world.sample(rng).image for _ in range(WORLD_EVAL_SCENES)])
+    back = round_trip(vae, scenes)
+    figures["world mean"] = {
+        "psnr": float(np.mean([pictures.psnr(a, b) for a, b in zip(scenes, back)])),
+        "ssim": float(np.mean([pictures.ssim(a, b) for a, b in zip(scenes, back)])),
+    }
+    return {name: {k: round(v, 4) for k, v in f.items()} for name, f in figures.items()}
+
+
+def format_figures(figures: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'picture':24} {'PSNR dB':>8} {'SSIM':>6}"]
+    lines += [f"{name:24} {f['psnr']:8.2f} {f['ssim']:6.3f}" for name, f in figures.items()]
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -395,15 +481,30 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--vae-batch-size", type=int, help=f"default {defaults.vae_batch_size}")
     parser.add_argument("--dataset-size", type=int, help=f"default {defaults.dataset_size}")
     parser.add_argument("--threads", type=int, help=f"default {defaults.threads}")
+    parser.add_argument("--photo-tiles", type=int, help=f"photograph views for the VAE, default {defaults.photo_tiles} (0: none)")
+    parser.add_argument("--data-dir", type=Path, help="download folder of the pictures (default ~/.cache/latentwalk/toy-pictures)")
     parser.add_argument("--tiny", action="store_true", help="tiny models and a few steps, for tests")
+    parser.add_argument("--evaluate", action="store_true", help="print the held-out VAE figures of the model in --out; train nothing")
     args = parser.parse_args(argv)
     config = replace(TrainConfig(**TINY) if args.tiny else defaults, out=args.out, seed=args.seed)
     overrides = {
         "vae_steps": args.vae_steps, "unet_steps": args.unet_steps, "batch_size": args.batch_size,
         "vae_batch_size": args.vae_batch_size, "dataset_size": args.dataset_size, "threads": args.threads,
+        "photo_tiles": args.photo_tiles, "data_dir": args.data_dir,
     }
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(config, evaluate=True) if args.evaluate else config
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    if config.evaluate:
+        torch.set_num_threads(config.threads)
+        vae = AutoencoderKL.from_pretrained(Path(config.out) / "vae")
+        print(format_figures(evaluate_vae(vae, config.data_dir)))
+    else:
+        train(config)
 
 
 if __name__ == "__main__":
-    train(parse_args())
+    main()
