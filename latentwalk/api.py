@@ -340,6 +340,7 @@ def _render_claimed(
     ray_workers: int | None = None,
     overrides: "Overrides | None" = None,
     preview: Path | None = None,
+    chunk_frames: int | None = None,
 ) -> RenderResult:
     """`render` once its outputs are checked and locked."""
     from latentwalk.progress import Progress
@@ -348,7 +349,7 @@ def _render_claimed(
     try:
         result = _render_shown(timeline, out, shown, frames_dir=frames_dir, batch_size=batch_size, device=device, store_dir=store_dir,
                                fresh=fresh, overlap=overlap, prune=prune, executor=executor, ray_address=ray_address,
-                               ray_workers=ray_workers, overrides=overrides, preview=preview)
+                               ray_workers=ray_workers, overrides=overrides, preview=preview, chunk_frames=chunk_frames)
     except BaseException:
         shown.finish(failed=True)
         raise
@@ -358,7 +359,7 @@ def _render_claimed(
 
 def _render_shown(
     timeline: Timeline, out: Path, progress, *, frames_dir, batch_size, device, store_dir, fresh, overlap, prune,
-    executor, ray_address, ray_workers, overrides, preview,
+    executor, ray_address, ray_workers, overrides, preview, chunk_frames,
 ) -> RenderResult:
     """`render` once its outputs are checked and locked, its stages shown on `progress` (progress.Progress)."""
     clock = Clock()
@@ -367,6 +368,8 @@ def _render_shown(
     # 1. Check inputs: the timeline, the audio and the whole schedule, before any model loads.
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch_size: must be at least 1, got {batch_size}")
+    if chunk_frames is not None and chunk_frames < 0:
+        raise UserError(f"--chunk-frames: must be 0 (encode on this machine) or more, got {chunk_frames}")
     name = executor_name(timeline, executor, ray_address, ray_workers)
     progress.stage("audio analysis" if timeline.audio is not None and timeline.audio.path is not None else "plan")
     schedule, span = overridden_plan(timeline, overrides)  # span: the range's video frames (first, stop), or None
@@ -379,6 +382,10 @@ def _render_shown(
     with blamed_on_field(timeline):  # a device the machine lacks, a cluster that is not there
         runner = EXECUTORS[name](job)
     try:
+        from latentwalk.chunks import chunking_for
+
+        chunking = chunking_for(runner, settings.chunk_frames if chunk_frames is None else chunk_frames, settings.width, settings.height,
+                                settings.fps, store.root, out, frames_dir, preview)
         with blamed_on_field(timeline):
             identity = render_identity(settings, batch_size=batch_size, placement=(runner.device_type, runner.cpu_threads))
         inputs = schedule_inputs(timeline, schedule)
@@ -413,7 +420,7 @@ def _render_shown(
             clock.timings["placement_s"] -= runner.load_s
         clock.timings["load_model_s"] = runner.load_s
         damaged = stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview,
-                               fills=fills, job=job)
+                               chunking, fills=fills, job=job)
         clock.lap("render_s")
         farm_info, model = runner.report(), runner.model_info(identity)
     finally:
@@ -563,10 +570,12 @@ def probe_images(runner, identity: RenderIdentity, store: FrameStore, shape, fre
 
 
 def stream_video(
-    timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview=None,
+    timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview=None, chunking=None,
     fills: "Fills | None" = None, job: Job | None = None,
 ) -> set[str]:
     """Denoise the missing frames through the executor while the video is written in order, stored frames and new.
+
+    `chunking` (chunks.chunking_for): the farm's encoder tasks encode the video in chunks instead.
 
     Returns the keys of stored frames found damaged when read, and rendered again.
     """
@@ -579,6 +588,11 @@ def stream_video(
     if timeline.audio is not None and timeline.audio.path is not None:  # a range's plan starts at its first frame's time
         offset = schedule.frames[0].time if schedule.frames else 0.0
         clip = AudioClip(timeline.audio.path, timeline.audio.start + offset, schedule.duration)
+    if chunking is not None and fills is None:  # a farm: chunks encoded on the cluster as their frames complete, joined here
+        from latentwalk.chunks import render_chunked
+
+        render_chunked(runner, chunking, frames, chains, video_keys, missing_keys, clip, out, progress)
+        return set()
     if frames_dir is not None:
         frames_dir.mkdir(parents=True, exist_ok=True)
     video = set(video_keys)
@@ -667,7 +681,8 @@ def render(
     or store exits with the holder's pid, or with `wait` waits for it. Further `options`:
     batch_size, device, progress, fresh, overlap (decode on a worker thread; default: only on
     CUDA, where it helps), prune, and executor="ray" with ray_address / ray_workers to render on
-    a Ray cluster's workers into a store they share (a folder, or store_dir="s3://bucket/prefix").
+    a Ray cluster's workers into a store they share (a folder, or store_dir="s3://bucket/prefix");
+    chunk_frames overrides the timeline's (a farm encodes the video in chunks of that many frames; 0: on the driver).
 
     `overrides` (overrides.Overrides): a draft, size, steps or fps for this render, and a range
     (from, to) of the video; a draft is named <name>.draft.mp4 with its own store, and a range

@@ -6,8 +6,13 @@ chunk of `chunk_frames` frames from the shared store, as soon as its frames are 
 encode it with the same settings (`ChunkSettings.args`): libx264 at the single-process
 encoder's CRF and preset, one closed GOP per chunk (`-g`/`-keyint_min` = chunk_frames,
 `-sc_threshold 0`, `open-gop=0`: every chunk starts with an IDR frame and no frame refers
-across a chunk boundary), a fixed pixel format, frame rate, mp4 timescale and x264 thread count
-(x264's output depends on its thread count). The driver then joins the chunks with ffmpeg's
+across a chunk boundary), no B-frames, a fixed pixel format, frame rate, mp4 timescale and x264
+thread count (x264's output depends on its thread count). Without B-frames every chunk's
+decoding times equal its presentation times: with them, x264 delays the decoding clock of a
+chunk of 3 or more frames by 2 frames but not of a chunk of 1 or 2 (it has no B-frame), and the
+concat demuxer then leaves a gap before such a last chunk (measured: a 16-frame video of chunks
+5, 5, 5, 1 lasted 2.25 s instead of 2.0). The price is a somewhat larger file at the same CRF
+(benchmarks/bench_farm.py prints both sizes). The driver then joins the chunks with ffmpeg's
 concat demuxer and `-c copy` (no re-encoding) and muxes the audio once, in one ffmpeg run
 (`join`): the same frame count, frame times and AAC audio as a single-process render, pixels
 within the codec's tolerance of a single-encoder video (tests/test_chunks.py measures it).
@@ -80,7 +85,7 @@ class ChunkSettings:
 
         n = str(self.chunk_frames)
         return ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(CRF), "-preset", PRESET, "-r", self.rate,
-                "-g", n, "-keyint_min", n, "-sc_threshold", "0", "-threads", str(CHUNK_THREADS),
+                "-g", n, "-keyint_min", n, "-sc_threshold", "0", "-bf", "0", "-threads", str(CHUNK_THREADS),
                 "-x264-params", "open-gop=0", "-video_track_timescale", str(self.timescale), "-f", "mp4"]
 
     def name(self, keys: Sequence[str]) -> str:
@@ -284,3 +289,43 @@ def join(chunks: Sequence[Path], out: Path, settings: ChunkSettings, frames: int
         partial.unlink(missing_ok=True)
         listing.unlink(missing_ok=True)
     return out
+
+
+# --- the render's use of chunks (api.stream_video) ----------------------------------------------------
+
+
+def chunking_for(runner, chunk_frames: int, width: int, height: int, fps: float, store_root, out: Path, frames_dir, preview):
+    """(ChunkSettings, ChunkFolder) when this render's video is encoded in chunks on the cluster, else None.
+
+    Only an executor with encoder tasks (a farm) encodes in chunks, and not when the driver needs
+    every frame anyway (`--frames` PNGs, `--preview`). The folder is checked here, before any work.
+    """
+    if chunk_frames < 1 or not hasattr(runner, "chunk_encoders") or frames_dir is not None or preview is not None:
+        return None
+    folder = ChunkFolder(chunk_folder(store_root, out))
+    folder.check()
+    return ChunkSettings(width, height, fps, chunk_frames), folder
+
+
+def render_chunked(runner, chunking, frames, chains, video_keys: Sequence[str], missing_keys: set[str], audio, out: Path, progress) -> None:
+    """Denoise the missing frames through the executor while its encoder tasks encode each completed chunk; join them into `out`."""
+    settings, folder = chunking
+    video = set(video_keys)
+    # 1. Encoders for the chunks the folder lacks; each is submitted once all its frames are stored.
+    encoders = runner.chunk_encoders(video_keys, set(missing_keys), settings, folder)
+    progress.stage("frames", total=len(missing_keys))
+
+    def done(keys: Sequence[str], images) -> None:
+        encoders.arrived(keys)
+        progress.advance(sum(k in video for k in keys))  # a colour reference's own render is no video frame
+
+    # 2. The frames, as in a single-encoder render.
+    if chains is not None and missing_keys:
+        runner.render_chains(chains, done)
+    elif chains is None and frames.missing:
+        key_of = frames.key_of()
+        runner.render(frames.missing, [key_of[f] for f in frames.missing], done)
+    # 3. The last chunks, then one join with the audio.
+    progress.stage("encode")
+    paths = encoders.finish()
+    join(paths, out, settings, len(video_keys), audio)

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wait", action="store_true", help="if another render holds this video or store, wait for it instead of exiting")
     r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="render on a Ray cluster's workers: auto, host:port, ray://host:port, or none to start a local cluster")
     r.add_argument("--ray-workers", type=int, metavar="N", help="with --ray: workers to start (default: one per GPU, or per ray_cpus_per_worker cores)")
+    r.add_argument("--chunk-frames", type=_number(int), metavar="N", help="with --ray: encode the video on the cluster in chunks of N frames, joined here without re-encoding (0: encode on this machine; overrides the timeline)")
     add_override_arguments(r)
     r.add_argument("--preview", metavar="FILE.png", help="keep FILE.png showing the latest frame and the last 8 as thumbnails, replaced atomically as the render goes")
 
@@ -147,6 +148,7 @@ def cmd_render(args: argparse.Namespace) -> None:
             store_dir=args.store, fresh=args.fresh, overlap={"auto": None, "on": True, "off": False}[args.overlap], prune=args.prune,
             overwrite_frames=args.overwrite_frames, wait=args.wait,
             executor="ray" if args.ray is not None else None, ray_address=args.ray or None, ray_workers=args.ray_workers,
+            chunk_frames=args.chunk_frames,
             overrides=overrides, preview=args.preview,
         )
     finally:

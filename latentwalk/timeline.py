@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from latentwalk.errors import UserError
+from latentwalk.chunks import CHUNK_FRAMES
 from latentwalk.executors import EXECUTORS
 from latentwalk.modelspec import CHECKPOINT_SUFFIXES, EMBEDDING_SUFFIXES, LORA_SUFFIXES, EmbeddingSpec, LoraSpec, safetensors_names
 from latentwalk.audio import TRACKERS
@@ -176,6 +177,7 @@ class RenderSettings:
     ray_address: str | None = None  # None: start a local cluster; "auto"; "host:port"; "ray://host:port"
     ray_cpus_per_worker: int = 1  # CPU cores each worker reserves (and its torch threads on CPU)
     ray_workers: int | None = None  # None: one per GPU, or as many as the cluster's CPUs allow
+    chunk_frames: int = CHUNK_FRAMES  # a farm encodes the video in chunks of this many frames on the cluster; 0: on the driver
     # Denoising steps a perceptually placed frame shares with the probes around it (resolved from
     # `share_steps`; 0: every frame from its own noise). See frames.FrameInputs.share.
     share_steps: int = 0
@@ -263,6 +265,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "ray_address": None,
     "ray_cpus_per_worker": 1,
     "ray_workers": None,
+    "chunk_frames": CHUNK_FRAMES,
     "share_steps": "auto",
     "placement_budget": 32,
 }
@@ -676,6 +679,7 @@ def parse_settings(r: FieldReader, data: dict, defaults: dict[str, Any] = SETTIN
         ray_address=ray_address,
         ray_cpus_per_worker=r.number(get("ray_cpus_per_worker"), ("ray_cpus_per_worker",), minimum=1, integer=True),
         ray_workers=ray_workers,
+        chunk_frames=int(r.number(get("chunk_frames"), ("chunk_frames",), minimum=0, integer=True)),
         share_steps=_share_steps(r, get("share_steps"), steps, scheduler),
         placement_budget=int(r.number(get("placement_budget"), ("placement_budget",), minimum=2, integer=True, maximum=MAX_PLACEMENT_BUDGET)),
     )

@@ -2,7 +2,10 @@
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,7 +14,9 @@ import numpy as np
 import pytest
 
 from latentwalk.api import render
+from latentwalk.chunks import FAULT_ENV, count_packets
 from latentwalk.cli import main
+from latentwalk.encode import ffmpeg_exe
 from latentwalk.errors import UserError
 from latentwalk.store import FrameStore, FsspecFrameStore, open_store
 from latentwalk.timeline import load_timeline, parse_timeline
@@ -19,6 +24,7 @@ from latentwalk.timeline import load_timeline, parse_timeline
 ray = pytest.importorskip("ray")
 
 FRAMES = 16  # batches of 2: 8 batches, enough for both workers and for a kill mid-render
+CHUNK = 5  # the farm encodes chunks of 5, 5, 5 and 1 frames
 WORKER_TITLE = b"ray::FrameWorker.render"  # Ray's process title while an actor runs `render`
 
 
@@ -30,11 +36,13 @@ def cluster(one_thread):
     ray.shutdown()
 
 
-def write_timeline(folder: Path, model: Path, extra: str = "") -> Path:
+def write_timeline(folder: Path, model: Path, extra: str = "", audio: Path | None = None) -> Path:
     path = folder / "walk.yaml"
+    # A clip from 1 s into the song: a farm's video must carry the same stretch of audio.
+    sound = f"audio: {{path: {audio}, start: 1.0, end: 4.0, bpm: 120}}\n" if audio else ""
     path.write_text(
         # spacing: t: these tests count frames rendered, and perceptual placement adds probes
-        f"model: {model}\nwidth: 32\nheight: 32\nfps: 8\nsteps: 4\nbatch_size: 2\ndevice: cpu\nspacing: t\n{extra}"
+        f"model: {model}\nwidth: 32\nheight: 32\nfps: 8\nsteps: 4\nbatch_size: 2\ndevice: cpu\nspacing: t\nchunk_frames: {CHUNK}\n{extra}{sound}"
         f"end: {{frame: {FRAMES}}}\nkeyframes:\n"
         "  - {frame: 0, prompt: a cat, seed: 1}\n"
         "  - {frame: 7, prompt: a dog at night, seed: 2}\n"
@@ -44,11 +52,35 @@ def write_timeline(folder: Path, model: Path, extra: str = "") -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir, tmp_path_factory):
-    """The single-process render every farm render must equal."""
+def reference(tiny_model_dir, drum_wav, tmp_path_factory):
+    """The single-process render (one streaming encoder, with audio) every farm render must equal."""
     folder = tmp_path_factory.mktemp("reference")
-    path = write_timeline(folder, tiny_model_dir)
+    path = write_timeline(folder, tiny_model_dir, audio=drum_wav[0])
     return path, render(path, folder / "walk.mp4", progress=False)
+
+
+def stream_facts(video: Path) -> tuple[int, list[str], bytes]:
+    """(frames, each frame's time, the AAC packets' bytes) of a video."""
+    err = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(video), "-map", "0:v", "-vf", "showinfo", "-f", "null", "-"],
+                         capture_output=True, text=True).stderr
+    audio = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-map", "0:a?", "-c", "copy", "-f", "adts", "-"],
+                           capture_output=True).stdout
+    return count_packets(video), re.findall(r"pts_time:([\d.]+)", err), audio
+
+
+def pixels(video: Path) -> np.ndarray:
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, 32, 32, 3).astype(np.float64)
+
+
+def assert_same_video(farm: Path, local: Path, frames: int = FRAMES) -> None:
+    """A farm's joined chunks against one process's streaming encoder: the same frames, times and audio, pixels within x264's tolerance."""
+    ours, theirs = stream_facts(farm), stream_facts(local)
+    assert ours[0] == theirs[0] == frames and len(ours[1]) == frames
+    assert ours[1] == theirs[1] and ours[2] == theirs[2]
+    a, b = pixels(farm), pixels(local)
+    mse = np.mean((a - b) ** 2)
+    assert a.shape == b.shape and (mse == 0 or 10 * np.log10(255**2 / mse) > 30) and np.abs(a - b).mean() < 4
 
 
 def frame_bytes(store) -> dict[str, bytes]:
@@ -61,7 +93,11 @@ def test_farm_render_equals_single_process(reference, tmp_path):
     farm = render(path, tmp_path / "walk.mp4", progress=False, executor="ray")
     assert (farm.frames_rendered, farm.frames_reused) == (FRAMES, 0)
     assert frame_bytes(farm.store) == frame_bytes(local.store) and len(frame_bytes(local.store)) == FRAMES
-    assert farm.video.read_bytes() == local.video.read_bytes()
+    # Encoded on the cluster in 4 chunks, joined here: the single-process frame count, times and audio.
+    assert_same_video(farm.video, local.video)
+    assert stream_facts(local.video)[2] and farm.farm["chunks"] | {"encode_s": 0, "folder": ""} == {
+        "chunks": 4, "chunk_frames": CHUNK, "encoded": 4, "reused": 0, "encode_s": 0, "retries": [], "folder": ""}
+    assert sorted(p.name for p in (tmp_path / "walk.chunks").iterdir())[0] == ".latentwalk-chunks"
     workers = json.loads(farm.manifest.read_text())["farm"]["workers"]
     # Work stealing: both workers took batches, and together they rendered every frame once.
     assert len(workers) == 2 and all(w["frames"] >= 2 and w["frames_per_s"] > 0 for w in workers)
@@ -74,7 +110,16 @@ def test_second_run_reuses_every_frame_and_resumes_what_is_missing(reference, tm
     # The farm's keys are the single-process keys: a farm render of a local store renders nothing.
     again = render(path, tmp_path / "again.mp4", progress=False, executor="ray", store_dir=local.store)
     assert (again.frames_rendered, again.frames_reused) == (0, FRAMES) and again.farm["workers"] == []
-    assert again.video.read_bytes() == local.video.read_bytes()
+    assert again.farm["chunks"]["encoded"] == 4  # from the stored frames, on the cluster
+    assert_same_video(again.video, local.video)
+    # Resuming re-encodes only the chunks that are not whole: one deleted, one cut short on disk.
+    chunks = sorted(Path(again.farm["chunks"]["folder"]).glob("*.mp4"))
+    assert len(chunks) == 4
+    chunks[0].unlink()
+    chunks[1].write_bytes(chunks[1].read_bytes()[:-200])
+    third = render(path, tmp_path / "third.mp4", progress=False, executor="ray", store_dir=local.store)
+    assert (third.farm["chunks"]["encoded"], third.farm["chunks"]["reused"]) == (2, 2)
+    assert third.video.read_bytes() == again.video.read_bytes()  # the same chunks, joined alike
     # A driver killed mid-render leaves part of the store: the re-run renders exactly the rest.
     store = tmp_path / "partial.frames"
     store.mkdir()
@@ -86,7 +131,7 @@ def test_second_run_reuses_every_frame_and_resumes_what_is_missing(reference, tm
     resumed = render(path, tmp_path / "resumed.mp4", progress=False, executor="ray", store_dir=store)
     assert (resumed.frames_rendered, resumed.frames_reused) == (FRAMES - 11, 11)
     assert frame_bytes(store) == frame_bytes(local.store)
-    assert resumed.video.read_bytes() == local.video.read_bytes()
+    assert_same_video(resumed.video, local.video)
 
 
 def kill_first_rendering_worker(stop: threading.Event, killed: list[int]) -> None:
@@ -123,7 +168,55 @@ def test_worker_killed_mid_batch_is_recovered(reference, tmp_path, capsys):
     # The lost batch was rendered again, and nothing differs from one process.
     assert farm.frames_rendered == FRAMES and sum(w["frames"] for w in farm.farm["workers"]) == FRAMES
     assert frame_bytes(farm.store) == frame_bytes(local.store)
-    assert farm.video.read_bytes() == local.video.read_bytes()
+    assert_same_video(farm.video, local.video)
+
+
+def test_encoder_killed_failed_or_truncated_mid_chunk_is_encoded_again(reference, tmp_path, monkeypatch, capsys):
+    path, local = reference
+    # Chunk 1's encoder SIGKILLs its own worker half-way through; chunk 2's comes back a frame
+    # short; chunk 0's ffmpeg exits non-zero. Each only on its first attempt.
+    monkeypatch.setenv(FAULT_ENV, "kill@1,truncate@2,fail@0")
+    farm = render(path, tmp_path / "walk.mp4", progress=True, executor="ray")
+    retries = {r["chunk"]: r["reason"] for r in farm.farm["chunks"]["retries"]}
+    assert sorted(retries) == [0, CHUNK, 2 * CHUNK] and farm.farm["chunks"]["encoded"] == 4
+    assert "died mid-chunk" in retries[CHUNK] and "ffmpeg failed" in retries[0] and "came back with 4 frames" in retries[2 * CHUNK]
+    err = capsys.readouterr().err
+    assert "encoding frames 5-9 again" in err and "encoding frames 10-14 again" in err and "encoding frames 0-4 again" in err
+    assert_same_video(farm.video, local.video)
+    assert frame_bytes(farm.store) == frame_bytes(local.store)
+
+
+def test_a_chunk_that_always_fails_or_a_worker_without_ffmpeg_keeps_the_earlier_video(reference, tmp_path, monkeypatch, capsys):
+    path, local = reference
+    out = tmp_path / "walk.mp4"
+    first = render(path, out, progress=False, executor="ray", store_dir=local.store, chunk_frames=8)
+    before = out.read_bytes()
+    # A chunk whose encode fails every time: retried, then one clear error (exit 2, no traceback).
+    monkeypatch.setenv(FAULT_ENV, "fail@1*")
+    args = ["render", str(path), "--out", str(out), "--store", str(local.store), "--ray", "--chunk-frames", "4", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the chunk of frames 4-7 failed 3 times" in err and "ffmpeg failed" in err and "Traceback" not in err
+    # A worker without ffmpeg: said at once, with what to install.
+    monkeypatch.setenv(FAULT_ENV, "noffmpeg@0*")
+    assert main(args[:-2] + ["6", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no ffmpeg on this machine" in err and "pip install imageio-ffmpeg" in err and "node" in err
+    assert out.read_bytes() == before and first.frames_rendered == 0
+    assert not list(tmp_path.glob(".walk.*"))  # no partial video or chunk list left
+
+
+def test_a_farm_that_starts_its_own_cluster_prints_only_latentwalk_lines(reference, tmp_path):
+    """No Ray banner (local instance, token authentication), worker log or coloured retry line in a farm render's stderr."""
+    path, local = reference
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "latentwalk.cli", "render", str(path), "--out", str(tmp_path / "walk.mp4"), "--store", str(local.store),
+           "--ray", "--ray-workers", "1"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith(("[latentwalk]", "latentwalk:")) for line in lines), lines
+    assert "\x1b[" not in run.stderr and "wrote" in run.stdout
 
 
 def test_configuration_errors_fail_before_work(reference, tmp_path, capsys):
@@ -216,7 +309,7 @@ def write_feedback_timeline(folder: Path, model: Path) -> Path:
     """
     path = folder / "fb.yaml"
     path.write_text(
-        f"mode: feedback\nmodel: {model}\nwidth: 32\nheight: 32\nfps: 8\nsteps: 2\nbatch_size: 2\ndevice: cpu\n"
+        f"mode: feedback\nmodel: {model}\nwidth: 32\nheight: 32\nfps: 8\nsteps: 2\nbatch_size: 2\ndevice: cpu\nchunk_frames: 4\n"
         "strength: 0.6\nzoom: 1.05\nangle: 2\ncadence: 2\ncoherence: {colour: 0.5, reference: keyframe}\n"
         f"end: {{frame: {FB_FRAMES}}}\nkeyframes:\n"
         "  - {frame: 0, prompt: a cat, seed: 1}\n"
@@ -257,7 +350,7 @@ def test_feedback_chains_render_one_per_worker_to_the_single_process_bytes(feedb
     assert sum(seeds == {1, 2} for seeds in local_seeds) >= 3
     # The store: the 12 video frames and frame 11's independent render (its colour reference).
     assert frame_bytes(farm.store) == frame_bytes(local.store) and len(frame_bytes(local.store)) == FB_FRAMES + 1
-    assert farm.video.read_bytes() == local.video.read_bytes()
+    assert_same_video(farm.video, local.video, FB_FRAMES)
     # One chain per worker, streamed back round by round: 4 diffused frames, their in-betweens with them.
     workers = farm.farm["workers"]
     assert sorted(w["frames"] for w in workers) == [FB_CHAIN, FB_CHAIN]
@@ -315,4 +408,4 @@ def test_worker_killed_mid_chain_resumes_the_chain_from_its_last_stored_frame(fe
     # killed worker's last round, a diffused frame and its in-between, may be stored but unreported.)
     assert FB_FRAMES - 2 <= sum(w["frames"] for w in farm.farm["workers"]) <= FB_FRAMES
     assert frame_bytes(farm.store) == frame_bytes(local.store)
-    assert farm.video.read_bytes() == local.video.read_bytes()
+    assert_same_video(farm.video, local.video, FB_FRAMES)

@@ -12,9 +12,16 @@ independent. The actor streams each round's keys back as it stores them (a Ray g
 actor lost mid-chain loses only the frames it had not stored, and the chain resumes on another
 actor from its last stored frame (chain keys cover a frame's whole past, so resuming is exact).
 
+The video is encoded where the frames are (latentwalk/chunks.py): as soon as every frame of a
+contiguous chunk of `chunk_frames` frames is stored, an encoder task on the cluster reads them
+from the store and encodes the chunk; the driver keeps each chunk in a chunk folder, joins them
+without re-encoding and muxes the audio once. A lost or failed encoder task is retried like a
+lost batch; a chunk that comes back short is encoded again.
+
 Ray is imported only here and only when a farm is used (`pip install latentwalk[ray]`).
 """
 
+import logging
 import os
 import queue
 import socket
@@ -81,11 +88,13 @@ class FarmReport:
     placement: Placement
     workers: list[WorkerStats] = field(default_factory=list)
     retries: list[dict] = field(default_factory=list)  # {"node", "pid", "frames", "reason"} per lost batch
+    chunks: dict | None = None  # chunked encoding: chunks, encoded, reused, encode seconds, join seconds, retries
 
     def as_dict(self) -> dict:
         p = self.placement
-        return {"address": p.address, "device_type": p.device_type, "cpu_threads": p.cpu_threads,
+        data = {"address": p.address, "device_type": p.device_type, "cpu_threads": p.cpu_threads,
                 "workers": [w.as_dict() for w in self.workers], "retries": self.retries}
+        return data | ({"chunks": self.chunks} if self.chunks is not None else {})
 
 
 # --- connecting ----------------------------------------------------------------------------------
@@ -116,13 +125,23 @@ def connect(address: str | None) -> bool:
     if ray.is_initialized():  # a caller (or a test) connected this process already: use that cluster
         return False
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+        # Ray's own lines stay out of the render's output: its banners ("Started a local Ray
+        # instance", the token-authentication notice) go to its logger, which says only errors;
+        # workers' stderr is not forwarded. Failures come back as exceptions and lost work as
+        # latentwalk's own retry lines.
+        quiet_ray_logs()
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         # Ray >= 2.59 authenticates with a token by default: a joining machine needs the cluster's.
         hint = "" if address is None else "; if the cluster uses token authentication, this machine needs its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
         raise UserError(f"ray_address: cannot join a Ray cluster at {address!r}: {first}{hint}") from None
     return True
+
+
+def quiet_ray_logs() -> None:
+    """Ray's Python loggers: errors only (Ray's CLI and a caller's own `ray.init` configure their own)."""
+    logging.getLogger("ray").setLevel(logging.ERROR)
 
 
 def place(settings: FarmSettings, device: str) -> Placement:
@@ -366,9 +385,7 @@ def run_batches(
             continue
         except RayTaskError as e:
             # 4. The worker raised (out of GPU memory, a full disk): the same batch would fail again.
-            cause = e.cause if getattr(e, "cause", None) is not None else e
-            first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-            raise RuntimeError(f"Ray worker on node {stats.node} (pid {stats.pid}) failed: {type(cause).__name__}: {first}") from None
+            raise_cause(e.cause if getattr(e, "cause", None) is not None else e, f"Ray worker on node {stats.node} (pid {stats.pid})")
         if b is None:  # a restarted worker, model loaded
             stats.node, stats.pid, _, error = done
             if error is None:
@@ -452,9 +469,7 @@ def run_chains(
             todo.appendleft(c)
             continue
         except RayTaskError as e:
-            cause = e.cause if getattr(e, "cause", None) is not None else e
-            first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-            raise RuntimeError(f"Ray worker on node {stats.node} (pid {stats.pid}) failed: {type(cause).__name__}: {first}") from None
+            raise_cause(e.cause if getattr(e, "cause", None) is not None else e, f"Ray worker on node {stats.node} (pid {stats.pid})")
         if c is None:  # a restarted worker, model loaded
             del in_flight[ready]
             stats.node, stats.pid, _, error = done
@@ -469,6 +484,146 @@ def run_chains(
         stats.busy_s += done.seconds
         arrived[c].update(done.keys)
         on_done(done)
+
+
+# --- chunked encoding: encoder tasks where the frames are ------------------------------------------
+
+
+def encode_chunk_task(store_root: str, keys: Sequence[str], settings, fault: str | None) -> tuple[str, int, bytes, float]:
+    """A Ray task: one chunk of the video from the store (chunks.encode_chunk); (node, pid, the chunk's bytes, seconds)."""
+    import ray
+
+    from latentwalk.chunks import encode_chunk
+
+    t0 = time.perf_counter()
+    data = encode_chunk(store_root, keys, settings, fault)
+    return ray.util.get_node_ip_address(), os.getpid(), data, time.perf_counter() - t0
+
+
+class ChunkEncoders:
+    """The video's chunks, each encoded by a task on the cluster once all its frames are stored.
+
+    `arrived(keys)` as frames are stored (it submits every chunk that is now complete and keeps
+    what finished); `finish()` waits for the rest and returns the chunk files in video order.
+    Chunks already in the folder (same keys, same settings) are reused. A task whose worker died,
+    or whose chunk failed or came back short, is submitted again (MAX_ATTEMPTS in all, then a clear
+    error); a worker without ffmpeg, a damaged stored frame or a full disk stop the render.
+    """
+
+    def __init__(self, store_root: str, settings, folder, video_keys: Sequence[str], waiting: set[str],
+                 report: FarmReport, log: Callable[[str], None], max_in_flight: int):
+        from latentwalk.chunks import FAULT_ENV, parse_faults, plan_chunks
+
+        self.store_root, self.settings, self.folder, self.report, self.log = store_root, settings, folder, report, log
+        self.chunks = plan_chunks(list(video_keys), settings.chunk_frames)
+        self.names = [settings.name(chunk) for chunk in self.chunks]
+        self.firsts = [i * settings.chunk_frames for i in range(len(self.chunks))]  # each chunk's first video frame
+        self.faults = parse_faults(os.environ.get(FAULT_ENV))
+        self.max_in_flight = max(1, max_in_flight)
+        # 1. Chunks kept by an earlier run are reused; the others wait for their frames.
+        self.done = [folder.has(name, len(chunk)) for name, chunk in zip(self.names, self.chunks)]
+        self.reused = sum(self.done)
+        self.pending = [set(chunk) & waiting if not done else set() for chunk, done in zip(self.chunks, self.done)]
+        self.chunks_of: dict[str, list[int]] = {}
+        for c, keys in enumerate(self.pending):
+            for key in keys:
+                self.chunks_of.setdefault(key, []).append(c)
+        self.ready = deque(c for c, keys in enumerate(self.pending) if not keys and not self.done[c])
+        self.in_flight: dict = {}  # object ref -> chunk index
+        self.attempts = [0] * len(self.chunks)
+        self.encode_s = 0.0
+        self.retries: list[dict] = []
+        self.task = None
+
+    def arrived(self, keys: Sequence[str]) -> None:
+        """Frames now stored: submit the chunks they complete, keep the chunks that are done."""
+        for key in keys:
+            for c in self.chunks_of.pop(key, ()):
+                self.pending[c].discard(key)
+                if not self.pending[c]:
+                    self.ready.append(c)
+        self.pump(block=False)
+
+    def finish(self) -> list:
+        """Wait for every chunk; the chunk files in video order."""
+        while not all(self.done):
+            if not self.ready and not self.in_flight:
+                missing = sum(len(p) for p in self.pending)
+                raise RuntimeError(f"{missing} frames of the video's chunks were never reported stored")
+            self.pump(block=True)
+        self.report.chunks = {"chunks": len(self.chunks), "chunk_frames": self.settings.chunk_frames, "encoded": len(self.chunks) - self.reused,
+                              "reused": self.reused, "encode_s": round(self.encode_s, 3), "retries": self.retries, "folder": str(self.folder.root)}
+        return [self.folder.path(name) for name in self.names]
+
+    def pump(self, block: bool) -> None:
+        """Submit ready chunks (at most `max_in_flight` at a time); collect the finished ones (wait for one when `block`)."""
+        import ray
+
+        while self.ready and len(self.in_flight) < self.max_in_flight:
+            self.submit(self.ready.popleft())
+        if not self.in_flight:
+            return
+        finished, _ = ray.wait(list(self.in_flight), num_returns=1 if block else len(self.in_flight), timeout=None if block else 0)
+        for ref in finished:
+            self.collect(ref)
+
+    def submit(self, c: int) -> None:
+        import ray
+
+        if self.task is None:
+            # No CPUs reserved: the frame workers hold them, and an encoder must run beside them as frames complete.
+            self.task = ray.remote(encode_chunk_task).options(num_cpus=0, max_retries=0)
+        self.attempts[c] += 1
+        kind, always = self.faults.get(c, (None, False))
+        fault = kind if always or self.attempts[c] == 1 else None
+        self.in_flight[self.task.remote(self.store_root, list(self.chunks[c]), self.settings, fault)] = c
+
+    def collect(self, ref) -> None:
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+
+        from latentwalk.chunks import ChunkError
+
+        c = self.in_flight.pop(ref)
+        first, last = self.firsts[c], self.firsts[c] + len(self.chunks[c]) - 1
+        try:
+            node, pid, data, seconds = ray.get(ref)
+            self.folder.save(self.names[c], data, len(self.chunks[c]))
+        except RayTaskError as e:
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            where = f"the chunk encoder on node {getattr(e, 'ip', None) or '?'} (pid {getattr(e, 'pid', None) or '?'})"
+            if not isinstance(cause, ChunkError) or type(cause).__name__ == "NoFFmpeg":
+                raise_cause(cause, where)
+            self.retry(c, first, last, f"{where} failed: {cause}")
+            return
+        except ChunkError as e:  # it came back short
+            self.retry(c, first, last, f"the chunk of frames {first}-{last} is not whole: {e}")
+            return
+        except RayError as e:  # the task's worker died (SIGKILL, the OOM killer, its node gone)
+            self.retry(c, first, last, f"a chunk encoder died mid-chunk ({type(e).__name__})")
+            return
+        self.encode_s += seconds
+        self.done[c] = True
+
+    def retry(self, c: int, first: int, last: int, reason: str) -> None:
+        from latentwalk.chunks import ChunkError
+
+        if self.attempts[c] >= MAX_ATTEMPTS:
+            raise ChunkError(f"the chunk of frames {first}-{last} failed {self.attempts[c]} times; last: {reason}; "
+                             "frames already stored are kept and the earlier video, if any, is untouched") from None
+        self.retries.append({"chunk": first, "frames": len(self.chunks[c]), "reason": reason})
+        self.log(f"latentwalk: {reason}; encoding frames {first}-{last} again")
+        self.ready.appendleft(c)
+
+
+def raise_cause(cause: BaseException, where: str) -> None:
+    """Raise a remote failure on the driver as what it means: a UserError or OSError (a full disk) as itself, with where."""
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if isinstance(cause, OSError):
+        raise OSError(cause.errno, f"{cause.strerror or first} (in {where})", cause.filename) from None
+    if isinstance(cause, UserError):
+        raise type(cause)(f"{where}: {first}") from None
+    raise RuntimeError(f"{where} failed: {type(cause).__name__}: {first}") from None
 
 
 class Farm:
@@ -582,6 +737,11 @@ class RayExecutor:
 
     def render_chains(self, chains, done: Done) -> None:
         self.farm.render_chains(chains.frames, chains.work, self.job.engine, self.job.fresh, self.arrived(done), self.job.log)
+
+    def chunk_encoders(self, video_keys: Sequence[str], waiting: set[str], settings, folder) -> ChunkEncoders:
+        """Encoder tasks for the video's chunks (chunks.ChunkSettings, chunks.ChunkFolder): see ChunkEncoders."""
+        workers = self.farm.placement.workers
+        return ChunkEncoders(self.farm.store_root, settings, folder, video_keys, waiting, self.farm.report, self.job.log, workers)
 
     def report(self) -> dict | None:
         return self.farm.report.as_dict()
