@@ -163,6 +163,8 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
         notes = timeline_note_variables(timeline, video_frames(timeline, beats, duration, bpm))
     # 4. The schedule.
     schedule = plan_frames(timeline, beats, bpm, duration, energy, {**(features or {}), **notes} or None)
+    # 5. The source video and control images reach the last frame.
+    check_inputs(timeline, schedule.n_frames)
     return replace(schedule, tracker=analysis.tracker, beat_notes=analysis.notes) if analysis is not None else schedule
 
 
@@ -248,7 +250,7 @@ def render_identity(
 
 
 # Settings whose errors are found when the model is read (family, device, dtype, adapters), after parsing.
-MODEL_FIELDS = ("model_config", "model", "device", "dtype", "cpu_offload", "vae", "loras", "embeddings")
+MODEL_FIELDS = ("model_config", "model", "device", "dtype", "cpu_offload", "vae", "loras", "embeddings", "controlnets")
 # A message's leading field: `vae:`, `loras[0]:`, `embeddings[1].token:` (format_path's form).
 FIELD_PREFIX = r"^([A-Za-z_]\w*)((?:\[\d+\]|\.[A-Za-z_]\w*)*):"
 
@@ -301,10 +303,41 @@ def schedule_inputs(timeline: Timeline, schedule: Plan) -> tuple[FrameInputs, ..
 
     settings = timeline.settings
     keyframes = [k.keyframe for k in schedule.keyframes]
-    return timeline_frames(
+    frames = timeline_frames(
         schedule.frames, keyframes, settings.negative_prompt, settings.steps, timeline.noise_shift_seed, settings.share_steps,
         pictures=keyframe_picture_keys(keyframes, settings.width, settings.height), keyframe_frames=[k.frame for k in schedule.keyframes],
     )
+    return video_and_controls(timeline, schedule, frames)
+
+
+def video_and_controls(timeline: Timeline, schedule: Plan, frames: tuple[FrameInputs, ...]) -> tuple[FrameInputs, ...]:
+    """The frames with their source video frame as init (at their strength) and their ControlNets."""
+    from latentwalk.control import with_inputs
+    from latentwalk.schedule import track_value
+
+    settings = timeline.settings
+    strength = lambda record: track_value(record, "strength")  # noqa: E731
+    return with_inputs(frames, schedule.frames, settings.video, settings.controlnets, schedule.fps, strength)
+
+
+def check_inputs(timeline: Timeline, n_frames: int) -> None:
+    """A source video or control images that end before the timeline's last frame: blamed on their field."""
+    from latentwalk.control import uncovered
+    from latentwalk.video_input import uncovered_frame
+
+    settings, fps = timeline.settings, timeline.settings.fps
+    video = settings.video
+    if video is not None and (f := uncovered_frame(video, n_frames, fps)) is not None:
+        field = "end" if "end" in timeline.raw else "video"
+        raise UserError(
+            f"{timeline.at(field)}: the timeline has {n_frames} frames ({n_frames / fps:.3f}s at {fps:g} fps), but the video clip "
+            f"{video.path!r} from {video.start:g}s is {video.clip_seconds:.3f}s ({video.info.n_frames} frames at {video.info.fps:g} fps): "
+            f"frame {f} ({f / fps:.3f}s) has no source frame; end the timeline sooner or use a longer clip"
+        )
+    for i, spec in enumerate(settings.controlnets):
+        reason = uncovered(spec, n_frames, fps)
+        if reason:
+            raise UserError(f"{timeline.at('controlnets', i, 'image' if spec.source == 'images' else 'video')}: {reason}")
 
 
 def keyed_frames(
@@ -394,13 +427,14 @@ def _render_shown(
         # `spacing: perceptual` segments; then the placed frames are keyed and looked up, once.
         probes = probe_images(runner, identity, store, frame_shape(settings), fresh, progress, settings.share_steps)
         placement = None
-        if timeline.mode == "travel":  # a range probes only its own segments, each placed as in the whole video
+        flow = settings.video is not None and settings.video.flow  # a chain, like feedback: nothing to place
+        if timeline.mode == "travel" and not flow:  # a range probes only its own segments, each placed as in the whole video
             placement = place(outside_range(schedule, *span) if span else schedule, inputs, probes, settings.share_steps, settings.placement_budget)
             schedule, inputs = replace(placement.schedule, keyframes=schedule.keyframes), placement.inputs
             clock.lap("placement_s")
         denoised = inputs if outline is None or timeline.mode == "feedback" else [inputs[f] for f in outline.anchors]
         frames = keyed_frames(identity, denoised, store, frame_shape(settings), fresh, probes.rendered)
-        chains = chain_plan(timeline, schedule, frames, store, fresh, outline) if timeline.mode == "feedback" else None
+        chains = chain_plan(timeline, schedule, frames, store, fresh, outline) if timeline.mode == "feedback" else flow_chains(timeline, frames, store, fresh)
         video_keys, missing_keys = (chains.work.keys, chains.missing_keys()) if chains else (frames.keys, {frames.key_of()[f] for f in frames.missing})
         fills = None
         if outline is not None:  # the output stage makes the frames between the denoised ones (interpolate.py)
@@ -653,7 +687,7 @@ def render_manifest(timeline, schedule, frames: FramePlan, chains, placement, st
     data["store"] = {"path": str(store.root), "frames_stored": usage.frames, "bytes": usage.bytes, "identity": to_jsonable(asdict(frames.identity))}
     data["mode"] = timeline.mode
     if chains is not None:
-        data["feedback"] = chains.manifest(timeline)
+        data["feedback" if timeline.mode == "feedback" else "video"] = chains.manifest(timeline)
     data["farm"] = farm_info
     if placement is not None:
         add_placement(data, placement, frame_measures(store, frames), schedule)
@@ -771,6 +805,16 @@ class ChainPlan:
         }
 
 
+def flow_chains(timeline: Timeline, frames: FramePlan, store: FrameStore, fresh: bool = False):
+    """A `video: {flow: true}` render's chain over the frames' own keys (videoflow.FlowPlan); None without flow."""
+    video = timeline.settings.video
+    if video is None or not video.flow:
+        return None
+    from latentwalk.videoflow import flow_plan
+
+    return flow_plan(frames.inputs, frames.keys, video.flow_blend, lambda key: not fresh and store.has(key, frames.shape))
+
+
 def chain_plan(
     timeline: Timeline, schedule: Plan, frames: FramePlan, store: FrameStore, fresh: bool = False, outline: "Outline | None" = None,
 ) -> ChainPlan:
@@ -841,7 +885,7 @@ def plan_data(schedule: Plan, timeline: Timeline) -> dict:
         ],
         "tracks": list(schedule.tracks),
         "frames": [frame_data(r, schedule.tracks) for r in schedule.frames],
-    } | pictures_data(schedule, timeline) | interpolation_data(schedule, timeline)
+    } | pictures_data(schedule, timeline) | inputs_data(schedule, timeline) | interpolation_data(schedule, timeline)
 
 
 def interpolation_data(schedule: Plan, timeline: Timeline) -> dict:
@@ -855,6 +899,13 @@ def interpolation_data(schedule: Plan, timeline: Timeline) -> dict:
     outline = timeline_outline(timeline, schedule)
     return data | {"interpolate": {"factor": spec.factor, "method": spec.method, "denoised_frames": list(outline.anchors),
                                    "interpolated_frames": outline.interpolated()}}
+
+
+def inputs_data(schedule: Plan, timeline: Timeline) -> dict:
+    """The source video and ControlNets, with the source frame or control image of every frame; {} without them."""
+    from latentwalk.control import plan_inputs
+
+    return plan_inputs(schedule, timeline.settings)
 
 
 def pictures_data(schedule: Plan, timeline: Timeline) -> dict:
@@ -900,6 +951,8 @@ def prune_store(
     frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size)
     if timeline.mode == "feedback":
         keep = chain_plan(timeline, schedule, frames, store).keep()
+    elif (flow := flow_chains(timeline, frames, store)) is not None:
+        keep = flow.keep()
     else:
         # Perceptual placement from the stored probes alone: a missing probe is an error, never a prune.
         stored = StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape)

@@ -306,6 +306,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print()
         return
     print(format_plan(schedule))
+    from latentwalk.control import plan_notes
+
+    for line in plan_notes(schedule, timeline.settings):  # video to video, ControlNets
+        print(f"\n{line}")
     from latentwalk.images import picture_notes
 
     notes = picture_notes(schedule, timeline.settings.width, timeline.settings.height)

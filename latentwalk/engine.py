@@ -23,13 +23,14 @@ import numpy as np
 import torch
 
 from latentwalk.backends import Backend, Cond
+from latentwalk.control import InputImages, control_cond
 from latentwalk.frames import FrameInputs, ImageSide
 from latentwalk.inversion import Inverted, invert
 from latentwalk.params import IMAGE_STRENGTH, MAX_SEED
 from latentwalk.interpolation import INTERPOLATORS, seed_noise, slerp_noise
 from latentwalk.prompts import parse_prompt
 from latentwalk.sampling import BatchInputs, denoise
-from latentwalk.schedulers import STEP_NOISE_SALT, uses_guidance
+from latentwalk.schedulers import STEP_NOISE_SALT, img2img_start, uses_guidance
 
 # `interpolation: blend`: the two prompts' noise predictions are blended instead of their embeddings.
 BLEND = "blend"
@@ -50,6 +51,9 @@ class EngineSettings:
     # Image keyframes' pictures at the frame size, by picture key (images.timeline_pictures): they
     # travel with the settings, so every executor (a Ray worker too) can invert them itself.
     pictures: dict[str, np.ndarray] = field(default_factory=dict, compare=False, hash=False)
+    # Video inits and control images by reference (control.InputImages): file paths by content hash,
+    # decoded where a batch needs them, so a Ray worker reads the same files itself.
+    images: "InputImages | None" = field(default=None, compare=False, hash=False)
 
 
 def image_key(image: np.ndarray) -> str:
@@ -59,8 +63,10 @@ def image_key(image: np.ndarray) -> str:
 
 def batch_class(frame: FrameInputs) -> tuple:
     """What the rows of one batch must share: the timestep schedule (and the step a shared frame
-    starts at) and the guidance mode."""
-    return (frame.steps, frame.strength, uses_guidance(frame.guidance), frame.share[2] if frame.share else 0)
+    starts at) and the guidance mode. img2img rows of different strengths that start at the same
+    step share a schedule (a beat-pulsed strength would otherwise split batches at every value)."""
+    start = None if frame.strength is None else img2img_start(frame.steps, frame.strength)
+    return (frame.steps, start, uses_guidance(frame.guidance), frame.share[2] if frame.share else 0)
 
 
 def plan_batches(frames: Sequence[FrameInputs], batch_size: int) -> list[list[FrameInputs]]:
@@ -308,7 +314,9 @@ def denoised_batches(
         padded = list(batch) + [batch[-1]] * (settings.batch_size - len(batch))
         if pictures is not None:
             pictures.need(padded)
-        inputs = batch_inputs(padded, conditioning, shape, settings.interpolation, init_latents, pictures)
+        own = source_latents(backend, padded, settings.images, init_latents)  # this batch's video inits
+        inputs = batch_inputs(padded, conditioning, shape, settings.interpolation, init_latents | own if own else init_latents, pictures)
+        inputs = with_controls(backend, padded, inputs, settings)
         backend.set_rows(padded)  # per-row quantities inside the model: LoRA weights
         first = batch[0]
         latents = denoise(
@@ -342,6 +350,27 @@ def denoised_batches(
             ready = torch.cuda.Event()
             ready.record()
         yield Denoised(batch, latents, ready)
+
+
+def source_latents(backend: Backend, rows: Sequence[FrameInputs], images: "InputImages | None", known: dict) -> dict[str, torch.Tensor]:
+    """Latents of the rows' video inits that `known` lacks, each image encoded alone (as every init is)."""
+    if images is None:
+        return {}
+    refs = dict.fromkeys(r.init for r in rows if r.init is not None and r.init not in known)
+    return {ref: backend.encode_images(np.array(images.load(ref))[None]) for ref in refs}
+
+
+def with_controls(backend: Backend, rows: Sequence[FrameInputs], inputs: BatchInputs, settings: EngineSettings) -> BatchInputs:
+    """The batch with its rows' control images and weights in every conditioning part (control.control_cond)."""
+    if not backend.controlnets or not any(r.controls for r in rows):
+        return inputs
+    entries = control_cond(rows, list(backend.controlnets), settings.images, (settings.height, settings.width))
+    if not entries:
+        return inputs
+    return replace(
+        inputs, cond=inputs.cond | entries, uncond=inputs.uncond | entries,
+        cond_b=None if inputs.cond_b is None else inputs.cond_b | entries,
+    )
 
 
 def decode_denoised(backend: Backend, item: Denoised) -> np.ndarray:

@@ -89,6 +89,9 @@ class FrameInputs:
     # seed noise; how far each picture is re-imagined is the "image_strength" param.
     image_a: ImageSide | None = None
     image_b: ImageSide | None = None
+    # ControlNets acting on this frame (control.py), in the order listed; one at weight 0 is left
+    # out, so a frame without any is keyed as before ControlNets existed.
+    controls: tuple["ControlInput", ...] = ()
 
     def param(self, name: str, default: float = 0.0) -> float:
         return dict(self.params).get(name, default)
@@ -109,6 +112,18 @@ class FrameInputs:
         """A shared frame's two source frames and its slerp weight between their latents."""
         t0, t1, _ = self.share
         return self.along_path(t0), self.along_path(t1), (self.t - t0) / (t1 - t0)
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """One ControlNet on one frame: which weights, which control image, how strongly and over which steps."""
+
+    name: str  # the ControlNet's name in the timeline
+    model: str  # fingerprint of its folder (modelspec.file_fingerprint)
+    image: str  # the control image's reference: file hash, frame, preprocessing (control.image_ref)
+    weight: float  # scale of its residuals
+    start: float  # fraction of the noise schedule where it starts acting
+    end: float  # and where it stops
 
 
 def canonical(frame: FrameInputs) -> FrameInputs:
@@ -133,6 +148,8 @@ def frame_key(identity: RenderIdentity, inputs: FrameInputs) -> str:
     for side in ("image_a", "image_b"):  # frames without pictures keep the keys they had before image keyframes
         if frame[side] is None:
             del frame[side]
+    if not frame["controls"]:  # frames without ControlNets keep the keys they had before them
+        del frame["controls"]
     payload = {"version": KEY_VERSION, "render": asdict(identity), "frame": frame}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

@@ -50,6 +50,7 @@ class ModelSpec:
     vae: str | None = None  # a diffusers VAE folder replacing the model's (e.g. an fp16-safe SDXL VAE)
     loras: tuple[LoraSpec, ...] = ()  # applied in this order, weights per frame (see backends.adapters)
     embeddings: tuple[EmbeddingSpec, ...] = ()  # textual-inversion tokens added to the tokenizers
+    controlnets: tuple = ()  # control.ControlSpec each, loaded beside the UNet (control.load_controlnets)
 
 
 def is_checkpoint(source: str) -> bool:

@@ -295,6 +295,11 @@ def lora_params(loras: tuple[LoraSpec, ...], a: Keyframe, b: Keyframe, t: float)
     return tuple(sorted((lora_param(lora.name), travel(weight(a, lora), weight(b, lora), t)) for lora in loras))
 
 
+def control_params(specs, a: Keyframe, b: Keyframe, t: float) -> tuple[tuple[str, float], ...]:
+    """("control:<name>", weight) of every ControlNet (control.ControlSpec), travelling from keyframe a's weight to b's."""
+    return tuple((spec.param(), travel(dict(a.controls).get(spec.name, spec.weight), dict(b.controls).get(spec.name, spec.weight), t)) for spec in specs)
+
+
 def plan_frames(
     timeline: Timeline,
     beats: np.ndarray,
@@ -366,11 +371,12 @@ def plan_frames(
                     sorted(
                         tuple((n, float(values[n][f])) for n in params if values[n][f] != TRACK_DEFAULTS[n])
                         + lora_params(timeline.settings.loras, a.keyframe, b.keyframe, float(t[f]))
+                        + control_params(timeline.settings.controlnets, a.keyframe, b.keyframe, float(t[f]))
                     )
                 ),
             )
         )
-    lora_tracks = tuple(lora_param(lora.name) for lora in timeline.settings.loras)
+    lora_tracks = tuple(lora_param(lora.name) for lora in timeline.settings.loras) + tuple(c.param() for c in timeline.settings.controlnets)
     return Plan(fps, n_frames, n_frames / fps, bpm, beats, keys, tuple(records), tuple(sorted(used)) + lora_tracks, loop=loop)
 
 

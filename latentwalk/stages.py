@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def model_spec(settings: RenderSettings) -> ModelSpec:
-    return ModelSpec(settings.model, settings.model_config, settings.vae, settings.loras, settings.embeddings)
+    return ModelSpec(settings.model, settings.model_config, settings.vae, settings.loras, settings.embeddings, settings.controlnets)
 
 
 def model_options(settings: RenderSettings, device_type: str) -> "ModelOptions":
@@ -32,6 +32,13 @@ def model_options(settings: RenderSettings, device_type: str) -> "ModelOptions":
     )
 
 
+def input_images(settings: RenderSettings):
+    """The video inits and control images the frames name (control.InputImages), or None."""
+    from latentwalk.control import input_images as images
+
+    return images(settings.width, settings.height, settings.video, settings.controlnets)
+
+
 def engine_settings(settings: RenderSettings, batch_size: int | None = None) -> "EngineSettings":
     from latentwalk.engine import EngineSettings
 
@@ -42,4 +49,5 @@ def engine_settings(settings: RenderSettings, batch_size: int | None = None) -> 
         timestep_spacing=settings.timestep_spacing,
         interpolation=settings.interpolation,
         batch_size=batch_size or settings.batch_size,
+        images=input_images(settings),
     )

@@ -23,6 +23,7 @@ from latentwalk.device import DEVICE_NAMES, DTYPE_NAMES
 from latentwalk.params import CAMERA_BORDERS, CAMERA_TRACKS, DEFAULT_FOV, DEFAULT_LORA_WEIGHT, MAX_SEED, MAX_SHARPEN, TRACK_BOUNDS, TRACK_DEFAULTS
 from latentwalk.schedulers import SCHEDULERS, SHARE_AUTO_SCHEDULERS, TIMESTEP_SPACINGS
 from latentwalk.tracks import Track, parse_expression
+from latentwalk import control, video_input
 
 UNITS = ("time", "beat", "bar", "frame")
 EASING_NAMES = ("linear", "smoothstep", "cosine", "cubic_in", "cubic_out", "cubic_in_out", "hold")
@@ -118,6 +119,10 @@ class Keyframe:
     # An image keyframe's picture (resolved path, checked when read; docs/pictures.md): its frame
     # is the picture, and the travel to and from it passes through the picture's inverted noise.
     image: str | None = None
+    # ControlNet weights set at this keyframe, (name, weight) in the order written; each travels to
+    # the next keyframe's like a LoRA weight (docs/video-and-control.md).
+    controls: tuple[tuple[str, float], ...] = ()
+
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,11 @@ class RenderSettings:
     # `share_steps`; 0: every frame from its own noise). See frames.FrameInputs.share.
     share_steps: int = 0
     placement_budget: int = 32  # probe frames per perceptual segment, at most (placement.BUDGET)
+    # Video to video and ControlNets (docs/video-and-control.md): the source clip every frame starts
+    # from, and the ControlNets beside the UNet with their control images.
+    video: "video_input.VideoSpec | None" = None
+    controlnets: tuple["control.ControlSpec", ...] = ()
+
 
 
 @dataclass(frozen=True)
@@ -291,6 +301,12 @@ KEYFRAME_KEYS = set(UNITS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | {"pro
 # inverted and which the travel moves from (docs/pictures.md).
 IMAGE_PROMPT = ""
 # What a lyrics override may set: a keyframe without its position.
+# Video to video and ControlNets (docs/video-and-control.md).
+TOP_KEYS |= {"video", "controlnets"}
+AUDIO_KEYS |= {"from_video"}
+KEYFRAME_KEYS |= {"controlnet_weights"}
+VIDEO_KEYS = video_input.VIDEO_KEYS
+CONTROLNET_KEYS = control.CONTROL_KEYS
 LYRIC_OVERRIDE_KEYS = KEYFRAME_KEYS - set(UNITS)
 LORA_KEYS = {"path", "weight", "name"}
 EMBEDDING_KEYS = {"path", "token"}
@@ -492,14 +508,18 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     """Parse YAML text into a validated Timeline (no audio or model access)."""
     data, reader = read_yaml(text, source, TOP_KEYS)
 
-    settings = parse_settings(reader, data, base_dir=base_dir)
-    audio = _parse_audio(reader, data["audio"], base_dir or Path(".")) if data.get("audio") is not None else None
+    video = video_input.parse_video(reader, data["video"], base_dir or Path(".")) if data.get("video") is not None else None
+    given = data if video is None else _video_defaults(reader, data, video)  # fps: video, audio: {from_video: true}
+    settings = parse_settings(reader, given, base_dir=base_dir)
+    audio = _parse_audio(reader, given["audio"], base_dir or Path(".")) if given.get("audio") is not None else None
     segment_defaults = {k: data.get(k, v) for k, v in SEGMENT_DEFAULTS.items()}
     base = base_dir or Path(".")
     lora_names = {lora.name for lora in settings.loras}
     lyrics = _parse_lyrics(reader, data, segment_defaults, audio, base, lora_names) if data.get("lyrics") is not None else ()
     keyframes = _parse_keyframes(reader, data.get("keyframes"), segment_defaults, optional=bool(lyrics), lora_names=lora_names, base_dir=base)
     end = _parse_end(reader, data.get("end", "audio"))
+    if end is None and video is not None and (audio is None or audio.path is None):  # silent: as long as the clip
+        end = Position("time", video.clip_seconds)
     if end is None and (audio is None or audio.path is None):
         raise reader.fail(("end",), "required when the timeline has no audio file (e.g. end: {time: 10})")
     tracks = tuple((name, reader.named_track(name, data.get(name, default), (name,))) for name, default in sorted(TRACK_DEFAULTS.items()))
@@ -523,7 +543,7 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
         output=output, loop=loop, lines=reader.lines,
     )
     _check_audio_variables(timeline)
-    return timeline
+    return _with_inputs(reader, timeline, video, base) if video is not None or data.get("controlnets") is not None else timeline
 
 
 def track_expressions(value: Any):
@@ -613,12 +633,66 @@ def _parse_feedback(r: FieldReader, data: dict) -> FeedbackSettings:
     )
 
 
+def _video_defaults(r: FieldReader, data: dict, video: "video_input.VideoSpec") -> dict:
+    """The YAML with `fps: video` as the source's rate and `audio: {from_video: true}` as the video's own
+    sound track over the same clip (start and end default to the video's)."""
+    given = dict(data)
+    if data.get("fps") == "video":
+        given["fps"] = video.info.fps
+    audio = data.get("audio")
+    if isinstance(audio, dict) and audio.get("from_video") is not None:
+        if r.flag(audio["from_video"], ("audio", "from_video")):
+            if audio.get("path") is not None:
+                raise r.fail(("audio", "path"), "give a path or from_video: true, not both")
+            clip = {"start": video.start, "end": video.end if video.end is not None else video.info.duration}  # the picture's length
+            given["audio"] = clip | {k: v for k, v in audio.items() if k != "from_video"} | {"path": video.path}
+        else:
+            given["audio"] = {k: v for k, v in audio.items() if k != "from_video"}
+    return given
+
+
+def _with_inputs(r: FieldReader, timeline: Timeline, video: "video_input.VideoSpec | None", base_dir: Path) -> Timeline:
+    """The timeline with its video and ControlNets, checked against the model and the keyframes.
+
+    Each frame has its own source frame or control image, so a frame between perceptual probes
+    could not start from theirs: segments are spaced in t, and no steps are shared.
+    """
+    data = timeline.raw
+    specs = control.parse_controlnets(r, data.get("controlnets"), base_dir, video)
+    from latentwalk.device import resolve_model
+
+    control.check_families(r, specs, resolve_model(timeline.settings.model))
+    if timeline.mode == "feedback":
+        key = "video" if video is not None else "controlnets"
+        raise r.fail((key,), "not yet with mode: feedback (each frame is img2img of the one before); use mode: travel")
+    names = {s.name for s in specs}
+    for i, keyframe in enumerate(timeline.keyframes + timeline.lyrics):
+        for name, _ in keyframe.controls:
+            if name not in names:
+                path = ("keyframes", i, "controlnet_weights", name) if i < len(timeline.keyframes) else ("lyrics_overrides",)
+                raise r.fail(path, f"no ControlNet named {name!r}" + (f"; listed: {', '.join(sorted(names))}" if names else "; list them under controlnets: first"))
+    for i, item in enumerate([data] + list(data.get("keyframes") or [])):
+        if isinstance(item, dict) and item.get("spacing") == "perceptual":
+            raise r.fail(("spacing",) if i == 0 else ("keyframes", i - 1, "spacing"), "not with a video: or controlnets: (each frame has its own input picture); use spacing: t")
+    if video is not None and video.flow:
+        if timeline.settings.executor != "local":
+            raise r.fail(("video", "flow"), "not yet with executor: ray (a flow chain renders frame after frame in one process)")
+        if timeline.output.interpolate is not None:
+            raise r.fail(("video", "flow"), "not with output.interpolate: every frame of a flow chain follows the one before")
+    spaced = lambda keyframes: tuple(replace(k, spacing="t") for k in keyframes)  # noqa: E731
+    settings = replace(timeline.settings, video=video, controlnets=specs, share_steps=0)
+    if video is not None and video.flow and "batch_size" not in data:  # a chain's frames are sequential: no padded rows
+        settings = replace(settings, batch_size=1)
+    return replace(timeline, settings=settings, keyframes=spaced(timeline.keyframes), lyrics=spaced(timeline.lyrics))
+
+
 def _check_travel(r: FieldReader, data: dict) -> None:
     """Feedback keys in a travel timeline would be silently ignored: name the first."""
-    for key in sorted(FEEDBACK_KEYS & set(data)):
-        raise r.fail((key,), "only used with mode: feedback")
+    inputs = {"strength"} if data.get("video") is not None else set()  # video to video: img2img strength
+    for key in sorted((FEEDBACK_KEYS - inputs) & set(data)):
+        raise r.fail((key,), "only used with mode: feedback" + (" (or with a video:)" if key == "strength" else ""))
     for i, item in enumerate(data.get("keyframes") or []):
-        for key in sorted((FEEDBACK_KEYS | {"cut"}) & set(item)):
+        for key in sorted(((FEEDBACK_KEYS - inputs) | {"cut"}) & set(item)):
             raise r.fail(("keyframes", i, key), "only used with mode: feedback")
 
 
@@ -1041,6 +1115,7 @@ def _parse_keyframe(
         loras=_keyframe_loras(r, item.get("loras"), path + ("loras",), lora_names),
         cut=r.flag(item.get("cut", False), path + ("cut",)),
         image=image,
+        controls=control.keyframe_weights(r, item.get("controlnet_weights"), path + ("controlnet_weights",)),
         **extra,
     )
 

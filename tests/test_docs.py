@@ -168,6 +168,8 @@ TIMELINE_SETS = {
     "coherence": COHERENCE_KEYS,
     "output": timeline.OUTPUT_KEYS,
     "interpolate": timeline.INTERPOLATE_KEYS,
+    "video": timeline.VIDEO_KEYS,
+    "controlnet": timeline.CONTROLNET_KEYS,
 }
 SWEEP_SETS = {"axis": sweep.AXIS_KEYS, "seeds": sweep.SEEDS_KEYS}
 
@@ -391,6 +393,7 @@ def make_stand_ins(data: dict, folder: Path, wav: Path) -> None:
         touch(audio_spec["beats"]).write_text("".join(f"{0.5 * k}\n" for k in range(32)))
     for stem in (audio_spec.get("stems") or {}).values():
         shutil.copy(wav, touch(stem))
+    write_stand_in_inputs(data, touch, wav)
     if data.get("init_image"):
         import imageio.v3 as iio
 
@@ -400,6 +403,36 @@ def make_stand_ins(data: dict, folder: Path, wav: Path) -> None:
             from PIL import Image
 
             Image.fromarray(np.full((16, 16, 3), 128, dtype=np.uint8)).save(touch(item["image"]))
+
+
+def write_stand_in_inputs(data: dict, touch, wav: Path) -> None:
+    """Stand-ins for `video:` (an 8 s clip at 12 fps with the soundtrack) and `controlnets:` (a ControlNet
+    folder whose config fits the embedded model, its pictures, folders of 64 pictures, or a clip)."""
+    import imageio.v3 as iio
+
+    from latentwalk.control import FAMILY_FIELDS, PICTURE_SUFFIXES
+    from latentwalk.toy import MODEL_DIR
+
+    def clip(path: Path) -> None:
+        from test_video_input import clip_frames, write_clip
+
+        write_clip(path, clip_frames(96, 16, 16), 12, audio=wav)
+
+    video = data.get("video")
+    video = video if isinstance(video, str) else video.get("path") if isinstance(video, dict) else None
+    if video:
+        clip(touch(video))
+    unet = json.loads((MODEL_DIR / "unet" / "config.json").read_text())
+    for item in data.get("controlnets") or []:
+        config = {"_class_name": "ControlNetModel"} | {k: unet.get(k) for k in FAMILY_FIELDS}
+        touch(f"{item['path']}/config.json").write_text(json.dumps(config))
+        if item.get("video"):
+            clip(touch(item["video"]))
+        elif item.get("image") and Path(item["image"]).suffix.lower() in PICTURE_SUFFIXES:
+            iio.imwrite(touch(item["image"]), np.full((16, 16, 3), 128, dtype=np.uint8))
+        elif item.get("image"):
+            for k in range(64):
+                iio.imwrite(touch(f"{item['image']}/{k:04d}.png"), np.full((8, 8, 3), 4 * k, dtype=np.uint8))
 
 
 def write_stand_in_midi(path: Path) -> None:
@@ -635,6 +668,8 @@ def command_folder(tmp_path_factory, demo_wav) -> Path:
     for path in CONFIGS.glob("*.yaml"):
         (work / "configs" / path.name).write_text(yaml.safe_dump(small(yaml.safe_load(path.read_text())), sort_keys=False))
     shutil.copy(CONFIGS / "demo.lrc", work / "configs")
+    for folder in (p for p in CONFIGS.iterdir() if p.is_dir()):  # the shipped inputs of configs (video/clip.mp4, ...)
+        shutil.copytree(folder, work / "configs" / folder.name, dirs_exist_ok=True)
     shutil.copy(demo_wav, work / "configs" / "demo.wav")
     shutil.copy(demo_wav, work / "song.wav")
     write_stand_in_midi(work / "song.mid")

@@ -171,6 +171,10 @@ def load_backend(spec: ModelSpec, device: str = "auto", dtype: str = "auto", opt
     # 4. Place it on the device with the options applied.
     backend = family(pipe, source, torch_device, torch_dtype, options)
     backend.loras = loras
+    if spec.controlnets:  # beside the UNet, on its device and dtype; family checked against its config
+        from latentwalk.control import load_controlnets
+
+        backend.controlnets = load_controlnets(spec.controlnets, dict(pipe.unet.config), torch_device, torch_dtype)
     backend.unet = apply_options(pipe, torch_device, torch_dtype, options)
     return backend
 

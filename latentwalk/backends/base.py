@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import numpy as np
 import torch
 
+from latentwalk.control import residuals, split_cond
 from latentwalk.frames import FrameInputs
 from latentwalk.params import LORA_PARAM
 from latentwalk.prompts import PromptExpr
@@ -20,6 +21,7 @@ from latentwalk.sampling import Cond
 
 if TYPE_CHECKING:
     from latentwalk.backends.adapters import LoraRows
+    from latentwalk.control import ControlUnit
 
 
 
@@ -60,6 +62,7 @@ class Backend:
         self.scheduler_config = dict(pipe.scheduler.config)
         self.unet_calls = 0  # UNet forward passes so far (a batch with CFG counts once)
         self.loras: "LoraRows | None" = None  # set by load_backend when the timeline has LoRAs
+        self.controlnets: "dict[str, ControlUnit] | None" = None  # set by load_backend: name → ControlNet
 
     # --- shapes --------------------------------------------------------------------------------
 
@@ -97,8 +100,16 @@ class Backend:
     def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, width: int, height: int) -> torch.Tensor:
         """The denoiser's output (noise, or v for v-prediction models) for a batch, in float32."""
         self.unet_calls += 1
-        batch = {name: tensor.to(self.device, self.dtype) for name, tensor in cond.items()}
-        out = self.unet(x.to(self.dtype), t, **self.unet_kwargs(batch, width, height))
+        text, controls = split_cond(cond)
+        batch = {name: tensor.to(self.device, self.dtype) for name, tensor in text.items()}
+        kwargs = self.unet_kwargs(batch, width, height)
+        if controls and self.controlnets:
+            # The fraction of the noise schedule behind this step (see control.py).
+            progress = 1.0 - float(t) / self.scheduler_config.get("num_train_timesteps", 1000)
+            down, mid = residuals(self.controlnets, controls, x.to(self.dtype), t, kwargs, progress)
+            if down is not None:
+                kwargs = kwargs | {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        out = self.unet(x.to(self.dtype), t, **kwargs)
         return out.sample.float()
 
     @torch.no_grad()

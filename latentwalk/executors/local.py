@@ -47,7 +47,10 @@ class LocalExecutor:
         """Chains side by side in one batch; a frame stored earlier in this run (or before, unless fresh) is read back."""
         from latentwalk.feedback import engine_fns, render_feedback
         from latentwalk.store import open_store
+        from latentwalk.videoflow import FlowPlan
 
+        if isinstance(chains, FlowPlan):  # video flow: one chain, frame after frame
+            return self.render_flow(chains, done)
         store = open_store(self.job.store_root)
         shape = (self.job.engine.height, self.job.engine.width, 3)
         first_fn, img2img_fn = engine_fns(self.backend, chains.frames, self.job.engine)
@@ -64,6 +67,24 @@ class LocalExecutor:
             chains.frames, img2img_fn, first_fn, lambda key: store.load(key, shape) if stored(key) else None, save,
             batch_size=self.job.engine.batch_size, stored=stored,
         )
+
+    def render_flow(self, plan, done: Done) -> None:
+        """A video flow chain's missing frames (videoflow.render_flow), each predecessor as stored or just made."""
+        from latentwalk.store import open_store
+        from latentwalk.videoflow import engine_render, render_flow
+
+        store = open_store(self.job.store_root)
+        shape = (self.job.engine.height, self.job.engine.width, 3)
+        made: set[str] = set()
+
+        def load(key: str) -> np.ndarray | None:
+            return store.load(key, shape) if (key in made or not self.job.fresh) and store.has(key, shape) else None
+
+        def save(key: str, image: np.ndarray) -> None:
+            done([key], image[None])
+            made.add(key)
+
+        render_flow(plan, self.job.engine.images, engine_render(self.backend, self.job.engine), load, save)
 
     def report(self) -> dict | None:
         return None
