@@ -948,9 +948,11 @@ def prune_store(
     from latentwalk.placement import StoredImages
 
     schedule = plan(timeline)
+    outline = interpolation_outline(timeline, schedule, None)  # output.interpolate: its in-betweens are kept too
     frames = frame_plan(timeline, schedule, store, device=device, batch_size=batch_size)
     if timeline.mode == "feedback":
-        keep = chain_plan(timeline, schedule, frames, store).keep()
+        chains = chain_plan(timeline, schedule, frames, store, outline=outline)
+        keep = chains.keep()
     elif (flow := flow_chains(timeline, frames, store)) is not None:
         keep = flow.keep()
     else:
@@ -958,6 +960,11 @@ def prune_store(
         stored = StoredImages(store, lambda f: frame_key(frames.identity, f), frames.shape)
         placement = place(schedule, frames.inputs, stored, timeline.settings.share_steps, timeline.settings.placement_budget)
         keep = [frame_key(frames.identity, f) for f in placement.inputs] + [frame_key(frames.identity, p) for p in placement.probes]
+    if outline is not None:
+        from latentwalk.interpolate import method_id, video_fills
+
+        video = chains.work.keys if timeline.mode == "feedback" else keep[: schedule.n_frames]
+        keep = list(keep) + list(video_fills(outline, [video[f] for f in outline.anchors], method_id(timeline.output.interpolate))[0])
     if store.state() not in ("store", "legacy"):
         return store, store.prune(keep)  # refuses, naming why
     with store.lock():

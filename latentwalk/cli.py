@@ -315,6 +315,15 @@ def cmd_plan(args: argparse.Namespace) -> None:
     notes = picture_notes(schedule, timeline.settings.width, timeline.settings.height)
     if notes:
         print("\n" + "\n".join(notes))
+    from latentwalk.api import interpolation_data
+
+    stages = interpolation_data(schedule, timeline)  # checks output.interpolate against the plan, like a render
+    if "interpolate" in stages:
+        stage = stages["interpolate"]
+        print(f"\nnote: output.interpolate denoises {len(stage['denoised_frames'])} of {schedule.n_frames} frames (every keyframe's, "
+              f"at most {stage['factor']} apart); the {stage['interpolated_frames']} between are interpolated ({stage['method']})")
+    if stages.get("loop"):
+        print("\nnote: loop: the last keyframe travels back to the first, so the last frame leads into frame 0")
     perceptual = [k.index for k in schedule.keyframes[:-1] if k.keyframe.spacing == "perceptual"]
     if perceptual:
         print(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import WALK_FRAMES, walk_timeline
-from latentwalk.api import plan, plan_data, render
+from latentwalk.api import plan, plan_data, prune_store, render
 from latentwalk.encode import probe
 from latentwalk.errors import UserError
 from latentwalk.interpolate import ffmpeg_flow, opencv_flow, outline, timeline_outline
@@ -159,6 +159,8 @@ def test_interpolated_video_has_the_plans_frames_and_its_denoised_ones_are_bit_i
 
 def test_resumed_interpolated_render_denoises_and_interpolates_nothing(walk):
     root, _ = walk
+    _, pruned = prune_store(root / "lat.yaml", store_dir=root / "lat.store")  # keeps the in-betweens with their anchors
+    assert pruned.frames == 0
     result = run_cli("render", "lat.yaml", "--out", "again.mp4", "--store", "lat.store", "--frames", "again-frames", cwd=root)
     assert result.returncode == 0, result.stderr
     data = json.loads((root / "again.json").read_text())["store"]
