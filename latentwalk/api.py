@@ -184,6 +184,7 @@ class RenderResult:
     store: Path | str | None = None  # a folder, or a URL (s3://...) for a store through fsspec
     farm: dict | None = None  # with executor ray: workers, their throughput, and batches retried
     probes_rendered: int = 0  # of frames_rendered, those denoised as probes of perceptual placement
+    upscale: dict | None = None  # output.upscale: its settings, size and frames made and reused (UpscalePlan.manifest)
 
 
 def default_output(timeline: Timeline) -> Path:
@@ -404,6 +405,7 @@ def _render_shown(
     if chunk_frames is not None and chunk_frames < 0:
         raise UserError(f"--chunk-frames: must be 0 (encode on this machine) or more, got {chunk_frames}")
     name = executor_name(timeline, executor, ray_address, ray_workers)
+    upscaler = check_upscale(timeline, name, device)  # a super-resolution model read and checked now, or None
     progress.stage("audio analysis" if timeline.audio is not None and timeline.audio.path is not None else "plan")
     schedule, span = overridden_plan(timeline, overrides)  # span: the range's video frames (first, stop), or None
     outline = interpolation_outline(timeline, schedule, span)  # output.interpolate: the frames to denoise, or None
@@ -411,6 +413,9 @@ def _render_shown(
 
     # 2. The store, and the executor that denoises what it lacks: where frames are made names their keys.
     store = open_store(store_dir if store_dir is not None else default_store(out))
+    from latentwalk.videometa import video_tags
+
+    tags = video_tags(timeline, overrides, store.root, batch_size or settings.batch_size, device or settings.device)
     job = render_job(timeline, store, device, batch_size, fresh, overlap, ray_address, ray_workers, progress.note)
     with blamed_on_field(timeline):  # a device the machine lacks, a cluster that is not there
         runner = EXECUTORS[name](job)
@@ -453,9 +458,17 @@ def _render_shown(
         if probes.rendered:  # the probes started the model: its load is not placement's time
             clock.timings["placement_s"] -= runner.load_s
         clock.timings["load_model_s"] = runner.load_s
-        damaged = stream_video(timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview,
-                               chunking, fills=fills, job=job)
+        upscale = timeline.output.upscale
+        damaged = stream_video(
+            timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, None if upscale else frames_dir, progress,
+            None if upscale else preview, None if upscale else chunking, fills=fills, job=job, tags=tags, encode=upscale is None,
+        )
         clock.lap("render_s")
+        up = None
+        if upscale is not None:  # 4b. The stored frames made larger (stored too), into the video
+            inputs_of = inputs[span[0] : span[1]] if span else inputs  # each video frame's own inputs, interpolated ones too
+            up = upscale_video(timeline, schedule, out, identity, video_keys, inputs_of, runner, upscaler, store, fresh, frames_dir, progress, preview, tags)
+            clock.lap("upscale_s")
         farm_info, model = runner.report(), runner.model_info(identity)
     finally:
         runner.close()
@@ -480,8 +493,61 @@ def _render_shown(
                       "pruned_frames": pruned.frames if pruned else 0}
     if overrides is not None:
         data["overrides"] = overrides.manifest(span)
+    if up is not None:
+        data["upscale"] = up.manifest()
     written = manifest.write(out.with_suffix(".json"), data)
-    return RenderResult(out, written, schedule, clock.timings, reused, rendered, store.root, farm_info, len(probes.rendered))
+    return RenderResult(
+        out, written, schedule, clock.timings, reused, rendered, store.root, farm_info, len(probes.rendered), up.manifest() if up else None
+    )
+
+
+def check_upscale(timeline: Timeline, executor: str, device: str | None):
+    """`output.upscale` checked before any diffusion model loads: refine needs this process's model; `model` is read now.
+
+    Returns (super-resolution model, its device) for method model, else None.
+    """
+    spec = timeline.output.upscale
+    if spec is None:
+        return None
+    if spec.method == "refine":
+        if executor != "local":
+            raise UserError(f"{timeline.at('output', 'upscale', 'method')}: refine runs on this process's model; not with executor {executor} yet")
+        return None
+    from latentwalk.device import pick_device
+    from latentwalk.upscale import load_model
+
+    with blamed_on_field(timeline):
+        where = str(pick_device(device or timeline.settings.device))
+    return load_model(timeline, where), where
+
+
+def upscale_video(timeline, schedule, out, identity, video_keys, inputs, runner, upscaler, store, fresh, frames_dir, progress, preview, tags):
+    """The video's frames made larger from the store (made ones stored), encoded with the audio; returns the UpscalePlan."""
+    from latentwalk.upscale import plan_upscale, write_upscaled
+
+    spec, settings = timeline.output.upscale, timeline.settings
+    plan = plan_upscale(spec, identity, video_keys, inputs, store, fresh)
+    make = {"batch_size": identity.batch_size}
+    if spec.method == "model":
+        make |= {"model": upscaler[0], "device": upscaler[1]}
+    elif plan.missing:
+        with blamed_on_field(timeline):
+            runner.start(identity)
+        large = replace(settings, width=plan.shape[1], height=plan.shape[0])
+        make |= {"backend": runner.backend, "settings": engine_settings(large, identity.batch_size)}
+    first = schedule.frames[0].frame if schedule.frames else 0
+    write_upscaled(plan, out, settings.fps, audio_clip(timeline, schedule), tags, store, frames_dir, progress, preview, first, **make)
+    return plan
+
+
+def audio_clip(timeline: Timeline, schedule: Plan):
+    """The stretch of the timeline's audio under the plan's frames (a range's plan starts at its first frame's time), or None."""
+    from latentwalk.encode import AudioClip
+
+    if timeline.audio is None or timeline.audio.path is None:
+        return None
+    offset = schedule.frames[0].time if schedule.frames else 0.0
+    return AudioClip(timeline.audio.path, timeline.audio.start + offset, schedule.duration)
 
 
 def interpolation_outline(timeline: Timeline, schedule: Plan, span: tuple[int, int] | None) -> "Outline | None":
@@ -605,9 +671,12 @@ def probe_images(runner, identity: RenderIdentity, store: FrameStore, shape, fre
 
 def stream_video(
     timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, frames_dir, progress, preview=None, chunking=None,
-    fills: "Fills | None" = None, job: Job | None = None,
+    fills: "Fills | None" = None, job: Job | None = None, tags: dict[str, str] | None = None, encode: bool = True,
 ) -> set[str]:
     """Denoise the missing frames through the executor while the video is written in order, stored frames and new.
+
+    `tags`: the video's metadata (videometa.py); `encode=False`: the frames only go into the store
+    (and are read back, which checks them), for an output stage that writes the video from there.
 
     `chunking` (chunks.chunking_for): the farm's encoder tasks encode the video in chunks instead.
 
@@ -631,7 +700,7 @@ def stream_video(
         frames_dir.mkdir(parents=True, exist_ok=True)
     video = set(video_keys)
     progress.stage("frames", total=len(missing_keys))
-    with VideoWriter(out, settings.width, settings.height, settings.fps, clip) as writer:
+    with VideoWriter(out, settings.width, settings.height, settings.fps, clip, tags=tags) if encode else NullWriter() as writer:
         if preview is not None:  # the preview shows each frame as it goes into the video
             from latentwalk.preview import Preview, PreviewWriter
 
@@ -675,6 +744,19 @@ def stream_video(
         state.finish()
         progress.stage("encode")  # ffmpeg takes the last frames and closes the file
     return again
+
+
+class NullWriter:
+    """A video writer that writes nothing: the frames go to the store alone."""
+
+    def write(self, frame: np.ndarray) -> None:
+        pass
+
+    def __enter__(self) -> "NullWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def render_manifest(timeline, schedule, frames: FramePlan, chains, placement, store: FrameStore, model, timings, farm_info) -> dict:

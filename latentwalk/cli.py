@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("render", help="render a timeline to an mp4 with its soundtrack", epilog="Options: docs/commands.md#render")
-    r.add_argument("timeline")
+    r.add_argument("timeline", help="a timeline .yaml, or a video latentwalk made (rendered again from the timeline it carries, from its store)")
     r.add_argument("--out", help="output .mp4 (default: renders/<timeline name>.mp4)")
     r.add_argument("--frames", metavar="DIR", help="also write every frame as a PNG into DIR")
     r.add_argument("--batch-size", type=int, help="frames denoised together (overrides the timeline)")
@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, help="cells denoised together (overrides the sweep)")
     s.add_argument("--device", choices=DEVICE_NAMES, help="overrides the sweep")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sh = sub.add_parser("show", help="print the timeline, settings and files a latentwalk video carries", epilog="Options: docs/commands.md#show")
+    sh.add_argument("video")
+    sh.add_argument("--json", action="store_true", help="the whole description as JSON (timeline YAML, resolved settings, files, store, version)")
+    sh.add_argument("--yaml", action="store_true", help="only the timeline's YAML as written, to save and render as a timeline")
     return parser
 
 
@@ -134,6 +139,8 @@ def cmd_render(args: argparse.Namespace) -> None:
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
     overrides = overrides_of(args)
+    if is_video(args.timeline):  # a video latentwalk made: render it again from the timeline it carries
+        overrides = from_video(args, overrides)
     if args.preview and args.plot and Path(args.preview).resolve() == Path(args.plot).resolve():
         raise UserError(f"--preview: {args.preview} is also the --plot file; give each its own name")
     if args.plot:
@@ -163,6 +170,9 @@ def cmd_render(args: argparse.Namespace) -> None:
             print(f"worker {w['node']} (pid {w['pid']}): {w['frames']} frames in {w['busy_s']:.1f}s ({w['frames_per_s']:.2f} frames/s)")
         if result.farm["retries"]:
             print(f"{len(result.farm['retries'])} batches retried after a worker died")
+    if result.upscale:
+        up = result.upscale
+        print(f"upscaled to {up['width']}x{up['height']} ({up['method']}): {up['frames_made']} frames made, {up['frames_reused']} reused")
     print(f"manifest {result.manifest}")
     if args.plot:
         from latentwalk.plot import plot_distances
@@ -171,9 +181,9 @@ def cmd_render(args: argparse.Namespace) -> None:
         distances = [f.get("distance") for f in manifest["plan"]["frames"][:-1]]
         source = "stored frames"
         if any(d is None for d in distances):  # no placement (feedback renders): measure the video itself
-            resolved = manifest["timeline"]["resolved"]
+            resolved = manifest.get("upscale") or manifest["timeline"]["resolved"]  # the video's size
             distances, source = video_distances(result.video, resolved["width"], resolved["height"]), "video frames"
-        out = plot_distances(result.plan, distances, args.plot, segments=manifest.get("placement", {}).get("segments", ()), title=f"{Path(args.timeline).name}  ({source})")
+        out = plot_distances(result.plan, distances, args.plot, segments=manifest.get("placement", {}).get("segments", ()), title=f"{Path(getattr(args.timeline, 'source', args.timeline)).name}  ({source})")
         median = f", median {statistics.median(distances):.4f}" if len(distances) else ""
         print(f"plot {out} ({len(distances)} distances between {source}{median})", file=sys.stderr)
 
@@ -257,6 +267,49 @@ def video_distances(video: Path, width: int, height: int) -> list[float]:
     if proc.returncode != 0 or previous is None:
         raise RuntimeError(f"could not decode {video} for --plot: {error or 'no frames'}")
     return distances
+
+
+def is_video(path: str) -> bool:
+    from latentwalk.videometa import is_video as video
+
+    return video(path)
+
+
+def from_video(args: argparse.Namespace, overrides):
+    """`render VIDEO.mp4`: args set from the video's embedded timeline (videometa.py); returns its overrides.
+
+    Its own store, batch size and device key the frames as before, so nothing stored is denoised
+    again; without --out the video goes beside the source (x.again.mp4), never over it.
+    """
+    from latentwalk.videometa import again_name, timeline_from_video
+
+    if overrides is not None:
+        raise UserError(
+            "--draft, --size, --steps, --fps, --from, --to: not with a video, which renders again as it was made; "
+            f"save its timeline (latentwalk show {args.timeline} --yaml > timeline.yaml) and render that with them"
+        )
+    video = Path(args.timeline)
+    timeline, overrides, given = timeline_from_video(video)
+    args.timeline = timeline
+    args.out = args.out if args.out is not None else str(again_name(video))
+    args.store = args.store if args.store is not None else given["store"]
+    args.batch_size = args.batch_size if args.batch_size is not None else given["batch_size"]
+    args.device = args.device if args.device is not None else given["device"]
+    return overrides
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from latentwalk.videometa import format_payload, read
+
+    payload = read(args.video)
+    if args.json and args.yaml:
+        raise UserError("--json, --yaml: give one")
+    if args.json:
+        print(json.dumps(payload, indent=1))
+    elif args.yaml:
+        sys.stdout.write(payload["timeline"]["yaml"])
+    else:
+        print(format_payload(payload, Path(args.video)))
 
 
 def cmd_store(args: argparse.Namespace) -> None:
@@ -467,7 +520,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"manifest {result.manifest}")
 
 
-COMMANDS = {"render": cmd_render, "store": cmd_store, "plan": cmd_plan, "beats": cmd_beats, "sweep": cmd_sweep}
+COMMANDS = {"render": cmd_render, "store": cmd_store, "plan": cmd_plan, "beats": cmd_beats, "sweep": cmd_sweep, "show": cmd_show}
 
 
 def quiet_libraries() -> None:

@@ -45,8 +45,8 @@ class AudioClip:
     duration: float  # seconds to use: the video's duration
 
 
-def encode_command(path: Path, width: int, height: int, fps: float, audio: AudioClip | None) -> list[str]:
-    """The ffmpeg argument list: rawvideo rgb24 on stdin → H.264 yuv420p mp4 (+ AAC audio)."""
+def encode_command(path: Path, width: int, height: int, fps: float, audio: AudioClip | None, tags: dict[str, str] | None = None) -> list[str]:
+    """The ffmpeg argument list: rawvideo rgb24 on stdin → H.264 yuv420p mp4 (+ AAC audio), with metadata `tags`."""
     video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
     streams = [video.video]
     options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": CRF, "preset": PRESET, "r": fps, "movflags": "+faststart"}
@@ -56,7 +56,9 @@ def encode_command(path: Path, width: int, height: int, fps: float, audio: Audio
         options.update({"acodec": "aac", "audio_bitrate": AUDIO_BITRATE})
     # yuv420p needs even sizes; sizes are multiples of 8 (checked in the timeline).
     out = ffmpeg.output(*streams, str(path), format="mp4", **options)
-    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *out.get_args()]
+    args = out.get_args()
+    metadata = [arg for name, value in (tags or {}).items() for arg in ("-metadata", f"{name}={value}")]  # e.g. videometa's comment
+    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args[:-1], *metadata, args[-1]]
 
 
 class VideoWriter:
@@ -67,7 +69,7 @@ class VideoWriter:
     renamed), so a failed, interrupted or lying encode never replaces an earlier video.
     """
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: float, audio: AudioClip | None = None):
+    def __init__(self, path: str | Path, width: int, height: int, fps: float, audio: AudioClip | None = None, tags: dict[str, str] | None = None):
         self.path = Path(path)
         self.width, self.height = width, height
         self.frames_written = 0
@@ -78,7 +80,7 @@ class VideoWriter:
         self._partial = Path(partial)
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
-            encode_command(self._partial, width, height, fps, audio),
+            encode_command(self._partial, width, height, fps, audio, tags),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,

@@ -80,6 +80,14 @@ MAX_YAML_NODES = 100_000  # after expanding aliases
 INTERPOLATE_FACTORS = (2, 3, 4)
 INTERPOLATE_METHODS = ("latent", "flow")
 INTERPOLATE_DEFAULTS: dict[str, Any] = {"factor": 2, "method": "latent"}
+# `upscale` makes every video frame `factor` times larger: `refine` (a hires fix: Lanczos, then a
+# few img2img steps with the frame's own conditioning) or `model` (a super-resolution file the
+# user supplies, loaded through spandrel). Refine's strength: 0.35 keeps the composition and
+# redraws the detail (A1111's hires fix defaults to 0.7 over a latent upscale, which needs more).
+UPSCALE_FACTORS = (2, 4)
+UPSCALE_METHODS = ("refine", "model")
+UPSCALE_DEFAULTS: dict[str, Any] = {"factor": 2, "method": "refine", "steps": None, "strength": 0.35, "model": None}
+SR_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt")  # what spandrel reads
 
 
 @dataclass(frozen=True)
@@ -203,10 +211,22 @@ class InterpolateSpec:
 
 
 @dataclass(frozen=True)
+class UpscaleSpec:
+    """`output.upscale`: every video frame made `factor` times larger (see upscale.py)."""
+
+    factor: int  # one of UPSCALE_FACTORS
+    method: str  # one of UPSCALE_METHODS
+    steps: int  # refine: the img2img schedule's length (it runs about steps × strength); the timeline's steps if not given
+    strength: float  # refine: how much of the enlarged frame is re-imagined, in (0, 1]
+    model: Path | None  # method model: the super-resolution weights file
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     """The `output:` mapping: stages between the frame store and the encoder; None: stage off."""
 
     interpolate: InterpolateSpec | None = None
+    upscale: UpscaleSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -289,8 +309,9 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
     "spacing": "perceptual",
 }
 TOP_KEYS = set(SETTING_DEFAULTS) | set(SEGMENT_DEFAULTS) | set(TRACK_DEFAULTS) | LYRICS_KEYS | FEEDBACK_KEYS | {"audio", "keyframes", "end", "noise_shift_seed", "mode", "output", "loop"}
-OUTPUT_KEYS = {"interpolate"}
+OUTPUT_KEYS = {"interpolate", "upscale"}
 INTERPOLATE_KEYS = set(INTERPOLATE_DEFAULTS)
+UPSCALE_KEYS = set(UPSCALE_DEFAULTS)
 AUDIO_KEYS = {
     "path", "start", "end", "bpm", "beats_per_bar", "downbeat", "tracker",
     "midi", "tempo_map", "offset", "stems", "beats_from", "beats_offset", "beats", "sections",
@@ -535,6 +556,7 @@ def parse_timeline(text: str, source: str = "<timeline>", base_dir: Path | None 
     else:
         _check_travel(reader, data)
     output = _parse_output(reader, data.get("output"), feedback)
+    output = replace(output, upscale=_parse_upscale(reader, (data.get("output") or {}).get("upscale"), settings, base))
     loop = reader.flag(data.get("loop", False), ("loop",))
     if loop and len(keyframes) + len(lyrics) < 2:
         raise reader.fail(("loop",), "needs at least two keyframes: the last one travels back to the first")
@@ -609,6 +631,38 @@ def _parse_output(r: FieldReader, data: Any, feedback: "FeedbackSettings | None"
             raise r.fail(path, f"cadence {feedback.cadence} already makes the frames between diffused ones; use cadence or interpolate, not both")
         interpolate = InterpolateSpec(factor, method)
     return OutputSpec(interpolate=interpolate)
+
+
+def _parse_upscale(r: FieldReader, data: Any, settings: RenderSettings, base_dir: Path) -> UpscaleSpec | None:
+    """`output: {upscale: {factor: 2, method: refine, steps: 20, strength: 0.35}}` or `{method: model, model: x.pth}`."""
+    if data is None:
+        return None
+    path = ("output", "upscale")
+    item = r.check_keys(data, path, UPSCALE_KEYS)
+    get = lambda key: item.get(key, UPSCALE_DEFAULTS[key])  # noqa: E731
+    method = r.choice(get("method"), path + ("method",), UPSCALE_METHODS)
+    factor = r.number(get("factor"), path + ("factor",), integer=True)
+    if factor not in UPSCALE_FACTORS:
+        raise r.fail(path + ("factor",), f"must be one of {', '.join(map(str, UPSCALE_FACTORS))} (times the width and height), got {item['factor']!r}")
+    for side, size in (("width", settings.width), ("height", settings.height)):
+        if size * factor > MAX_SIZE:
+            raise r.fail(path + ("factor",), f"{side} {size} × {factor} = {size * factor} px is more than {MAX_SIZE}; use a smaller factor or size")
+    for key in ("steps", "strength") if method == "model" else ("model",):
+        if item.get(key) is not None:
+            raise r.fail(path + (key,), f"only used with method: {'refine' if key != 'model' else 'model'}")
+    model = None
+    if method == "model":
+        if item.get("model") is None:
+            raise r.fail(path, "method model needs model: a super-resolution weights file (e.g. an ESRGAN .pth)")
+        model = Path(r.text(item["model"], path + ("model",))).expanduser()
+        model = model if model.is_absolute() else base_dir / model
+        if model.suffix.lower() not in SR_SUFFIXES:
+            raise r.fail(path + ("model",), f"expected a {', '.join(SR_SUFFIXES)} file, got {str(model)!r}")
+        if not model.is_file():
+            raise r.fail(path + ("model",), f"weights file not found: {str(model)!r}")
+    steps = settings.steps if item.get("steps") is None else r.number(item["steps"], path + ("steps",), minimum=1, integer=True, maximum=MAX_STEPS)
+    strength = r.number(get("strength"), path + ("strength",), minimum=0, exclusive=True, maximum=1)
+    return UpscaleSpec(factor, method, steps, strength, model)
 
 
 def _parse_feedback(r: FieldReader, data: dict) -> FeedbackSettings:

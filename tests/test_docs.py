@@ -168,6 +168,7 @@ TIMELINE_SETS = {
     "coherence": COHERENCE_KEYS,
     "output": timeline.OUTPUT_KEYS,
     "interpolate": timeline.INTERPOLATE_KEYS,
+    "upscale": timeline.UPSCALE_KEYS,
     "video": timeline.VIDEO_KEYS,
     "controlnet": timeline.CONTROLNET_KEYS,
 }
@@ -208,6 +209,7 @@ DEFAULTS = {
     "sweep": {"fps": sweep.SWEEP_DEFAULTS["fps"]},
     "seeds": {"count": sweep.DEFAULT_SEED_COUNT},
     "interpolate": timeline.INTERPOLATE_DEFAULTS,
+    "upscale": timeline.UPSCALE_DEFAULTS,
 }
 
 
@@ -393,6 +395,9 @@ def make_stand_ins(data: dict, folder: Path, wav: Path) -> None:
         touch(audio_spec["beats"]).write_text("".join(f"{0.5 * k}\n" for k in range(32)))
     for stem in (audio_spec.get("stems") or {}).values():
         shutil.copy(wav, touch(stem))
+    upscale = (data.get("output") or {}).get("upscale") if isinstance(data.get("output"), dict) else None
+    if isinstance(upscale, dict) and isinstance(upscale.get("model"), str):  # a super-resolution weights file
+        touch(upscale["model"]).write_bytes(b"stand-in weights")
     write_stand_in_inputs(data, touch, wav)
     if data.get("init_image"):
         import imageio.v3 as iio
@@ -594,7 +599,8 @@ def runs_in(source: Path) -> set[tuple[str, frozenset[str]]]:
     return forms
 
 
-TEST_COMMANDS_RUNS = runs_in(ROOT / "tests" / "test_commands.py")
+# test_show.py and test_upscale.py run `show` and the self-describing video's and upscale's commands the same way.
+TEST_COMMANDS_RUNS = set().union(*(runs_in(ROOT / "tests" / name) for name in ("test_commands.py", "test_show.py", "test_upscale.py")))
 
 
 def covered(command: Command) -> bool:
