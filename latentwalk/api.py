@@ -694,7 +694,7 @@ def stream_video(
     if chunking is not None and fills is None:  # a farm: chunks encoded on the cluster as their frames complete, joined here
         from latentwalk.chunks import render_chunked
 
-        render_chunked(runner, chunking, frames, chains, video_keys, missing_keys, clip, out, progress)
+        render_chunked(runner, chunking, frames, chains, video_keys, missing_keys, clip, out, progress, tags)
         return set()
     if frames_dir is not None:
         frames_dir.mkdir(parents=True, exist_ok=True)

@@ -245,8 +245,8 @@ class ChunkFolder:
         return removed
 
 
-def join_command(listing: Path, out: Path, settings: ChunkSettings, audio) -> list[str]:
-    """ffmpeg: the chunks through the concat demuxer, copied; the audio clip encoded as the single encoder does."""
+def join_command(listing: Path, out: Path, settings: ChunkSettings, audio, tags: dict[str, str] | None = None) -> list[str]:
+    """ffmpeg: the chunks through the concat demuxer, copied; the audio clip encoded as the single encoder does; metadata `tags`."""
     from latentwalk.encode import AUDIO_BITRATE, ffmpeg_exe
 
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
@@ -256,10 +256,11 @@ def join_command(listing: Path, out: Path, settings: ChunkSettings, audio) -> li
         cmd += ["-ss", str(audio.start), "-t", str(audio.duration), "-i", str(audio.path)]
         maps += ["-map", "1:a:0"]
         codecs += ["-c:a", "aac", "-b:a", AUDIO_BITRATE]
-    return cmd + maps + codecs + ["-video_track_timescale", str(settings.timescale), "-movflags", "+faststart", "-f", "mp4", str(out)]
+    metadata = [arg for name, value in (tags or {}).items() for arg in ("-metadata", f"{name}={value}")]
+    return cmd + maps + codecs + metadata + ["-video_track_timescale", str(settings.timescale), "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
-def join(chunks: Sequence[Path], out: Path, settings: ChunkSettings, frames: int, audio=None) -> Path:
+def join(chunks: Sequence[Path], out: Path, settings: ChunkSettings, frames: int, audio=None, tags: dict[str, str] | None = None) -> Path:
     """Join chunks (without re-encoding) and mux the audio once into `out`, moved into place only when whole.
 
     The video is written to a temp file beside `out` and must hold exactly `frames` frames; a
@@ -274,7 +275,7 @@ def join(chunks: Sequence[Path], out: Path, settings: ChunkSettings, frames: int
     try:
         with os.fdopen(fd, "w") as f:  # the concat demuxer's list: one quoted absolute path a line
             f.writelines("file '{}'\n".format(str(Path(c).absolute()).replace("'", "'\\''")) for c in chunks)
-        run = subprocess.run(join_command(listing, partial, settings, audio), capture_output=True, text=True)
+        run = subprocess.run(join_command(listing, partial, settings, audio, tags), capture_output=True, text=True)
         message = run.stderr.strip()
         if "No space left on device" in message:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
@@ -307,8 +308,9 @@ def chunking_for(runner, chunk_frames: int, width: int, height: int, fps: float,
     return ChunkSettings(width, height, fps, chunk_frames), folder
 
 
-def render_chunked(runner, chunking, frames, chains, video_keys: Sequence[str], missing_keys: set[str], audio, out: Path, progress) -> None:
-    """Denoise the missing frames through the executor while its encoder tasks encode each completed chunk; join them into `out`."""
+def render_chunked(runner, chunking, frames, chains, video_keys: Sequence[str], missing_keys: set[str], audio, out: Path, progress,
+                   tags: dict[str, str] | None = None) -> None:
+    """Denoise the missing frames through the executor while its encoder tasks encode each completed chunk; join them into `out` (with metadata `tags`)."""
     settings, folder = chunking
     video = set(video_keys)
     # 1. Encoders for the chunks the folder lacks; each is submitted once all its frames are stored.
@@ -328,4 +330,4 @@ def render_chunked(runner, chunking, frames, chains, video_keys: Sequence[str], 
     # 3. The last chunks, then one join with the audio.
     progress.stage("encode")
     paths = encoders.finish()
-    join(paths, out, settings, len(video_keys), audio)
+    join(paths, out, settings, len(video_keys), audio, tags)

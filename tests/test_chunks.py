@@ -62,7 +62,7 @@ def stored(tmp_path_factory):
     return folder, store, keys, np.stack(frames), clip
 
 
-def chunked_video(folder: Path, store: FrameStore, keys, clip, out: Path) -> tuple[Path, list[Path]]:
+def chunked_video(folder: Path, store: FrameStore, keys, clip, out: Path, tags=None) -> tuple[Path, list[Path]]:
     settings = ChunkSettings(SIZE, SIZE, FPS, CHUNK)
     chunks = ChunkFolder(folder / "walk.chunks")
     paths = []
@@ -71,14 +71,16 @@ def chunked_video(folder: Path, store: FrameStore, keys, clip, out: Path) -> tup
         if not chunks.has(name, len(chunk)):
             chunks.save(name, encode_chunk(str(store.root), chunk, settings), len(chunk))
         paths.append(chunks.path(name))
-    return join(paths, out, settings, len(keys), clip), paths
+    return join(paths, out, settings, len(keys), clip, tags), paths
 
 
 def test_joined_chunks_have_the_single_encoders_frames_timing_and_audio(stored):
     folder, store, keys, frames, clip = stored
     single = folder / "single.mp4"
-    video, paths = chunked_video(folder, store, keys, clip, folder / "chunked.mp4")
+    video, paths = chunked_video(folder, store, keys, clip, folder / "chunked.mp4", tags={"comment": "made by test_chunks"})
     assert [count_packets(p) for p in paths] == [6, 6, 6, 1]
+    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(video)], capture_output=True, text=True).stderr
+    assert re.search(r"comment\s*: made by test_chunks", header)  # the join carries the video's metadata
     # Every frame, at the single encoder's times (and its timescale), with bit-identical AAC packets.
     assert count_packets(video) == count_packets(single) == FRAMES
     times = frame_times(video)
