@@ -489,7 +489,7 @@ def plan_notes(schedule, settings) -> list[str]:
 
     if "video" in data:
         v = data["video"]
-        fit = f", {v['fit']}" if v["fit"] else ""
+        fit = f"; {v['fit']}" if v["fit"] else ""
         lines.append(
             f"video: {Path(v['path']).name} ({v['n_frames']} frames at {v['fps']:g} fps, {v['size'][0]}x{v['size'][1]}{fit}) from "
             f"{v['start']:g}s; frame -> source frame: {mapping(v['source_frames'])}" + ("; flow: each frame follows the previous output" if v["flow"] else "")
@@ -498,7 +498,8 @@ def plan_notes(schedule, settings) -> list[str]:
         what = {"from_video": "the video's frames", "video": "its video's frames", "images": "one picture per frame", "image": "one picture"}[c["source"]]
         prep = f", {c['preprocess']} edges" if c["preprocess"] != "none" else ""
         lines.append(
-            f"controlnet {c['name']}: {what}{prep}, steps {c['start']:g}-{c['end']:g} of the schedule, weight track control:{c['name']}; "
+            f"controlnet {c['name']}: {what}{prep}, acting over {c['start']:.0%}-{c['end']:.0%} of the noise schedule, weight track "
+            f"control:{c['name']}; "
             f"frame -> control image: {mapping(c['images'])}"
         )
     return lines

@@ -192,7 +192,7 @@ def fit_note(info: VideoInfo, width: int, height: int) -> str:
     if (info.width, info.height) == (width, height):
         return ""
     cropped = info.width * height != info.height * width
-    return f"scaled from {info.width}x{info.height}" + (" (centre-cropped to the frame's aspect)" if cropped else "")
+    return ("scaled and centre-cropped" if cropped else "scaled") + f" to {width}x{height}"
 
 
 class VideoFrames:

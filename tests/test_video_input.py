@@ -246,3 +246,12 @@ def test_flow_render_starts_like_the_independent_one_and_then_follows(tiny_model
     assert all(np.abs(a.astype(int) - b).mean() > 0.5 for a, b in zip(frames["flow"][1:], frames["plain"][1:]))
     manifest = json.loads((tmp_path / "renders" / "flow.json").read_text())
     assert manifest["video"]["flow"]["rendered"] == 6
+
+
+def test_shipped_example_plans_frame_for_frame(tmp_path):
+    """configs/video.yaml through `latentwalk plan --json`: its 48 frames are the clip's 48, at the clip's times."""
+    root = Path(__file__).resolve().parents[1]
+    data = plan_json(root / "configs" / "video.yaml")
+    assert data["fps"] == 12 and data["n_frames"] == 48 and data["video"]["source_frames"] == list(range(48))
+    strengths = [f["strength"] for f in data["frames"]]
+    assert min(strengths) == pytest.approx(0.35) and max(strengths) == pytest.approx(0.7)  # pulsing on the beat
