@@ -417,6 +417,8 @@ def _render_shown(
 
     tags = video_tags(timeline, overrides, store.root, batch_size or settings.batch_size, device or settings.device)
     job = render_job(timeline, store, device, batch_size, fresh, overlap, ray_address, ray_workers, progress.note)
+    if name == "ray":
+        progress.stage("farm start")  # joining (or starting) a Ray cluster takes seconds to a minute
     with blamed_on_field(timeline):  # a device the machine lacks, a cluster that is not there
         runner = EXECUTORS[name](job)
     try:
@@ -477,6 +479,8 @@ def _render_shown(
     probe_keys = [frame_key(identity, p) for p in placement.probes] if placement else []
     fill_keys = list(fills.video_keys) if fills else []  # in-betweens stay with their anchors
     pruned = store.prune((chains.keep() if chains else list(frames.keys) + probe_keys) + fill_keys) if prune else None
+    if prune and chunking is not None:  # and a farm's chunks of earlier versions of the video
+        chunking[1].prune(chunking[0].names(video_keys))
     clock.total()
 
     # 6. Leave a manifest of exactly what produced the video.

@@ -94,6 +94,10 @@ class ChunkSettings:
         h.update("\n".join(keys).encode())
         return f"{h.hexdigest()[:40]}.mp4"
 
+    def names(self, video_keys: Sequence[str]) -> set[str]:
+        """The file names of a video's chunks."""
+        return {self.name(chunk) for chunk in plan_chunks(video_keys, self.chunk_frames)}
+
 
 def plan_chunks(keys: Sequence[str], chunk_frames: int) -> list[tuple[str, ...]]:
     """The video's keys cut into contiguous chunks of `chunk_frames` (the last one shorter)."""

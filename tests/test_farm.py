@@ -119,7 +119,12 @@ def test_second_run_reuses_every_frame_and_resumes_what_is_missing(reference, tm
     chunks[1].write_bytes(chunks[1].read_bytes()[:-200])
     third = render(path, tmp_path / "third.mp4", progress=False, executor="ray", store_dir=local.store)
     assert (third.farm["chunks"]["encoded"], third.farm["chunks"]["reused"]) == (2, 2)
-    assert third.video.read_bytes() == again.video.read_bytes()  # the same chunks, joined alike
+    # The same chunks, joined alike: the same stream packet for packet, pixel for pixel.
+    assert stream_facts(third.video) == stream_facts(again.video) and np.array_equal(pixels(third.video), pixels(again.video))
+    # --prune keeps only this render's chunks (and frames).
+    fourth = render(path, tmp_path / "fourth.mp4", progress=False, executor="ray", store_dir=local.store, chunk_frames=8, prune=True)
+    assert fourth.farm["chunks"]["encoded"] == 2 and len(list(Path(fourth.farm["chunks"]["folder"]).glob("*.mp4"))) == 2
+    assert_same_video(fourth.video, local.video)
     # A driver killed mid-render leaves part of the store: the re-run renders exactly the rest.
     store = tmp_path / "partial.frames"
     store.mkdir()
