@@ -463,7 +463,8 @@ def _render_shown(
         upscale = timeline.output.upscale
         damaged = stream_video(
             timeline, schedule, out, frames, chains, runner, video_keys, missing_keys, store, None if upscale else frames_dir, progress,
-            None if upscale else preview, None if upscale else chunking, fills=fills, job=job, tags=tags, encode=upscale is None,
+            None if upscale else preview, None if upscale or out.suffix.lower() != ".mp4" else chunking, fills=fills, job=job, tags=tags,
+            encode=upscale is None,
         )
         clock.lap("render_s")
         up = None
@@ -819,8 +820,8 @@ def render(
     elif not (isinstance(store_dir, str) and "://" in store_dir):
         store_dir = Path(store_dir[len("file://") :] if str(store_dir).startswith("file://") else store_dir)
     frames_dir = Path(frames_dir) if frames_dir is not None else None
-    if out.suffix.lower() != ".mp4":
-        raise UserError(f"--out: the video must be an .mp4 file, got {str(out)!r}")
+    if out.suffix.lower() not in (".mp4", ".webm"):
+        raise UserError(f"--out: the video must be an .mp4 (H.264) or .webm (VP9) file, got {str(out)!r}")
     if overrides and overrides.is_range and options.get("prune"):
         raise UserError("--prune: not with --from/--to: a range uses part of the whole video's store; prune after a whole render")
     if preview is not None:

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="render a timeline to an mp4 with its soundtrack", epilog="Options: docs/commands.md#render")
     r.add_argument("timeline", help="a timeline .yaml, or a video latentwalk made (rendered again from the timeline it carries, from its store)")
-    r.add_argument("--out", help="output .mp4 (default: renders/<timeline name>.mp4)")
+    r.add_argument("--out", help="output .mp4 (H.264), or .webm (VP9) (default: renders/<timeline name>.mp4)")
     r.add_argument("--frames", metavar="DIR", help="also write every frame as a PNG into DIR")
     r.add_argument("--batch-size", type=int, help="frames denoised together (overrides the timeline)")
     r.add_argument("--device", choices=DEVICE_NAMES, help="overrides the timeline")

@@ -19,6 +19,17 @@ from latentwalk.locks import create_temp, move_into_place
 CRF = 18  # visually lossless-ish H.264; small frames make files tiny anyway
 PRESET = "medium"
 AUDIO_BITRATE = "192k"
+# `--out x.webm`: VP9 in constant-quality mode (crf with b:v 0; 31-33 is the usual range for
+# 256-720 px) and Opus, for editors and VJ software that take WebM; row-mt and cpu-used 4 keep
+# libvpx's good-quality mode within a few times x264's time.
+VP9_CRF = 32
+OPUS_BITRATE = "160k"
+# Container by the output's suffix: (muxer, video options, audio options).
+FORMATS = {
+    ".mp4": ("mp4", {"vcodec": "libx264", "crf": CRF, "preset": PRESET, "movflags": "+faststart"}, {"acodec": "aac", "audio_bitrate": AUDIO_BITRATE}),
+    ".webm": ("webm", {"vcodec": "libvpx-vp9", "crf": VP9_CRF, "b:v": 0, "row-mt": 1, "deadline": "good", "cpu-used": 4},
+              {"acodec": "libopus", "audio_bitrate": OPUS_BITRATE}),
+}
 # ffmpeg exits 0 after some failures (a full disk while moving the moov atom for +faststart):
 # these lines in its stderr mean the file is broken whatever the exit status says.
 FAILURE_LINES = ("Error writing trailer", "No space left on device", "Conversion failed", "Error muxing")
@@ -46,19 +57,27 @@ class AudioClip:
 
 
 def encode_command(path: Path, width: int, height: int, fps: float, audio: AudioClip | None, tags: dict[str, str] | None = None) -> list[str]:
-    """The ffmpeg argument list: rawvideo rgb24 on stdin → H.264 yuv420p mp4 (+ AAC audio), with metadata `tags`."""
+    """The ffmpeg argument list: rawvideo rgb24 on stdin → H.264 yuv420p mp4 + AAC (or VP9 webm + Opus, by the
+    suffix of `path` without a trailing .partial), with metadata `tags`."""
+    muxer, video_options, audio_options = FORMATS[container(path)]
     video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
     streams = [video.video]
-    options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": CRF, "preset": PRESET, "r": fps, "movflags": "+faststart"}
+    options = {"pix_fmt": "yuv420p", "r": fps, **video_options}
     if audio is not None:
         sound = ffmpeg.input(str(audio.path), ss=audio.start, t=audio.duration)
         streams.append(sound.audio)
-        options.update({"acodec": "aac", "audio_bitrate": AUDIO_BITRATE})
+        options.update(audio_options)
     # yuv420p needs even sizes; sizes are multiples of 8 (checked in the timeline).
-    out = ffmpeg.output(*streams, str(path), format="mp4", **options)
+    out = ffmpeg.output(*streams, str(path), format=muxer, **options)
     args = out.get_args()
     metadata = [arg for name, value in (tags or {}).items() for arg in ("-metadata", f"{name}={value}")]  # e.g. videometa's comment
     return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args[:-1], *metadata, args[-1]]
+
+
+def container(path: str | Path) -> str:
+    """'.mp4' or '.webm': the format a video path asks for (anything else is an mp4)."""
+    suffix = Path(path).suffix.lower()
+    return suffix if suffix in FORMATS else ".mp4"
 
 
 class VideoWriter:

@@ -197,7 +197,7 @@ def claim(outputs: RenderOutputs, wait: bool = False) -> Iterator[FrameStore]:
 def _remove_stale_partials(video: Path) -> None:
     """Delete partial videos and manifests that runs of this video left when killed (we hold its lock)."""
     stem = re.escape(f".{video.stem}.")
-    pattern = re.compile(rf"^{stem}[\w-]+\.partial(?:\.mp4|\.json)$")
+    pattern = re.compile(rf"^{stem}[\w-]+\.partial(?:\.mp4|\.webm|\.json)$")
     for name in os.listdir(video.parent):
         if pattern.match(name) and not os.path.islink(video.parent / name):  # a link is not a partial file of ours
             (video.parent / name).unlink(missing_ok=True)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 FORMAT = "latentwalk-video/1"
 TAG = "comment"  # a tag every player and `ffprobe` shows; a custom key needs -movflags use_metadata_tags
 PREFIX = FORMAT + ":"
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
 CWD_KEYS = ("model", "model_config", "vae")  # read relative to the working directory, not the timeline's folder
 MAX_PAYLOAD_BYTES = 50_000_000  # decompressed: a timeline is at most 10 MB (timeline.MAX_YAML_BYTES)
 
@@ -151,7 +151,7 @@ def read(video: str | Path) -> dict:
     if result.returncode != 0:
         raise UserError(f"{video}: not a video ffmpeg can read: {result.stderr.decode(errors='replace').strip() or 'no message'}")
     for line in result.stdout.decode(errors="replace").splitlines():
-        if line.startswith(f"{TAG}=") and _unescape(line[len(TAG) + 1 :]).startswith(PREFIX):
+        if line.lower().startswith(f"{TAG}=") and _unescape(line[len(TAG) + 1 :]).startswith(PREFIX):  # webm: COMMENT=
             return decode(_unescape(line[len(TAG) + 1 :]), video)
     raise UserError(f"{video}: holds no latentwalk timeline (no {TAG} tag starting {PREFIX!r}): it was made by another program or an older latentwalk")
 
@@ -225,8 +225,8 @@ def timeline_from_video(video: str | Path) -> tuple["Timeline", "Overrides | Non
 
 
 def again_name(video: Path) -> Path:
-    """Where `render VIDEO.mp4` writes without --out: beside it, never over it (x.mp4 → x.again.mp4)."""
-    return video.with_name(f"{video.stem}.again.mp4")
+    """Where `render VIDEO.mp4` writes without --out: beside it, never over it (x.mp4 → x.again.mp4, x.webm → x.again.webm)."""
+    return video.with_name(f"{video.stem}.again{'.webm' if video.suffix.lower() == '.webm' else '.mp4'}")
 
 
 # --- showing -------------------------------------------------------------------------------------

@@ -131,3 +131,17 @@ def test_videos_without_a_timeline_are_refused(run, tmp_path):
     assert "holds no latentwalk timeline" in one_error(run("show", plain, cwd=tmp_path, expect=None))
     assert "holds no latentwalk timeline" in one_error(run("render", plain, cwd=tmp_path, expect=None))
     assert "no such video" in one_error(run("show", tmp_path / "missing.mp4", cwd=tmp_path, expect=None))
+
+
+def test_webm_out_is_vp9_with_the_same_frames_and_the_timeline(made, run, tmp_path):
+    work, text, video = made
+    result = run("render", video, "--out", tmp_path / "walk.webm", "--quiet", cwd=tmp_path)
+    assert "0 rendered" in result.stdout
+    webm = tmp_path / "walk.webm"
+    info = probe(webm)
+    assert (info.frames, info.width, info.height, info.has_audio) == (WALK_FRAMES, 32, 32, True)
+    codec = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(webm)], capture_output=True, text=True).stderr
+    assert "Video: vp9" in codec and "Audio: opus" in codec
+    # Both are lossy encodings of the same stored frames.
+    assert np.abs(decode(webm).astype(int) - decode(video).astype(int)).mean() < 12
+    assert json.loads(run("show", webm, "--json", cwd=tmp_path).stdout)["timeline"]["yaml"] == text
