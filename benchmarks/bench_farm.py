@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--parts", default="scaling,assembly", help="scaling (renders), assembly (encoders and the join), or both")
+    parser.add_argument("--parts", default="scaling,assembly", help="scaling (renders; the scheduler's round trip too), assembly (encoders and the join), scheduler (the round trip alone)")
     parser.add_argument("--assembly-sizes", default="512,1024", help="random-like frames at these sides, besides the toy model's frames")
     parser.add_argument("--assembly-frames", type=int, default=120)
     parser.add_argument("--chunk-frames", type=int, default=30)
@@ -176,6 +176,9 @@ def main() -> None:
     import ray
     import torch
 
+    from latentwalk.executors.ray import quiet_ray_logs
+
+    quiet_ray_logs()  # no Ray banners between the figures
     folder = Path(tempfile.mkdtemp(prefix="bench-farm-"))
     path = write_timeline(folder, args.model, size=args.size, steps=args.steps, frames=args.frames, batch_size=args.batch_size, device=args.device)
     workers = [int(n) for n in args.workers.split(",")]
@@ -205,11 +208,18 @@ def main() -> None:
                 per_worker = ", ".join(f"{w['frames_per_s']:.2f}" for w in row["farm"]["workers"])
                 print(f"{n} Ray worker(s): {row['render_s']:.1f}s render, {row['frames_per_s']:.2f} frames/s (per worker: {per_worker}), "
                       f"model load {row['load_s']:.1f}s", flush=True)
-            results["scheduler_ms_per_batch"] = scheduler_overhead()
-            print(f"Ray round trip per batch (an actor call with 8 keys, nothing rendered): {results['scheduler_ms_per_batch']:.2f} ms", flush=True)
         finally:
             ray.shutdown()
         results["farm"] = farm
+
+    if "scheduler" in parts or "scaling" in parts:
+        # Ray's cost per batch on the driver: one actor call and its answer, nothing rendered.
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        try:
+            results["scheduler_ms_per_batch"] = scheduler_overhead()
+        finally:
+            ray.shutdown()
+        print(f"Ray round trip per batch (an actor call with 8 keys, nothing rendered): {results['scheduler_ms_per_batch']:.2f} ms", flush=True)
 
     if "assembly" in parts:
         # 3. What the driver does per frame: today all the encoding, chunked only the join (and

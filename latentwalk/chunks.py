@@ -45,7 +45,8 @@ CHUNK = re.compile(r"^[0-9a-f]{40}\.mp4$")
 TEMP = re.compile(r"^\.[0-9a-f]{40}\.mp4\.[0-9a-f]{12}\.tmp$")
 # Test hook: "kind@chunk" items, comma-separated, make the encoder of that chunk fail on its first
 # attempt ("kind@chunk*": on every attempt). kinds: kill (SIGKILL mid-chunk), fail (ffmpeg exits
-# non-zero), truncate (the chunk lacks its last frame), noffmpeg (no ffmpeg on the worker).
+# non-zero), truncate (the chunk lacks its last frame), noffmpeg (no ffmpeg on the worker); and
+# "store-full@batch": the farm worker rendering that batch finds the store full (executors/ray.py).
 FAULT_ENV = "LATENTWALK_TEST_CHUNK_FAULT"
 
 

@@ -211,6 +211,26 @@ def test_a_chunk_that_always_fails_or_a_worker_without_ffmpeg_keeps_the_earlier_
     assert not list(tmp_path.glob(".walk.*"))  # no partial video or chunk list left
 
 
+def test_a_full_store_stops_the_render_and_keeps_the_frames_and_the_earlier_video(reference, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    path, local = reference
+    out = tmp_path / "walk.mp4"
+    shutil.copy(local.video, out)  # an earlier video, with its manifest
+    shutil.copy(local.manifest, out.with_suffix(".json"))
+    before = out.read_bytes()
+    # The worker that renders batch 3 finds the store full (ENOSPC) when it saves its frames.
+    monkeypatch.setenv(FAULT_ENV, "store-full@3")
+    assert main(["render", str(path), "--out", str(out), "--ray", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no space left on device" in err and "frames already stored are kept" in err and "Traceback" not in err
+    assert out.read_bytes() == before and not list(tmp_path.glob(".walk.*partial*"))
+    # What the other workers stored stands, verified: the next run renders only the rest.
+    kept = FrameStore(tmp_path / "walk.frames")
+    assert 0 < len(kept.keys()) < FRAMES and all(kept.load(k, (32, 32, 3)).shape == (32, 32, 3) for k in kept.keys())
+    assert frame_bytes(tmp_path / "walk.frames").items() <= frame_bytes(local.store).items()
+
+
 def test_a_farm_that_starts_its_own_cluster_prints_only_latentwalk_lines(reference, tmp_path):
     """No Ray banner (local instance, token authentication), worker log or coloured retry line in a farm render's stderr."""
     path, local = reference

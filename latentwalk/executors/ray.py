@@ -21,6 +21,7 @@ lost batch; a chunk that comes back short is encoded again.
 Ray is imported only here and only when a farm is used (`pip install latentwalk[ray]`).
 """
 
+import errno
 import logging
 import os
 import queue
@@ -202,8 +203,11 @@ class FrameWorker:
     def info(self) -> tuple[str, int, float, tuple[bool, str] | None]:
         return self.node, self.pid, self.load_s, self.error
 
-    def render(self, frames: Sequence[FrameInputs], keys: Sequence[str], settings, store_root: str) -> BatchDone:
-        """Render one batch (as plan_batches formed it), store its frames, return their keys."""
+    def render(self, frames: Sequence[FrameInputs], keys: Sequence[str], settings, store_root: str, fault: str | None = None) -> BatchDone:
+        """Render one batch (as plan_batches formed it), store its frames, return their keys.
+
+        `fault` (tests only, see FAULT_ENV): "store-full" makes the store refuse this batch's frames as a full disk does.
+        """
         from latentwalk.engine import render_frames
         from latentwalk.store import open_store
 
@@ -213,6 +217,8 @@ class FrameWorker:
 
         def stored(batch: Sequence[FrameInputs], images) -> None:
             for frame, image in zip(batch, images):
+                if fault == "store-full":
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(store.path(key_of[frame])))
                 store.save(key_of[frame], image)
 
         render_frames(self.backend, frames, settings, stored)
@@ -350,16 +356,19 @@ def run_batches(
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
+    from latentwalk.chunks import FAULT_ENV, parse_faults
+
     todo = deque(range(len(batches)))
     idle = list(range(len(actors)))
     in_flight: dict = {}  # object ref -> (worker index, batch index); batch None: a restart being awaited
     attempts = [0] * len(batches)
+    faults = {b: kind for b, (kind, _) in parse_faults(os.environ.get(FAULT_ENV)).items() if kind == "store-full"}  # tests only
     while todo or any(b is not None for _, b in in_flight.values()):
         # 1. One batch in flight per worker: a free worker takes the next batch (work stealing).
         while todo and idle:
             w, b = idle.pop(0), todo.popleft()
             attempts[b] += 1
-            in_flight[actors[w].render.remote(list(batches[b]), list(keys[b]), settings, store_root)] = (w, b)
+            in_flight[actors[w].render.remote(list(batches[b]), list(keys[b]), settings, store_root, faults.get(b))] = (w, b)
         if not in_flight:
             raise RuntimeError(f"every Ray worker died; {sum(len(batches[b]) for b in todo)} frames were not rendered")
         # 2. Wait for any batch (or a restarted worker); store-visible keys go to the assembler at once.
