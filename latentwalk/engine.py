@@ -308,7 +308,9 @@ def denoised_batches(
     init_latents = {key: backend.encode_images(image[None]) for key, image in (init_images or {}).items()}
     shape = backend.latent_shape(settings.width, settings.height)
 
-    pictures = Pictures(backend, settings, conditioning, shape) if settings.pictures else None
+    # Image keyframes: a frame with a picture side and no pictures in the settings fails in Pictures, naming it.
+    with_pictures = settings.pictures or any(f.image_a or f.image_b for f in frames)
+    pictures = Pictures(backend, settings, conditioning, shape) if with_pictures else None
 
     def run(batch: Sequence[FrameInputs], **kwargs) -> torch.Tensor:
         padded = list(batch) + [batch[-1]] * (settings.batch_size - len(batch))

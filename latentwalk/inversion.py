@@ -70,14 +70,16 @@ def eps_and_x0(output: torch.Tensor, x: torch.Tensor, alpha: float, prediction: 
 @torch.no_grad()
 def invert(
     backend: Denoiser, latent: torch.Tensor, inputs: BatchInputs, scheduler_name: str, steps: int, *,
-    width: int, height: int, spacing: str = "auto", guided: bool = True, iterations: int = INVERSION_ITERATIONS,
+    width: int, height: int, spacing: str = "auto", guided: bool = True, iterations: int | None = None,
 ) -> torch.Tensor:
     """(1, C, h, w) starting noise whose denoising under `inputs`' conditioning gives back `latent` (1, C, h, w).
 
     The walk follows the render's own timesteps; each step goes from ᾱ_prev (the sampler's
     next timestep, or the schedule's final ᾱ) up to ᾱ_t along the DDIM update, with the
-    prediction taken at the step's end `iterations` times (fixed-point DDIM inversion).
+    prediction taken at the step's end `iterations` times (fixed-point DDIM inversion; None:
+    INVERSION_ITERATIONS).
     """
+    iterations = INVERSION_ITERATIONS if iterations is None else iterations
     scheduler = make_scheduler(scheduler_name, backend.scheduler_config, spacing)
     scheduler.set_timesteps(steps, device="cpu")
     timesteps = list(dict.fromkeys(float(t) for t in scheduler.timesteps))  # multistep solvers repeat none here; order-2 Heun would

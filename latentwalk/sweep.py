@@ -14,7 +14,7 @@ one `Cell` of plain values per image) → `render_cells` (batched through render
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -26,8 +26,8 @@ from latentwalk.sheet import SheetLayout, contact_sheet
 from latentwalk.errors import UserError
 from latentwalk.locks import open_output
 from latentwalk.prompts import PromptSyntaxError, parse_prompt
-from latentwalk.frames import FrameInputs
-from latentwalk.params import MAX_GUIDANCE, MAX_SEED
+from latentwalk.frames import FrameInputs, ImageSide
+from latentwalk.params import IMAGE_STRENGTH, MAX_GUIDANCE, MAX_SEED
 from latentwalk.timeline import (
     MAX_STEPS,
     SETTING_DEFAULTS,
@@ -47,7 +47,9 @@ TOP_KEYS = set(SWEEP_DEFAULTS) | {"seed", "video", "prompt", "x", "y", "init_ima
 AXIS_KEYS = {"param", "values", "range"}
 SEEDS_KEYS = {"count", "start"}
 MODES = ("grid", "seeds")
-PARAMS = ("seed", "guidance", "steps", "prompt", "strength")  # besides placeholder names
+# Besides placeholder names. `image`: pictures (image keyframes' inversion, docs/pictures.md), each
+# cell its picture's own frame moved `image_strength` toward its seed's image.
+PARAMS = ("seed", "guidance", "steps", "prompt", "strength", "image", "image_strength")
 DEFAULT_SEED_COUNT = 16  # `mode: seeds` without a `seeds:` mapping
 MAX_SWEEP_CELLS = 10_000  # images in one sweep, over both axes (a range count of 1e9 allocated gigabytes)
 
@@ -101,6 +103,8 @@ class Cell:
     guidance: float
     steps: int
     strength: float | None  # None: text-to-image
+    image: str | None = None  # an image axis's picture (a checked path), inverted under the cell's prompt
+    image_strength: float = 0.0
 
 
 # --- reading and checking a sweep file ---------------------------------------------------------
@@ -136,8 +140,8 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
             raise r.fail(("seeds",), "only used with mode: seeds")
         if "x" not in data:
             raise r.fail(("x",), "missing: a sweep needs an x axis, e.g. x: {param: seed, values: [1, 2, 3]}")
-        x = _parse_axis(r, data["x"], ("x",))
-        y = _parse_axis(r, data["y"], ("y",)) if data.get("y") is not None else None
+        x = _parse_axis(r, data["x"], ("x",), base_dir)
+        y = _parse_axis(r, data["y"], ("y",), base_dir) if data.get("y") is not None else None
         if y is not None and y.param == x.param:
             raise r.fail(("y", "param"), f"{y.param!r} is already the x axis; the two axes need different params")
     axes = (x,) if y is None else (x, y)
@@ -184,7 +188,12 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
                 _check_prompt(r, blank_placeholders(filled), path, f" with {axis.param}={value}")
     _check_prompt(r, settings.negative_prompt, ("negative_prompt",))
 
-    # 5. img2img: an init image and a strength, fixed or swept.
+    # 5. img2img: an init image and a strength, fixed or swept; image axes are text-to-image from their pictures.
+    if "image_strength" in by_param and "image" not in by_param:
+        raise r.fail((by_param["image_strength"][0], "param"), "image_strength needs an image axis (x: {param: image, values: [a.png, b.png]})")
+    if "image" in by_param and (data.get("init_image") is not None or "strength" in by_param):
+        raise r.fail((by_param["image"][0], "param"), "an image axis starts each cell from its picture's inverted noise; "
+                     "init_image and strength are img2img: use one or the other")
     init_image, strength = None, data.get("strength")
     if data.get("init_image") is not None:
         init_image = _check_image(r, data["init_image"], base_dir or Path("."))
@@ -200,7 +209,7 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
     return Sweep(settings, video, prompt, seed, strength, init_image, mode, x, y, source, raw=data)
 
 
-def _parse_axis(r: FieldReader, data: Any, path: tuple) -> Axis:
+def _parse_axis(r: FieldReader, data: Any, path: tuple, base_dir: Path | None = None) -> Axis:
     data = r.check_keys(data, path, AXIS_KEYS)
     if "param" not in data:
         raise r.fail(path, "missing field 'param' (a placeholder name or one of: " + ", ".join(PARAMS) + ")")
@@ -211,9 +220,11 @@ def _parse_axis(r: FieldReader, data: Any, path: tuple) -> Axis:
         values = data["values"]
         if not isinstance(values, list) or not values:
             raise r.fail(path + ("values",), f"expected a non-empty list, got {values!r}")
+        if param == "image":
+            return Axis(param, tuple(_picture(r, v, path + ("values", i), base_dir or Path(".")) for i, v in enumerate(values)))
         return Axis(param, tuple(_check_value(r, param, v, path + ("values", i)) for i, v in enumerate(values)))
-    if param == "prompt":
-        raise r.fail(path + ("range",), "a prompt axis needs 'values' (a list of prompts), not a range")
+    if param in ("prompt", "image"):
+        raise r.fail(path + ("range",), f"a {param} axis needs 'values' (a list of {param}s), not a range")
     spec = data["range"]
     if not isinstance(spec, list) or len(spec) != 3:
         raise r.fail(path + ("range",), f"expected [start, stop, count], got {spec!r}")
@@ -248,9 +259,22 @@ def _check_value(r: FieldReader, param: str, value: Any, path: tuple) -> Value:
     if param == "guidance":
         return r.number(value, path, minimum=0, maximum=MAX_GUIDANCE)
     number = r.number(value, path)
-    if param == "strength" and not 0 <= number <= 1:
-        raise r.fail(path, f"strength must lie in [0, 1], got {value!r}")
+    if param in ("strength", "image_strength") and not 0 <= number <= 1:
+        raise r.fail(path, f"{param} must lie in [0, 1], got {value!r}")
     return number
+
+
+def _picture(r: FieldReader, value: Any, path: tuple, base_dir: Path) -> str:
+    """An image axis's value: a picture file, read whole and checked as a keyframe's `image` is."""
+    from latentwalk.images import check_picture
+
+    file = Path(r.text(value, path)).expanduser()
+    file = file if file.is_absolute() else base_dir / file
+    try:
+        check_picture(file)
+    except ValueError as e:
+        raise r.fail(path, str(e)) from None
+    return str(file)
 
 
 def _check_prompt(r: FieldReader, prompt: str, path: tuple, suffix: str = "") -> None:
@@ -352,7 +376,7 @@ def sweep_cells(sweep: Sweep) -> tuple[Cell, ...]:
         if sweep.mode == "seeds":
             label = str(chosen["seed"])
         else:
-            label = ", ".join(f"{k}={format_value(v)}" for k, v in values)
+            label = ", ".join(f"{k}={Path(v).name if k == 'image' else format_value(v)}" for k, v in values)
         cells.append(
             Cell(
                 row=row,
@@ -364,14 +388,20 @@ def sweep_cells(sweep: Sweep) -> tuple[Cell, ...]:
                 guidance=chosen.get("guidance", sweep.settings.guidance),
                 steps=chosen.get("steps", sweep.settings.steps),
                 strength=chosen.get("strength", sweep.strength),
+                image=chosen.get("image"),
+                image_strength=float(chosen.get("image_strength", 0.0)),
             )
         )
     return tuple(cells)
 
 
-def cell_inputs(cell: Cell, negative_prompt: str, init: str | None = None) -> FrameInputs:
-    """A cell as the engine's per-frame inputs: one seed and one prompt, nothing travelling."""
+def cell_inputs(cell: Cell, negative_prompt: str, init: str | None = None, picture: str | None = None) -> FrameInputs:
+    """A cell as the engine's per-frame inputs: one seed and one prompt, nothing travelling.
+
+    `picture`: the key of the cell's fitted picture (images.picture_key), for an image axis.
+    """
     prompt, negative = str(parse_prompt(cell.prompt)), str(parse_prompt(negative_prompt))
+    side = None if picture is None else ImageSide(picture, cell.seed, prompt, negative, float(cell.guidance))
     return FrameInputs(
         seed_a=cell.seed,
         seed_b=cell.seed,
@@ -385,6 +415,9 @@ def cell_inputs(cell: Cell, negative_prompt: str, init: str | None = None) -> Fr
         steps=int(cell.steps),
         strength=cell.strength,
         init=init if cell.strength is not None else None,
+        params=((IMAGE_STRENGTH, cell.image_strength),) if side is not None and cell.image_strength else (),
+        image_a=side,
+        image_b=side,
     )
 
 
@@ -405,14 +438,19 @@ def render_cells(
     """Yield (cells, images (B, H, W, 3) uint8) batch by batch through the shared engine."""
     from latentwalk.stages import engine_settings
     from latentwalk.engine import denoised_batches, image_key
+    from latentwalk.images import fit_picture, picture_key
 
     init_images = {image_key(init_image): init_image} if init_image is not None else None
     init = image_key(init_image) if init_image is not None else None
-    inputs = [cell_inputs(c, sweep.settings.negative_prompt, init) for c in cells]
+    width, height = sweep.settings.width, sweep.settings.height
+    pictures = {c.image: fit_picture(c.image, width, height) for c in cells if c.image is not None}  # path → pixels
+    keys = {path: picture_key(pixels) for path, pixels in pictures.items()}
+    inputs = [cell_inputs(c, sweep.settings.negative_prompt, init, keys.get(c.image)) for c in cells]
     cells_of: dict[FrameInputs, list[Cell]] = {}
     for frame, cell in zip(inputs, cells):
         cells_of.setdefault(frame, []).append(cell)
-    for item in denoised_batches(backend, list(cells_of), engine_settings(sweep.settings, batch_size), init_images):
+    settings = replace(engine_settings(sweep.settings, batch_size), pictures={keys[p]: pixels for p, pixels in pictures.items()})
+    for item in denoised_batches(backend, list(cells_of), settings, init_images):
         images = backend.decode(item.latents)[: len(item.frames)]
         batch = [(cell, image) for frame, image in zip(item.frames, images) for cell in cells_of[frame]]
         yield [c for c, _ in batch], np.stack([i for _, i in batch])
@@ -501,7 +539,8 @@ def run_sweep(
         raise UserError(f"batch_size: must be at least 1, got {batch_size}")
     cells = sweep_cells(sweep)
     out = Path(out_dir) if out_dir is not None else default_out_dir(sweep)
-    outputs.check_sweep_folder(out, tuple(p for p in (Path(sweep.source), sweep.init_image) if p is not None and p.is_file()))
+    pictures = tuple(Path(c.image) for c in cells if c.image is not None)  # an image axis's files are inputs too
+    outputs.check_sweep_folder(out, tuple(p for p in (Path(sweep.source), sweep.init_image, *dict.fromkeys(pictures)) if p is not None and p.is_file()))
     init_image = load_init_image(sweep.init_image, settings.width, settings.height) if sweep.init_image else None
 
     # 2. Load the model.

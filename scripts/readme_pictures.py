@@ -3,9 +3,10 @@
     .venv/bin/python scripts/readme_pictures.py            # strips, plans, the sweep sheet (a few minutes on 2 cores)
     .venv/bin/python scripts/readme_pictures.py --walks    # also the smoothness plots of benchmarks/bench_smooth.py (slow)
 
-Writes renders/readme/{demo_strip,feedback_strip,reactive_plan,sweep_daynight}.png and
-docs/images/song-plan.png (the README walk-through's song.yaml, with the demo soundtrack as its
-song). Renders go to the default stores under renders/, so a second run reuses their frames.
+Writes renders/readme/{demo_strip,feedback_strip,reactive_plan,sweep_daynight}.png,
+docs/images/pictures-strip.png (configs/pictures.yaml) and docs/images/song-plan.png (the README
+walk-through's song.yaml, with the demo soundtrack as its song). Renders go to the default stores
+under renders/, so a second run reuses their frames.
 Prints each picture with the command that made it and the machine it ran on.
 """
 
@@ -46,6 +47,23 @@ def strip(name: str, every: int, work: Path) -> Path:
     return out
 
 
+def pictures_strip(work: Path, every: int = 6) -> Path:
+    """configs/pictures.yaml (docs/pictures.md): its two pictures as given, fitted, beside every 6th frame of its video."""
+    from PIL import Image
+
+    from latentwalk.images import fit_picture
+
+    frames = work / "pictures-frames"
+    latentwalk("render", "configs/pictures.yaml", "--frames", str(frames), "--quiet")
+    shown = [np.asarray(Image.open(f).convert("RGB")) for f in sorted(frames.glob("frame_*.png"))[::every]]
+    size = shown[0].shape[0]
+    given = [fit_picture(ROOT / "configs" / "pictures" / name, size, size) for name in ("sunset-ridge.png", "sea-sail.png")]
+    gap = np.full((size, size // 8, 3), 255, dtype=np.uint8)
+    out = ROOT / "docs" / "images" / "pictures-strip.png"
+    Image.fromarray(np.concatenate([given[0], gap, *shown, gap, given[1]], axis=1)).save(out)
+    return out
+
+
 def song_plan(work: Path) -> Path:
     """The README walk-through: its song.yaml (the yaml block marked `# save as: song.yaml`) planned with --plot."""
     readme = (ROOT / "README.md").read_text()
@@ -78,6 +96,7 @@ def main() -> None:
         shutil.copy(work / "sweep" / "sheet.png", READ_ME / "sweep_daynight.png")
         made.append(READ_ME / "sweep_daynight.png")
         made.append(song_plan(work))
+        made.append(pictures_strip(work))
     if args.walks:
         subprocess.run([sys.executable, "benchmarks/bench_smooth.py", "--parts", "placement", "--plots", str(READ_ME)], cwd=ROOT, check=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"

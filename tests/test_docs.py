@@ -403,11 +403,13 @@ def make_stand_ins(data: dict, folder: Path, wav: Path) -> None:
         import imageio.v3 as iio
 
         iio.imwrite(touch(data["init_image"]), np.full((16, 16, 3), 128, dtype=np.uint8))
-    for item in data.get("keyframes") or []:  # image keyframes' pictures
-        if isinstance(item, dict) and isinstance(item.get("image"), str):
-            from PIL import Image
+    pictures = [item["image"] for item in data.get("keyframes") or [] if isinstance(item, dict) and isinstance(item.get("image"), str)]
+    pictures += [v for axis in ("x", "y") if isinstance(data.get(axis), dict) and data[axis].get("param") == "image"
+                 for v in data[axis].get("values") or []]  # a sweep's image axis
+    for picture in pictures:  # image keyframes' pictures
+        from PIL import Image
 
-            Image.fromarray(np.full((16, 16, 3), 128, dtype=np.uint8)).save(touch(item["image"]))
+        Image.fromarray(np.full((16, 16, 3), 128, dtype=np.uint8)).save(touch(picture))
 
 
 def write_stand_in_inputs(data: dict, touch, wav: Path) -> None:

@@ -284,3 +284,25 @@ def test_render_through_the_latentwalk_command(tiny_model_dir, tmp_path, model):
     sea = np.asarray(Image.open(frames[9]))
     expected = round_trip(model, fit_picture(tmp_path / "sea.png", 32, 32))
     assert np.abs(sea.astype(int) - expected.astype(int)).max() <= TOLERANCE + 1  # another process: its own thread count
+
+
+def test_sweep_over_pictures_and_image_strength(model, tiny_model_dir, tmp_path):
+    """An image axis: each cell at image_strength 0 is its picture through the VAE; a bad picture names its value."""
+    from latentwalk.sweep import parse_sweep, run_sweep
+
+    draw(tmp_path / "ridge.png", (48, 32), seed=1)
+    draw(tmp_path / "sea.png", (32, 32), seed=2)
+    path = tmp_path / "s.yaml"
+    path.write_text(f"model: {tiny_model_dir}\nwidth: 32\nheight: 32\nsteps: 2\nprompt: a cat\n"
+                    "x: {param: image, values: [ridge.png, sea.png]}\ny: {param: image_strength, values: [0, 1]}\n")
+    result = run_sweep(path, tmp_path / "out", model=model)
+    assert [c.label for c in result.cells] == ["image=ridge.png, image_strength=0", "image=sea.png, image_strength=0",
+                                               "image=ridge.png, image_strength=1", "image=sea.png, image_strength=1"]
+    for col, name in enumerate(("ridge.png", "sea.png")):
+        expected = round_trip(model, fit_picture(tmp_path / name, 32, 32)).astype(int)
+        assert np.abs(result.images[0, col].astype(int) - expected).max() <= TOLERANCE
+        assert np.abs(result.images[1, col].astype(int) - expected).mean() > 1  # strength 1: a new image from the seed
+    with pytest.raises(UserError, match=r"^s.yaml:2: x.values\[1\]: picture not found"):
+        parse_sweep("prompt: a cat\nx: {param: image, values: [ridge.png, gone.png]}\n", source="s.yaml", base_dir=tmp_path)
+    with pytest.raises(UserError, match=r"^s.yaml:2: x.param: image_strength needs an image axis"):
+        parse_sweep("prompt: a cat\nx: {param: image_strength, values: [0, 1]}\n", source="s.yaml", base_dir=tmp_path)
