@@ -14,6 +14,7 @@ a fresh store each, and measures on the frames:
 
   nice -n 10 python benchmarks/bench_video.py                 # 48 frames, 20 steps
   nice -n 10 python benchmarks/bench_video.py --frames 24 --steps 10 --blend 0.3,0.6 --json out.json
+  nice -n 10 python benchmarks/bench_video.py --frames 24 --steps 10 --blend 0.1,0.3 --strength 0.5
 """
 
 import argparse
@@ -51,7 +52,7 @@ def figures(frames: np.ndarray, source: np.ndarray) -> dict:
     }
 
 
-def render_variant(work: Path, name: str, n_frames: int, steps: int, flow: bool, blend: float) -> tuple[np.ndarray, float]:
+def render_variant(work: Path, name: str, n_frames: int, steps: int, flow: bool, blend: float, strength: float | None) -> tuple[np.ndarray, float]:
     import imageio.v3 as iio
 
     from latentwalk.api import render
@@ -59,6 +60,8 @@ def render_variant(work: Path, name: str, n_frames: int, steps: int, flow: bool,
     data = yaml.safe_load(CONFIG.read_text())
     data["video"] = {"path": str(CONFIG.parent / data["video"]), **({"flow": True, "flow_blend": blend} if flow else {})}
     data["steps"], data["end"] = steps, {"frame": n_frames}
+    if strength is not None:  # a constant instead of the beat pulse, which flickers on purpose
+        data["strength"] = strength
     last = {k: v for k, v in data["keyframes"][-1].items() if k not in ("beat", "bar", "time", "frame")}
     data["keyframes"][-1] = {"frame": n_frames - 1, **last}  # a shorter run still travels all the way
     if flow:
@@ -78,6 +81,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--blend", default="0.5", help="flow_blend values, comma-separated")
+    parser.add_argument("--strength", type=float, help="a constant strength instead of the config's beat pulse")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     load = os.getloadavg()[0]
@@ -87,10 +91,11 @@ def main() -> None:
         work = Path(tmp)
         variants = [("independent", False, 0.0)] + [(f"flow {b}", True, float(b)) for b in args.blend.split(",")]
         for name, flow, blend in variants:
-            frames, seconds = render_variant(work, name.replace(" ", "-"), args.frames, args.steps, flow, blend)
+            frames, seconds = render_variant(work, name.replace(" ", "-"), args.frames, args.steps, flow, blend, args.strength)
             rows[name] = figures(frames, source) | {"s_per_frame": seconds / args.frames}
     base = rows["source"]
-    print(f"{args.frames} frames of configs/video.yaml at 128 px, {args.steps} steps; load average {load:.1f} at the start")
+    what = f"strength {args.strength:g}" if args.strength is not None else "the config's beat-pulsed strength"
+    print(f"{args.frames} frames of configs/video.yaml at 128 px, {args.steps} steps, {what}; load average {load:.1f} at the start")
     print(f"{'':>14} {'adj MAD':>8} {'x source':>8} {'adj 1-SSIM':>10} {'x source':>8} {'warp err':>8} {'s/frame':>8}")
     for name, r in rows.items():
         spf = f"{r['s_per_frame']:.2f}" if r["s_per_frame"] else "-"
@@ -99,7 +104,8 @@ def main() -> None:
             f"{r['adjacent_1_ssim'] / base['adjacent_1_ssim']:>8.2f} {r['warp_error']:>8.2f} {spf:>8}"
         )
     if args.json:
-        args.json.write_text(json.dumps({"frames": args.frames, "steps": args.steps, "load_average": load, "rows": rows}, indent=1))
+        meta = {"frames": args.frames, "steps": args.steps, "strength": args.strength, "load_average": load}
+        args.json.write_text(json.dumps(meta | {"rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
