@@ -157,3 +157,28 @@ def test_day_to_night_travel_gets_darker_frame_after_frame(tmp_path, seed):
     light = brightness(frames)
     assert (np.diff(light) < TRAVEL_NOISE).all(), light
     assert light[0] - light[-1] > TRAVEL_DARKER_BY, light
+
+
+# The VAE's round trip (encode, decode at 128x128) of pictures it never trained on: the drawings
+# of `latentwalk/toy/pictures.py`, and world scenes. The shipped VAE measures ridge 21.96 dB,
+# sail 15.82, house 15.08 and 20.74 over these 8 world scenes; the bars sit 1 dB below, so that a
+# retrained model is no worse (issue 25 asks for >= 24 dB on held-out pictures; not reached yet).
+# The held-out photographs need the training downloads, so `python -m latentwalk.toy.train
+# --evaluate` and benchmarks/bench_vae.py measure them.
+
+DRAWN_PSNR_ABOVE = {"ridge": 20.9, "sail": 14.8, "house": 14.0}  # dB, per drawing
+WORLD_PSNR_ABOVE = 19.7  # dB, mean over 8 world scenes
+
+
+def test_vae_round_trip_holds_drawn_pictures_and_the_world(pipe):
+    from latentwalk.toy import pictures
+    from latentwalk.toy.train import WORLD_EVAL_SCENES, WORLD_EVAL_SEED, round_trip
+
+    drawn = pictures.drawings()
+    back = round_trip(pipe.vae, np.stack(list(drawn.values())))
+    measured = {name: pictures.psnr(a, b) for (name, a), b in zip(drawn.items(), back)}
+    assert all(measured[name] > DRAWN_PSNR_ABOVE[name] for name in DRAWN_PSNR_ABOVE), measured
+    rng = np.random.default_rng(WORLD_EVAL_SEED)
+    scenes = np.stack([world.sample(rng).image for _ in range(WORLD_EVAL_SCENES // 4)])
+    world_psnr = np.mean([pictures.psnr(a, b) for a, b in zip(scenes, round_trip(pipe.vae, scenes))])
+    assert world_psnr > WORLD_PSNR_ABOVE, world_psnr

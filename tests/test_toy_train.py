@@ -9,7 +9,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
 from latentwalk.toy import world
-from latentwalk.toy.train import TINY, TrainConfig, learning_rate, parse_args, train, training_captions
+from latentwalk.toy.train import PHOTOS, TINY, TrainConfig, learning_rate, parse_args, train, training_captions
 
 WEIGHT_FILES = (
     "unet/diffusion_pytorch_model.safetensors",
@@ -83,6 +83,12 @@ def test_parse_args_defaults_and_overrides():
     assert config.vae_steps == TrainConfig().vae_steps
     tiny = parse_args(["--tiny", "--out", "y"])
     assert tiny.unet_steps == TINY["unet_steps"]
+    assert config.photo_tiles == 0  # the shipped model's VAE saw world pictures only
+    photos = parse_args(["--photos", "--vae-only", "--out", "z", "--vae-steps", "5"])
+    assert photos.photo_tiles > 0 and photos.vae_only and photos.vae_steps == 5
+    assert photos.vae_channels == PHOTOS["vae_channels"]
+    with pytest.raises(SystemExit):
+        parse_args(["--vae-only"])  # would put a new VAE under the shipped UNet
 
 
 def test_config_rejects_bad_values():
@@ -198,3 +204,26 @@ def test_evaluate_vae_reports_each_held_out_picture(tiny_runs, monkeypatch):
         assert 0 < f["psnr"] < 60 and -1 <= f["ssim"] <= 1
     mean = np.mean([figures[k]["psnr"] for k in figures if k not in ("held-out mean", "world mean")])
     assert figures["held-out mean"]["psnr"] == pytest.approx(mean, abs=1e-3)
+
+
+def test_tiny_vae_only_run_on_photos(tmp_path, monkeypatch):
+    """The --photos path end to end on made-up pictures: photograph views in the VAE batches,
+    the held-out figures printed and recorded, the VAE saved alone."""
+    from diffusers import AutoencoderKL
+
+    from latentwalk.toy import pictures
+
+    rng = np.random.default_rng(0)
+    fake = [pictures.Picture(f"pkg:data/{i}.png", rng.integers(0, 256, (160, 200, 3), dtype=np.uint8), i == 0)
+            for i in range(3)]
+    loaded = []
+    monkeypatch.setattr(pictures, "load", lambda cache=None: loaded.append(cache) or fake)
+    config = replace(TrainConfig(**TINY), out=tmp_path / "vae_run", photo_tiles=6, vae_only=True)
+    train(config)
+    assert loaded  # the photographs were asked for
+    vae = AutoencoderKL.from_pretrained(tmp_path / "vae_run" / "vae")
+    assert vae.config.block_out_channels == list(TINY["vae_channels"])
+    record = json.loads((tmp_path / "vae_run" / "vae" / "training.json").read_text())
+    assert record["config"]["photo_tiles"] == 6
+    assert {"0.png", "held-out mean", "world mean"} <= set(record["vae_held_out"])
+    assert not (tmp_path / "vae_run" / "unet").exists()
