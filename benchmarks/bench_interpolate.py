@@ -4,7 +4,7 @@ Not a test: it prints tables (and writes JSON with --json). One walk between two
 world, 128x128, `spacing: t` (so placement probes do not blur the comparison), DDIM.
 
   (a) speed    whole-process frames per second of `latentwalk render` into a fresh store, factor
-               1 (no interpolation), 2 and 4 with `method: latent`, alternating A B C A B C
+               1 (no interpolation), 2 and 4 with `--method` (latent), alternating A B C A B C
   (b) quality  for each method and factor, every interpolated frame's distance to the frame the
                engine denoises at that time (the factor-1 render), in units of that render's median
                adjacent-frame distance; and the smoothness of each video's adjacent-frame distances
@@ -12,7 +12,8 @@ world, 128x128, `spacing: t` (so placement probes do not blur the comparison), D
                and in pixel MAD. `crossfade` (a pixel mix of the two anchors) is a baseline, not a method.
 
   nice -n 10 python benchmarks/bench_interpolate.py
-  nice -n 10 python benchmarks/bench_interpolate.py --runs 3 --seconds 4 --steps 20 --json benchmarks/results-interpolate.json
+  nice -n 10 python benchmarks/bench_interpolate.py --size 64 --fps 8 --seconds 3 --steps 8 --json benchmarks/results-interpolate.json
+  nice -n 10 python benchmarks/bench_interpolate.py --parts speed --method flow --size 64 --fps 8 --seconds 3 --steps 8
 """
 
 import argparse
@@ -67,7 +68,7 @@ def speed(args, work: Path) -> dict:
     """Median frames/s per factor, runs alternating between the factors."""
     factors = (1, 2, 4)
     for f in factors:
-        extra = f"output: {{interpolate: {{factor: {f}, method: latent}}}}\n" if f > 1 else ""
+        extra = f"output: {{interpolate: {{factor: {f}, method: {args.method}}}}}\n" if f > 1 else ""
         (work / f"speed{f}.yaml").write_text(timeline(args.fps, args.seconds, args.steps, args.size, extra))
     n = args.fps * args.seconds
     seconds: dict[int, list[float]] = {f: [] for f in factors}
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--method", default="latent", help="the method the speed part times (latent or flow)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results: dict = {"settings": vars(args) | {"json": None, "walk": WALK}, "load_average": os.getloadavg()}

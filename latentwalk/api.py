@@ -453,7 +453,7 @@ def _render_shown(
 
         # 4. Render the missing frames into the store; as keys arrive, stream every ready frame,
         # stored or new, into ffmpeg in video order.
-        if missing_keys:
+        if missing_keys - (fills.made if fills else set()):  # in-betweens alone need no model (latent loads it when one does)
             with blamed_on_field(timeline):
                 runner.start(identity)
             clock.lap("load_model_s")
