@@ -46,9 +46,10 @@ def analyze_audio(
     end: float | None = None,
     bpm: float | None = None,
     tracker: str = "auto",
-    beats_per_bar: int = 4,
+    beats_per_bar: int = 0,
 ) -> audio_stage.AudioAnalysis:
-    """Tempo, beats and downbeats (seconds from `start`) and features of an audio file; cached by content."""
+    """Tempo, beats and downbeats (seconds from `start`) and features of an audio file; cached by content.
+    `beats_per_bar` 0: the meter is inferred (audio.infer_meter)."""
     if not Path(path).is_file():
         raise UserError(f"audio file not found: {str(path)!r}")
     settings = audio_stage.AnalysisSettings(start, end, bpm, tracker, beats_per_bar)
@@ -99,14 +100,15 @@ def timeline_audio(timeline: Timeline) -> audio_stage.AudioAnalysis | None:
     tracked_on = stems[spec.beats_from] if spec.beats_from and not given else None
     tracker = "none" if given or tracked_on is not None else spec.tracker
     try:
-        analysis = analyze_audio(spec.path, spec.start, spec.end, spec.bpm, tracker, spec.beats_per_bar)
+        bpb = 0 if spec.auto_meter else spec.beats_per_bar  # 0: inferred
+        analysis = analyze_audio(spec.path, spec.start, spec.end, spec.bpm, tracker, bpb)
         if tracked_on is not None:
-            on_stem = analyze_audio(tracked_on, spec.start, spec.end, spec.bpm, spec.tracker, spec.beats_per_bar)
+            on_stem = analyze_audio(tracked_on, spec.start, spec.end, spec.bpm, spec.tracker, bpb)
             analysis = replace(
                 on_stem, duration=analysis.duration, features=analysis.features,
                 notes=(f"beats tracked on the {spec.beats_from} stem ({tracked_on.name})",),
             )
-        settings = audio_stage.AnalysisSettings(spec.start, spec.end, spec.bpm, tracker, spec.beats_per_bar)
+        settings = audio_stage.AnalysisSettings(spec.start, spec.end, spec.bpm, tracker, bpb)
         frames = len(analysis.features["rms"])
         analysis = replace(analysis, features={**analysis.features, **stem_stage.stem_features(spec.stems, settings, frames)})
     except audio_stage.AudioReadError as e:  # blame the timeline's line for the field
@@ -116,6 +118,9 @@ def timeline_audio(timeline: Timeline) -> audio_stage.AudioAnalysis | None:
         # A tracker lays a grid over silence too; those beats are heard nowhere: none were found.
         empty = np.zeros(0)
         analysis = replace(analysis, beats=empty, downbeats=empty, tempo=empty)
+    if spec.auto_meter and analysis.meter:
+        note = f"meter {analysis.meter} inferred over the whole song (confidence {analysis.meter_confidence:.2f}; audio.beats_per_bar sets it)"
+        analysis = replace(analysis, notes=analysis.notes + (note,))
     # 3. The timeline's own beats (MIDI, tempo map, beat list) and corrections (offset, sections).
     return given_beats(spec, analysis)
 
@@ -126,11 +131,16 @@ SILENT_RMS = 1e-4  # -80 dBFS: a clip whose loudest moment is quieter than this 
 def with_tracked_downbeat(timeline: Timeline, analysis: audio_stage.AudioAnalysis | None) -> Timeline:
     """The timeline with bar 0 on the tracked downbeat, unless `audio.downbeat` sets it; where the
     analysis knows every bar (a MIDI file, a tempo map), with those bars and their meter."""
-    if analysis is None or timeline.audio is None or timeline.audio.downbeat is not None:
+    if analysis is None or timeline.audio is None:
         return timeline
-    spec = replace(timeline.audio, downbeat=analysis.downbeat_index or 0)
+    spec = timeline.audio
+    if spec.auto_meter and analysis.meter:  # beats_per_bar: auto, inferred over the whole song
+        spec = replace(spec, beats_per_bar=analysis.beats_per_bar)
+    if spec.downbeat is not None:
+        return replace(timeline, audio=spec)
+    spec = replace(spec, downbeat=analysis.downbeat_index or 0)
     bars = analysis.bar_starts
-    if len(bars):
+    if len(bars) and spec.auto_meter:
         lengths = np.diff(bars)
         bpb = int(np.bincount(lengths).argmax()) if len(lengths) else spec.beats_per_bar
         spec = replace(spec, downbeat=int(bars[0]), beats_per_bar=bpb, bar_starts=tuple(int(b) for b in bars))
@@ -155,7 +165,7 @@ def plan(timeline: Timeline | str | Path, analysis: audio_stage.AudioAnalysis | 
     energy, features, notes = None, None, {}
     if analysis is not None and analysis.features:
         n_frames = video_frames(timeline, beats, duration, bpm)
-        energy = audio_stage.envelope_at_fps(analysis.onset_envelope, fps, n_frames)
+        energy = audio_stage.pacing_energy(analysis.onset_envelope, beats, fps, n_frames)  # the change lands on the beat
         features = audio_features(analysis)
     if timeline.audio is not None and timeline.audio.midi is not None:  # the MIDI notes that tracks read
         from latentwalk.usergrid import timeline_note_variables

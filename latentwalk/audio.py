@@ -51,13 +51,22 @@ FEATURES = ("onset", "rms", "low", "mid", "high")
 # the first beat you hear.
 QUIET_BEAT_FRACTION = 0.1
 BEAT_REACH = 0.07  # seconds: the MIREX tolerance between a beat and its onset
+# Besides FEATURES, the analysis keeps "harmony" (harmonic_change, for the meter; no track variable):
+# chroma averaged over HARMONY_SPAN seconds before and after each frame, compared.
+HARMONY_SPAN = 0.35
+ATTACK_REACH = 0.15  # seconds after a beat in which its onset envelope peaks (pacing_energy)
 # Streaming: blocks of ~30 s analysed with 3 s of context either side (HPSS median filters
 # reach 0.36 s, the onset difference 5 frames), in samples that are whole hops.
 BLOCK = HOP_LENGTH * 1280
 MARGIN = HOP_LENGTH * 128
 LEAD = HOP_LENGTH * 8  # samples of silence analysed before the audio (see stream_analysis)
 TRACKERS = ("auto", "librosa", "madmom")
-ANALYSIS_VERSION = "6"  # bump when any analysis result changes: old cache entries stop matching
+ANALYSIS_VERSION = "7"  # bump when any analysis result changes: old cache entries stop matching
+# Meter and bar phase (infer_meter), chosen over the whole song: a beat's accent is sampled within
+# ACCENT_REACH of it; triple must beat duple by TRIPLE_MARGIN (see infer_meter).
+ACCENT_REACH = 0.05
+TRIPLE_MARGIN = 1.15
+MAX_METER = 4
 TEMPO_SPAN = 8  # beats: `bpm` is 60 / the median period over spans of this many beats
 LOCAL_BEATS = 2  # beats either side used for the local tempo of the `tempo` curve
 
@@ -81,6 +90,9 @@ class AudioAnalysis:
     tracker: str = "librosa"  # which tracker ran: "librosa" or "madmom"
     downbeats: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (D,) times of tracked bar starts
     tempo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) local tempo at each beat, bpm
+    beats_per_bar: int = 4  # the meter's beats per bar: inferred (beats_per_bar: auto) or as set
+    meter: str = ""  # "3/4", "6/8", ... at the tracked beat level; "" where nobody inferred it
+    meter_confidence: float = 0.0  # 0-1 (infer_meter)
     # Beat index of every bar start when bars are known exactly (a MIDI file or tempo map, whose
     # meter may change); empty: bars are beats_per_bar long from the first downbeat.
     bar_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
@@ -105,7 +117,7 @@ class AnalysisSettings:
     end: float | None = None
     bpm: float | None = None
     tracker: str = "auto"
-    beats_per_bar: int = 4
+    beats_per_bar: int = 0  # 0: auto (infer_meter over the whole song)
 
 
 class AudioReadError(UserError):
@@ -154,8 +166,8 @@ def check_settings(settings: AnalysisSettings, what: dict[str, str] | None = Non
         raise UserError(f"{name['end']}: must be greater than start ({settings.start}), got {settings.end}")
     if settings.bpm is not None and (not np.isfinite(settings.bpm) or settings.bpm <= 0):
         raise UserError(f"{name['bpm']}: must be a positive number, got {settings.bpm}")
-    if settings.beats_per_bar < 1:
-        raise UserError(f"beats_per_bar: must be at least 1, got {settings.beats_per_bar}")
+    if settings.beats_per_bar < 0:
+        raise UserError(f"beats_per_bar: must be at least 1 (or auto), got {settings.beats_per_bar}")
 
 
 # 2. Decoding as a stream ------------------------------------------------------------------
@@ -289,6 +301,7 @@ def block_features(y: np.ndarray) -> dict[str, np.ndarray]:
     mask = librosa.util.softmask(percussive, harmonic, power=2)
     db = librosa.power_to_db(mel * mask, amin=DB_FLOOR, top_db=None)
     return {
+        "harmony": harmonic_change(chroma_filters() @ power),  # (12, frames) chroma, tuning fixed at A440
         "onset": librosa.onset.onset_strength(S=db, sr=SAMPLE_RATE, hop_length=HOP_LENGTH),
         "rms": librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP_LENGTH)[0],
         "low": power[freqs < LOW_HZ].mean(axis=0),
@@ -297,13 +310,36 @@ def block_features(y: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def chroma_filters() -> np.ndarray:
+    """(12, 1 + N_FFT/2) STFT bins to pitch classes (librosa.filters.chroma; no tuning estimate, which
+    runs numba code that crashes on some machines)."""
+    import librosa
+
+    return librosa.filters.chroma(sr=SAMPLE_RATE, n_fft=N_FFT, tuning=0.0)
+
+
+def harmonic_change(chroma: np.ndarray) -> np.ndarray:
+    """(frames,) how much the harmony after each frame differs from the harmony before it: the cosine
+    distance of the chroma averaged over HARMONY_SPAN seconds either side (chords change on "one")."""
+    import scipy.ndimage
+
+    span = max(2, int(round(HARMONY_SPAN * ENVELOPE_RATE)))
+    mean = scipy.ndimage.uniform_filter1d(chroma, span, axis=1, mode="nearest")
+    before = np.roll(mean, span // 2 + 1, axis=1)  # the span ending just before the frame
+    after = np.roll(mean, -(span // 2), axis=1)  # the span starting at it
+    before[:, : span // 2 + 1], after[:, -(span // 2) or len(mean[0]) :] = mean[:, :1], mean[:, -1:]
+    dot = (before * after).sum(axis=0)
+    norm = np.linalg.norm(before, axis=0) * np.linalg.norm(after, axis=0)
+    return np.where(norm > 0, 1.0 - dot / np.maximum(norm, 1e-12), 0.0)
+
+
 def stream_analysis(blocks: Iterator[np.ndarray], with_tracking_onset: bool) -> tuple[int, dict[str, np.ndarray], np.ndarray]:
     """(samples, FEATURES, tracking onset envelope) of a whole stream, block by block.
 
     The stream is analysed after LEAD samples of silence, then those frames are dropped: a
     hit at time 0 otherwise has no "before" for the onset flux, and its beat comes late.
     """
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in FEATURES}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in (*FEATURES, "harmony")}
     tracking: list[np.ndarray] = []
     samples = -LEAD
     for segment, offset, core, last in windows(itertools.chain([np.zeros(LEAD, np.float32)], blocks), BLOCK, MARGIN):
@@ -409,14 +445,100 @@ def madmom_beats(activations: np.ndarray, bpm: float | None) -> np.ndarray:
     return beats_arr
 
 
-def bar_phase(beats: np.ndarray, downbeat_activation: np.ndarray, beats_per_bar: int) -> int | None:
-    """Index (< beats_per_bar) of the first downbeat: the beat phase where the downbeat network fires most."""
-    if len(beats) < beats_per_bar or beats_per_bar < 2:
-        return 0 if len(beats) else None
-    frames = np.clip(np.round(beats * MADMOM_FPS).astype(int), 0, len(downbeat_activation) - 1)
-    strength = downbeat_activation[frames]
-    scores = [strength[p::beats_per_bar].mean() for p in range(beats_per_bar)]
-    return int(np.argmax(scores))
+def beat_accents(beats: np.ndarray, features: dict[str, np.ndarray], downbeat_activation: np.ndarray | None = None) -> np.ndarray:
+    """(N,) how strongly each beat sounds like a bar start: the sum of z-scored evidence at it.
+
+    The change of harmony (chords change on "one"), low-band energy (the bass and kick that mark
+    it), the percussive onset and, from madmom, its downbeat network's activation, each the
+    maximum within ACCENT_REACH of the beat.
+    """
+    def at_beats(values: np.ndarray, rate: float) -> np.ndarray:
+        reach = max(1, int(round(ACCENT_REACH * rate)))
+        centres = np.clip(np.round(beats * rate).astype(int), 0, len(values) - 1)
+        return np.array([values[max(0, c - reach) : c + reach + 1].max() for c in centres])
+
+    def z(values: np.ndarray) -> np.ndarray:
+        spread = values.std()
+        return (values - values.mean()) / spread if spread > 0 else np.zeros(len(values))
+
+    parts = []
+    if len(features.get("harmony", ())):
+        parts.append(1.5 * z(at_beats(np.asarray(features["harmony"], dtype=np.float64), ENVELOPE_RATE)))
+    if len(features.get("low", ())):
+        parts.append(z(np.log(at_beats(np.asarray(features["low"], dtype=np.float64), ENVELOPE_RATE) + 1e-6)))
+    if len(features.get("onset", ())):
+        parts.append(0.5 * z(at_beats(np.asarray(features["onset"], dtype=np.float64), ENVELOPE_RATE)))
+    if downbeat_activation is not None and len(downbeat_activation):
+        parts.append(2.0 * z(at_beats(np.asarray(downbeat_activation, dtype=np.float64), MADMOM_FPS)))
+    return np.sum(parts, axis=0) if parts else np.zeros(len(beats))
+
+
+def phase_scores(accents: np.ndarray, beats_per_bar: int) -> np.ndarray:
+    """(beats_per_bar,) mean accent of the beats at each bar phase minus that of the others."""
+    scores = []
+    for p in range(beats_per_bar):
+        on = np.zeros(len(accents), bool)
+        on[p::beats_per_bar] = True
+        scores.append(accents[on].mean() - accents[~on].mean() if on.any() and (~on).any() else 0.0)
+    return np.array(scores)
+
+
+@dataclass(frozen=True)
+class Meter:
+    beats_per_bar: int
+    phase: int  # beat index of the first downbeat
+    confidence: float  # 0: no evidence for this meter over the others, 1: only this one fits
+    name: str  # "4/4", "3/4", "2/4", "6/8", "12/8", "9/8" (at the beat level the tracker found)
+
+
+def infer_meter(accents: np.ndarray, compound: bool, beats_per_bar: int | None = None) -> Meter:
+    """Beats per bar (2, 3 or 4) and the first downbeat, from the accents of the whole song.
+
+    Each meter's best phase scores how much more its bar starts are accented than its other
+    beats. Triple wins where it clearly beats duple (TRIPLE_MARGIN). A 2- and a 4-beat bar cannot
+    be told apart by accents alone (phrases pair bars up just as beats pair up in a bar), so duple
+    time takes the commoner meter: 4/4 in simple time, 6/8 (2 beats) where the beats divide in
+    three (`compound`); 2/4 and 12/8 need `beats_per_bar`. A given `beats_per_bar` is kept; only
+    its phase is chosen.
+    """
+    if len(accents) < 2 * MAX_METER:
+        bpb = beats_per_bar or 4
+        return Meter(bpb, int(np.argmax(phase_scores(accents, bpb))) if len(accents) >= bpb > 1 else 0, 0.0, meter_name(bpb, compound))
+    best = {n: phase_scores(accents, n) for n in (2, 3, 4)}
+    top = {n: float(v.max()) for n, v in best.items()}
+    if beats_per_bar is None:
+        duple = 2 if compound else 4
+        bpb = 3 if top[3] > TRIPLE_MARGIN * top[duple] and top[3] > 0 else duple
+        rival = top[duple] if bpb == 3 else top[3]
+        confidence = float(np.clip(1.0 - rival / top[bpb], 0.0, 1.0)) if top[bpb] > 0 else 0.0
+    else:
+        bpb = beats_per_bar
+        scores = best.get(bpb, phase_scores(accents, bpb)) if bpb > 1 else np.zeros(1)
+        ordered = np.sort(scores)[::-1]
+        confidence = float(np.clip(1.0 - ordered[1] / ordered[0], 0.0, 1.0)) if len(ordered) > 1 and ordered[0] > 0 else 0.0
+        return Meter(bpb, int(np.argmax(scores)), confidence, meter_name(bpb, compound))
+    return Meter(bpb, int(np.argmax(best[bpb])), confidence, meter_name(bpb, compound))
+
+
+def meter_name(beats_per_bar: int, compound: bool) -> str:
+    if compound and beats_per_bar in (2, 3, 4):
+        return f"{3 * beats_per_bar}/8"
+    return f"{beats_per_bar}/4"
+
+
+def divides_in_three(beats: np.ndarray, onset: np.ndarray) -> bool:
+    """Whether the onsets between beats fall at thirds (compound time) more than at the half."""
+    import scipy.ndimage
+
+    if len(beats) < 8 or not len(onset):
+        return False
+    period = np.diff(beats)
+    peak = scipy.ndimage.maximum_filter1d(np.asarray(onset, dtype=np.float64), 2 * max(1, int(round(ACCENT_REACH * ENVELOPE_RATE))) + 1)
+
+    def at(fraction: float) -> float:  # the mean onset peak near that point of every beat
+        return float(np.mean(peak[np.clip(np.round((beats[:-1] + fraction * period) * ENVELOPE_RATE).astype(int), 0, len(onset) - 1)]))
+
+    return (at(1 / 3) + at(2 / 3)) / 2 > 1.5 * at(0.5)
 
 
 # 5. Beats → tempo -------------------------------------------------------------------------
@@ -465,17 +587,37 @@ def beat_grid(bpm: float, duration: float) -> np.ndarray:
     return np.arange(0.0, duration + 1e-9, 60.0 / bpm)
 
 
-def envelope_at_fps(envelope: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
-    """Onset envelope averaged over each video frame's time span → (n_frames,)."""
+def envelope_at_fps(envelope: np.ndarray, fps: float, n_frames: int, offset: float = 0.0) -> np.ndarray:
+    """Onset envelope averaged over each video frame's time span (moved `offset` seconds later) → (n_frames,)."""
     if len(envelope) == 0:
         return np.zeros(n_frames)
-    edges = np.arange(n_frames + 1) / fps * ENVELOPE_RATE
+    edges = (np.arange(n_frames + 1) / fps + offset) * ENVELOPE_RATE
     cumulative = np.concatenate([[0.0], np.cumsum(envelope)])
     positions = np.arange(len(cumulative))
     # Integrate the piecewise-constant envelope between frame edges, then divide by width.
     area = np.interp(edges, positions, cumulative, right=cumulative[-1])
     widths = np.diff(edges)
     return np.diff(area) / widths
+
+
+def attack_delay(envelope: np.ndarray, beats: np.ndarray) -> float:
+    """Median seconds from a beat to the peak of the onset envelope after it (within ATTACK_REACH)."""
+    if len(beats) == 0 or len(envelope) == 0:
+        return 0.0
+    reach = int(round(ATTACK_REACH * ENVELOPE_RATE))
+    start = np.round(beats * ENVELOPE_RATE).astype(int)
+    peaks = [int(np.argmax(envelope[s : s + reach + 1])) for s in start if s < len(envelope)]
+    return float(np.median(peaks)) / ENVELOPE_RATE if peaks else 0.0
+
+
+def pacing_energy(envelope: np.ndarray, beats: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
+    """(n_frames,) energy that paces each step from frame k to k + 1, for `pacing: audio`.
+
+    Step k takes the envelope over the half-frame either side of frame k + 1's time, moved back
+    by the envelope's attack delay: a hit on frame b's time drives the step that ends on frame b,
+    so the picture changes with the beat, not the frame or two after it (docs/beats.md).
+    """
+    return envelope_at_fps(envelope, fps, n_frames, attack_delay(envelope, beats) + 0.5 / fps)
 
 
 # 6. The whole analysis, cached ------------------------------------------------------------
@@ -496,19 +638,27 @@ def analyze_file(path: str | Path, settings: AnalysisSettings) -> AudioAnalysis:
             "end", f"{settings.end:g}s is past the end of {str(path)!r}, which ends at {settings.start + duration:.3f}s"
         )
     # 3. Beats (and, from madmom, the bar phase).
-    downbeats = np.zeros(0)
+    downbeat_activation = None
     if tracker == "none":
         beats = np.zeros(0)
     elif tracker == "madmom":
         activations = madmom_activations(path, settings.start, settings.end)
         beats = audible_beats(madmom_beats(activations[:, 0], settings.bpm), features["rms"])
-        phase = bar_phase(beats, activations[:, 2], settings.beats_per_bar)
-        downbeats = beats[phase :: settings.beats_per_bar] if phase is not None else downbeats
+        downbeat_activation = activations[:, 2]
     else:
         beats = audible_beats(librosa_beats(onset, settings.bpm), features["rms"])
-    # 4. Tempo: the hint when given, else the median of the tracked beats.
+    # 4. Meter and bar phase over the whole song (the given beats_per_bar keeps its value).
+    downbeats, meter = np.zeros(0), Meter(settings.beats_per_bar or 4, 0, 0.0, "")
+    if len(beats) and tracker != "none":
+        accents = beat_accents(beats, features, downbeat_activation)
+        meter = infer_meter(accents, divides_in_three(beats, features["onset"]), settings.beats_per_bar or None)
+        downbeats = beats[meter.phase :: meter.beats_per_bar]
+    # 5. Tempo: the hint when given, else the median of the tracked beats.
     bpm = settings.bpm or median_bpm(beats) or (global_tempo(onset, TRACK_HOP) if len(onset) else 120.0)
-    return AudioAnalysis(duration, float(bpm), beats, features, tracker, downbeats, tempo_curve(beats))
+    return AudioAnalysis(
+        duration, float(bpm), beats, features, tracker, downbeats, tempo_curve(beats),
+        beats_per_bar=meter.beats_per_bar, meter=meter.name, meter_confidence=meter.confidence,
+    )
 
 
 def cache_dir() -> Path:
@@ -536,7 +686,10 @@ def save_analysis(path: Path, analysis: AudioAnalysis) -> None:
     """Write atomically (temp file + rename): a reader sees the old entry or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"feature_{k}": v for k, v in analysis.features.items()}
-    meta = np.array(json.dumps({"duration": analysis.duration, "bpm": analysis.bpm, "tracker": analysis.tracker}))
+    meta = np.array(json.dumps({
+        "duration": analysis.duration, "bpm": analysis.bpm, "tracker": analysis.tracker,
+        "beats_per_bar": analysis.beats_per_bar, "meter": analysis.meter, "meter_confidence": analysis.meter_confidence,
+    }))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -554,7 +707,8 @@ def load_analysis(path: Path) -> AudioAnalysis | None:
             meta = json.loads(str(data["meta"]))
             features = {k[len("feature_") :]: data[k] for k in data.files if k.startswith("feature_")}
             return AudioAnalysis(
-                meta["duration"], meta["bpm"], data["beats"], features, meta["tracker"], data["downbeats"], data["tempo"]
+                meta["duration"], meta["bpm"], data["beats"], features, meta["tracker"], data["downbeats"], data["tempo"],
+                beats_per_bar=meta["beats_per_bar"], meter=meta["meter"], meter_confidence=meta["meter_confidence"],
             )
     except (OSError, ValueError, KeyError, EOFError):
         return None

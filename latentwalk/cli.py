@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--start", type=float, default=0.0, help="seconds into the file to start at")
     b.add_argument("--end", type=float, help="seconds into the file to stop at")
     b.add_argument("--tracker", default="auto", choices=TRACKERS, help="beat tracker (auto: madmom when the beats extra is installed, else librosa)")
-    b.add_argument("--beats-per-bar", type=int, default=4, help="meter used to find downbeats (madmom)")
+    b.add_argument("--beats-per-bar", type=int, default=0, help="beats per bar (default: inferred from the whole song, with a confidence)")
     b.add_argument("--json", action="store_true", help='print {"bpm", "tracker", "beats", "downbeats", "tempo", ...}')
     b.add_argument("--midi", metavar="FILE", help="beats and bars from this MIDI file; its offset in the audio is estimated unless --offset gives it")
     b.add_argument("--offset", type=float, help="with --midi: seconds into the audio where the MIDI file's time 0 falls")
@@ -491,12 +491,16 @@ def cmd_beats(args: argparse.Namespace) -> None:
         tempo = [round(float(t), 3) for t in analysis.tempo]
         print(json.dumps({
             "bpm": round(analysis.bpm, 3), "tracker": analysis.tracker, "beats": beats, "downbeats": downbeats, "tempo": tempo,
-            "notes": list(analysis.notes),
+            "notes": list(analysis.notes), "meter": analysis.meter, "beats_per_bar": analysis.beats_per_bar,
+            "meter_confidence": round(analysis.meter_confidence, 3),
         }))
         return
     print(f"tempo: {analysis.bpm:.2f} bpm (median), {len(beats)} beats in {analysis.duration:.2f}s, tracker: {analysis.tracker}")
     for note in analysis.notes:
         print(f"beats: {note}")
+    if analysis.meter:
+        how = "inferred" if not args.beats_per_bar else "given"
+        print(f"meter: {analysis.meter} ({analysis.beats_per_bar} beats to the bar, {how}; confidence {analysis.meter_confidence:.2f})")
     if analysis.downbeat_index is not None:
         print(f"first downbeat: beat {analysis.downbeat_index} ({len(downbeats)} bars)")
     bar_starts = set(downbeats)

@@ -157,6 +157,7 @@ class AudioSpec:
     # Set from the analysis, not the YAML: beat index of every bar start where the grid knows its
     # bars exactly (a MIDI file's or tempo map's, whose meter may change); empty: beats_per_bar from downbeat.
     bar_starts: tuple[int, ...] = ()
+    auto_meter: bool = False  # beats_per_bar: auto (the default): set from the meter inferred over the whole song
 
 
 @dataclass(frozen=True)
@@ -976,7 +977,10 @@ def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
         start=start,
         end=end,
         bpm=bpm,
-        beats_per_bar=r.number(data.get("beats_per_bar", 4), ("audio", "beats_per_bar"), minimum=1, integer=True, maximum=MAX_BEATS_PER_BAR),
+        beats_per_bar=4 if data.get("beats_per_bar", "auto") == "auto" else r.number(
+            data["beats_per_bar"], ("audio", "beats_per_bar"), minimum=1, integer=True, maximum=MAX_BEATS_PER_BAR
+        ),
+        auto_meter=data.get("beats_per_bar", "auto") == "auto",
         downbeat=r.number(data["downbeat"], ("audio", "downbeat"), minimum=0, integer=True) if data.get("downbeat") is not None else None,
         tracker=r.choice(data.get("tracker", "auto"), ("audio", "tracker"), TRACKERS),
         lines={key: r.lines.get(("audio", key), r.lines.get(("audio",), 0)) for key in AUDIO_KEYS},

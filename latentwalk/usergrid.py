@@ -48,12 +48,16 @@ def silent_grid(spec: "AudioSpec") -> AudioAnalysis:
     """A MIDI file's or tempo map's grid without audio: beats and bars, no features."""
     g, notes, bpm = user_grid(spec, None)
     beats, bars = lay(spec, g.beats, g.downbeats, exact=True)
-    return AudioAnalysis(float(beats[-1]) if len(beats) else 0.0, median_bpm(beats) or bpm, beats, {}, "midi" if spec.midi else "tempo_map",
-                         beats[bars] if len(bars) else np.zeros(0), tempo_curve(beats), bars, tuple(notes + corrections(spec)))
+    return AudioAnalysis(
+        float(beats[-1]) if len(beats) else 0.0, median_bpm(beats) or bpm, beats, {}, "midi" if spec.midi else "tempo_map",
+        downbeats=beats[bars] if len(bars) else np.zeros(0), tempo=tempo_curve(beats), bar_starts=bars, notes=tuple(notes + corrections(spec)),
+    )
 
 
 def given_beats(spec: "AudioSpec", analysis: AudioAnalysis) -> AudioAnalysis:
     """`analysis` with the timeline's own beats and bars, and its corrections, applied."""
+    if spec.midi is None and spec.tempo_map is None and spec.beats is None and not spec.beats_offset and not spec.sections:
+        return analysis
     notes = list(analysis.notes)
     source = analysis.tracker
     if spec.midi is not None or spec.tempo_map is not None:
@@ -72,8 +76,6 @@ def given_beats(spec: "AudioSpec", analysis: AudioAnalysis) -> AudioAnalysis:
         keep = (beats >= 0) & (beats <= analysis.duration + 1e-9)
         beats, downbeats = beats[keep], downbeats[(downbeats >= 0) & (downbeats <= analysis.duration + 1e-9)]
     notes += corrections(spec)
-    if source == analysis.tracker and not notes and not spec.sections:
-        return analysis
     beats, bars = lay(spec, beats, downbeats, exact)
     return replace(
         analysis, bpm=spec.bpm or median_bpm(beats) or analysis.bpm, beats=beats, tracker=source,

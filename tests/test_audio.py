@@ -76,3 +76,19 @@ def test_unreadable_audio(tmp_path):
     bad.write_bytes(b"not audio at all")
     with pytest.raises(UserError, match="cannot read audio file"):
         analyze_audio(bad)
+
+
+def test_pacing_energy_drives_the_step_that_ends_on_the_beat():
+    from latentwalk.audio import ENVELOPE_RATE, attack_delay, pacing_energy
+
+    fps, beats = 24.0, np.arange(1, 8) * 0.5  # beats on frames 12, 24, ...
+    env = np.full(int(5 * ENVELOPE_RATE), 0.1)
+    for b in beats:  # each hit's envelope peaks 3 hops (~70 ms) after it, as spectral flux does
+        env[int(round(b * ENVELOPE_RATE)) + 3] = 5.0
+    assert attack_delay(env, beats) == pytest.approx(3 / ENVELOPE_RATE)
+    energy = pacing_energy(env, beats, fps, 96)
+    beat_frames = np.round(beats * fps).astype(int)[:3]
+    # window index 1: the step f-1 -> f (ending on the beat frame), 2: the step f -> f+1
+    assert all(int(np.argmax(energy[f - 2 : f + 3])) in (1, 2) for f in beat_frames)
+    before = envelope_at_fps(env, fps, 96)  # each frame's own span: the steps after that, one to two frames late
+    assert all(int(np.argmax(before[f - 2 : f + 3])) >= 3 for f in beat_frames)

