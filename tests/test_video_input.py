@@ -242,7 +242,8 @@ def test_flow_render_starts_like_the_independent_one_and_then_follows(tiny_model
     from latentwalk.stages import engine_settings
 
     path = tmp_path / "flow.yaml"
-    path.write_text(timeline_text(tiny_model_dir, f"{{path: {clip}, flow: true, flow_blend: 0.3}}", extra="strength: 0.6\nend: {frame: 6}\n"))
+    text = timeline_text(tiny_model_dir, f"{{path: {clip}, flow: true, flow_blend: 0.3}}", extra="strength: 0.6\nend: {frame: 6}\n")
+    path.write_text(text.replace("batch_size: 4\n", ""))  # a chain: one row per UNet call by default
     out = subprocess.run([LATENTWALK, "render", str(path), "--frames", str(tmp_path / "png")], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     flow = [iio.imread(p).astype(int) for p in sorted((tmp_path / "png").glob("*.png"))]
@@ -254,7 +255,7 @@ def test_flow_render_starts_like_the_independent_one_and_then_follows(tiny_model
     assert len(flow) == 6 and np.abs(flow[0] - independent[frames[0]]).max() <= 1
     assert all(np.abs(a - independent[f]).mean() > 0.5 for a, f in zip(flow[1:], frames[1:]))
     manifest = json.loads((tmp_path / "renders" / "flow.json").read_text())
-    assert manifest["video"]["flow"]["rendered"] == 6 and manifest["store"]["identity"]["batch_size"] == 4
+    assert manifest["video"]["flow"]["rendered"] == 6 and manifest["store"]["identity"]["batch_size"] == 1
 
 
 def test_shipped_example_plans_frame_for_frame(tmp_path):
