@@ -5,7 +5,7 @@ import hashlib
 import json
 import os
 
-from latentwalk.frames import KEY_VERSION, FrameInputs, RenderIdentity, frame_key, timeline_frames
+from latentwalk.frames import KEY_VERSION, ControlInput, FrameInputs, ImageSide, RenderIdentity, frame_key, timeline_frames
 from latentwalk.modelspec import file_fingerprint
 from latentwalk.schedule import FrameRecord
 from latentwalk.timeline import Keyframe, Position
@@ -63,6 +63,9 @@ CHANGED = {
     "init": "cd" * 32,
     "params": (("noise_shift", 0.1),),
     "share": (0.25, 0.75, 10),
+    "image_a": ImageSide("ab" * 32, 1, '"a kitten"', '""', 7.0),
+    "image_b": ImageSide("ef" * 32, 2, '""', '""', 7.5),
+    "controls": (ControlInput("edges", "12" * 32, "image:" + "34" * 32 + ":0+canny", 0.8, 0.0, 1.0),),
 }
 def test_every_input_changes_the_key():
     base = frame_key(IDENTITY, INPUTS)
@@ -81,10 +84,14 @@ def test_every_input_changes_the_key():
     assert len(keys) == 1 + len(CHANGED)
 
 
+# Fields added after frame keys were first stored; left out of the key while unset (None or empty).
+LATER_FIELDS = ("share", "image_a", "image_b", "controls")
+
+
 def test_frames_denoised_from_scratch_keep_their_keys_from_before_sharing():
     # Frames with no shared trajectory hash exactly as before the `share` field existed.
     payload = {"version": KEY_VERSION, "render": dataclasses.asdict(IDENTITY),
-               "frame": {k: v for k, v in dataclasses.asdict(INPUTS).items() if k != "share"}}
+               "frame": {k: v for k, v in dataclasses.asdict(INPUTS).items() if k not in LATER_FIELDS}}
     assert frame_key(IDENTITY, INPUTS) == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
