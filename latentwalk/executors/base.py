@@ -58,3 +58,7 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Release what `start` took (workers, a cluster); safe to call at any point."""
+
+    # Optional: an executor whose workers can encode (a farm) also offers
+    # `chunk_encoders(video_keys, waiting, settings, folder)`, encoder tasks that encode the video in
+    # chunks where the frames are (executors/ray.py); the render then joins the chunks (chunks.py).
