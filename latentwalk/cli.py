@@ -170,6 +170,10 @@ def cmd_render(args: argparse.Namespace) -> None:
             print(f"worker {w['node']} (pid {w['pid']}): {w['frames']} frames in {w['busy_s']:.1f}s ({w['frames_per_s']:.2f} frames/s)")
         if result.farm["retries"]:
             print(f"{len(result.farm['retries'])} batches retried after a worker died")
+        if result.farm.get("chunks"):  # the video encoded on the cluster (chunks.py)
+            c = result.farm["chunks"]
+            again = f", {len(c['retries'])} encoded again after a failure" if c["retries"] else ""
+            print(f"video: {c['chunks']} chunks of {c['chunk_frames']} frames, {c['encoded']} encoded on the cluster, {c['reused']} reused{again}")
     if result.upscale:
         up = result.upscale
         print(f"upscaled to {up['width']}x{up['height']} ({up['method']}): {up['frames_made']} frames made, {up['frames_reused']} reused")

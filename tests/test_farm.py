@@ -242,6 +242,7 @@ def test_a_farm_that_starts_its_own_cluster_prints_only_latentwalk_lines(referen
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert lines and all(line.startswith(("[latentwalk]", "latentwalk:")) for line in lines), lines
     assert "\x1b[" not in run.stderr and "wrote" in run.stdout
+    assert re.search(r"^video: 4 chunks of 5 frames, \d encoded on the cluster, \d reused$", run.stdout, re.M)
 
 
 def test_configuration_errors_fail_before_work(reference, tmp_path, capsys):
