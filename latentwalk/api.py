@@ -275,6 +275,8 @@ def blamed_on_field(timeline: Timeline):
     """
     import re
 
+    from latentwalk.manual import section
+
     try:
         yield
     except UserError as error:
@@ -285,7 +287,7 @@ def blamed_on_field(timeline: Timeline):
         path = (match.group(1),) + tuple(
             int(index) if index else key for index, key in re.findall(r"\[(\d+)\]|\.(\w+)", match.group(2))
         )
-        raise UserError(f"{timeline.at(*path)}{message[match.end(2):]}") from None
+        raise UserError(f"{timeline.at(*path)}{message[match.end(2):]}", docs=section(path)) from None
 
 
 def frame_plan(

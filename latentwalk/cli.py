@@ -550,6 +550,16 @@ def _on_sigterm(signum, frame) -> None:
     raise _Terminated()
 
 
+def pointer(error: UserError, argv: list[str] | None) -> str:
+    """` (see docs/...)`: the manual's section for a timeline field, or the command's options for a flag."""
+    if error.docs:
+        return f" (see {error.docs})"
+    command = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMANDS), None)
+    if command is not None and str(error).startswith("--"):
+        return f" (see docs/commands.md#{command})"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("latentwalk: warning: %(message)s"))
@@ -563,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet_libraries()
         COMMANDS[args.command](args)
     except UserError as e:
-        print(f"latentwalk: error: {e}", file=sys.stderr)
+        print(f"latentwalk: error: {e}{pointer(e, argv)}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and cut short
         sys.stderr.close()

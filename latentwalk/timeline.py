@@ -20,6 +20,7 @@ from latentwalk.executors import EXECUTORS
 from latentwalk.modelspec import CHECKPOINT_SUFFIXES, EMBEDDING_SUFFIXES, LORA_SUFFIXES, EmbeddingSpec, LoraSpec, safetensors_names
 from latentwalk.audio import TRACKERS
 from latentwalk.device import DEVICE_NAMES, DTYPE_NAMES
+from latentwalk.manual import section
 from latentwalk.params import CAMERA_BORDERS, CAMERA_TRACKS, DEFAULT_FOV, DEFAULT_LORA_WEIGHT, MAX_SEED, MAX_SHARPEN, TRACK_BOUNDS, TRACK_DEFAULTS
 from latentwalk.schedulers import SCHEDULERS, SHARE_AUTO_SCHEDULERS, TIMESTEP_SPACINGS
 from latentwalk.tracks import Track, parse_expression
@@ -347,7 +348,7 @@ class FieldReader:
             line = self.lines.get(parent)
             parent = parent[:-1]
         where = f"{self.source}:{line or self.lines.get((), 1)}"
-        return UserError(f"{where}: {format_path(path)}: {message}" if path else f"{where}: {message}")
+        return UserError(f"{where}: {format_path(path)}: {message}" if path else f"{where}: {message}", docs=section(path))
 
     def check_keys(self, mapping: Any, path: tuple, allowed: set[str]) -> dict:
         if not isinstance(mapping, dict):

@@ -234,7 +234,7 @@ def test_bad_picture_through_the_cli_exits_2_without_importing_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.yaml")], capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout.strip() == "False"
     where = tmp_path / "t.yaml"
-    assert result.stderr.strip().splitlines() == [f"latentwalk: error: {where}:3: keyframes[0].image: picture not found: {str(tmp_path / 'gone.png')!r}"]
+    assert result.stderr.strip().splitlines() == [f"latentwalk: error: {where}:3: keyframes[0].image: picture not found: {str(tmp_path / 'gone.png')!r} (see docs/pictures.md#the-keys)"]
 
 
 def test_resumed_render_is_byte_identical_and_feedback_starts_from_the_picture(model, tiny_model_dir, tmp_path):

@@ -138,7 +138,7 @@ def test_bad_video_exits_2_through_the_entry_point_and_changes_nothing(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
     out = subprocess.run([LATENTWALK, "render", str(path)], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip() == f"latentwalk: error: {path}:8: video.path: cannot read {str(tmp_path / 'noise.mp4')!r} as a video: moov atom not found"
+    assert out.stderr.strip() == f"latentwalk: error: {path}:8: video.path: cannot read {str(tmp_path / 'noise.mp4')!r} as a video: moov atom not found (see docs/video-and-control.md)"
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no renders/ folder, nothing written
 
 
