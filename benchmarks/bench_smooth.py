@@ -140,12 +140,13 @@ def hold_out_timeline(folder: Path, walk: tuple, spacing: str, budget: int | Non
     return path
 
 
-def part_tune(walks: list, grid: list = TUNE_GRID, stores: Path | None = None) -> dict:
+def part_tune(walks: list, grid: list = TUNE_GRID, stores: Path | None = None, save=None) -> dict:
     """(e) on the tuning half: each (p95 target, max target, budget) of TUNE_GRID against evenness and UNet steps.
 
     In-process renders; one store per walk across the grid (a probe or frame another setting
     already made is read, as a resumed render would), so only figures, not seconds, are compared.
     `stores`: keep those stores there (a rerun reads them), else in a temporary folder.
+    `save(rows)`: called after every render (a long run killed part-way keeps its rows).
     """
     import latentwalk.placement as placement
 
@@ -183,6 +184,8 @@ def part_tune(walks: list, grid: list = TUNE_GRID, stores: Path | None = None) -
                 rows.append(row)
                 print(f"  {str((p95, max_, budget)):18s} | {fmt(m)} | probes {row['probes']:3d} "
                       f"steps {row['unet_steps']:5d} {'ok' if row['goal_met'] else 'NOT met'} {row['stopped'] or ''}", flush=True)
+                if save is not None:
+                    save(rows)
     placement.P95_TARGET, placement.MAX_TARGET = targets
     return {"rows": rows, "summary": tune_summary(rows)}
 
@@ -603,7 +606,11 @@ def main() -> None:
     part = slice(*[int(x) if x else None for x in args.slice.split(":")])
     if "tune" in parts:
         grid = [(float(a), float(b), int(c)) for a, b, c in (g.split(",") for g in args.grid.split(";"))]
-        results["tune"] = part_tune((tuning if args.half == "tuning" else held_out)[part], grid, args.stores)
+        def save(rows: list) -> None:
+            if args.json:
+                args.json.write_text(json.dumps(results | {"tune": {"rows": rows, "half": args.half, "partial": True}}, indent=1))
+
+        results["tune"] = part_tune((tuning if args.half == "tuning" else held_out)[part], grid, args.stores, save)
         results["tune"]["half"] = args.half
     if "heldout" in parts:
         results["heldout"] = part_heldout(held_out[part], args.today, args.timed)
