@@ -717,49 +717,53 @@ def stream_video(
         frames_dir.mkdir(parents=True, exist_ok=True)
     video = set(video_keys)
     progress.stage("frames", total=len(missing_keys))
-    with VideoWriter(out, settings.width, settings.height, settings.fps, clip, tags=tags) if encode else NullWriter() as writer:
-        if preview is not None:  # the preview shows each frame as it goes into the video
-            from latentwalk.preview import Preview, PreviewWriter
+    # Where the render is, beside the video while it runs, for `plan --plot` (renderstate.py).
+    state = StateWriter(None, out, len(video_keys), schedule.frames[0].frame if schedule.frames else 0, settings.fps, progress.eta)
+    try:
+        with VideoWriter(out, settings.width, settings.height, settings.fps, clip, tags=tags) if encode else NullWriter() as writer:
+            if preview is not None:  # the preview shows each frame as it goes into the video
+                from latentwalk.preview import Preview, PreviewWriter
 
-            shown = Preview(preview, len(video_keys), first_frame=schedule.frames[0].frame if schedule.frames else 0)
-            writer = PreviewWriter(writer, shown)
-        # Where the render is, beside the video, for `plan --plot` (renderstate.py).
-        writer = state = StateWriter(writer, out, len(video_keys), schedule.frames[0].frame if schedule.frames else 0, settings.fps, progress.eta)
-        # A travel frame found damaged when read is rendered again in this run (a chain's would need its past).
-        in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir, retry_lost=chains is None)
+                shown = Preview(preview, len(video_keys), first_frame=schedule.frames[0].frame if schedule.frames else 0)
+                writer = PreviewWriter(writer, shown)
+            state.writer, writer = writer, state
+            # A travel frame found damaged when read is rendered again in this run (a chain's would need its past).
+            in_order = InOrderWriter(writer, video_keys, store, frames.shape, set(missing_keys), frames_dir, retry_lost=chains is None)
 
-        filler = fills.filler(store, frames.shape, runner, frames.identity, job) if fills else None
+            filler = fills.filler(store, frames.shape, runner, frames.identity, job) if fills else None
 
-        def done(keys: Sequence[str], images: np.ndarray | None) -> None:
-            in_order.add(keys, images) if images is not None else in_order.arrived(keys)
-            progress.advance(sum(k in video for k in keys))  # a colour reference's own render is no video frame
-            for made in filler.arrived(keys, images, lambda key: key not in in_order.waiting) if filler else ():
-                done(*made)  # in-betweens whose two anchors are there
+            def done(keys: Sequence[str], images: np.ndarray | None) -> None:
+                in_order.add(keys, images) if images is not None else in_order.arrived(keys)
+                progress.advance(sum(k in video for k in keys))  # a colour reference's own render is no video frame
+                for made in filler.arrived(keys, images, lambda key: key not in in_order.waiting) if filler else ():
+                    done(*made)  # in-betweens whose two anchors are there
 
-        if filler is not None:
-            done([], None)  # in-betweens of anchors stored before this run
-        if chains is not None and missing_keys:
-            runner.render_chains(chains, done)
-        elif chains is None and frames.missing:
-            runner.render(frames.missing, [frames.key_of()[f] for f in frames.missing], done)
-        in_order.flush()
-        again: set[str] = set()
-        while lost := in_order.take_lost():
-            if filler is not None:  # a damaged in-between is made again from its anchors
-                lost = filler.redo(lost, done)
-                in_order.flush()
-                if not lost:
-                    continue
-            inputs_of = {key: f for f, key in zip(frames.inputs, frames.keys)}
-            progress.add_total(len(lost))  # damaged stored frames, rendered again
-            runner.start(frames.identity)
-            runner.render([inputs_of[k] for k in lost], lost, done)
-            again.update(lost)
+            if filler is not None:
+                done([], None)  # in-betweens of anchors stored before this run
+            if chains is not None and missing_keys:
+                runner.render_chains(chains, done)
+            elif chains is None and frames.missing:
+                runner.render(frames.missing, [frames.key_of()[f] for f in frames.missing], done)
             in_order.flush()
-        if preview is not None:
-            shown.finish()
-        state.finish()
-        progress.stage("encode")  # ffmpeg takes the last frames and closes the file
+            again: set[str] = set()
+            while lost := in_order.take_lost():
+                if filler is not None:  # a damaged in-between is made again from its anchors
+                    lost = filler.redo(lost, done)
+                    in_order.flush()
+                    if not lost:
+                        continue
+                inputs_of = {key: f for f, key in zip(frames.inputs, frames.keys)}
+                progress.add_total(len(lost))  # damaged stored frames, rendered again
+                runner.start(frames.identity)
+                runner.render([inputs_of[k] for k in lost], lost, done)
+                again.update(lost)
+                in_order.flush()
+            if preview is not None:
+                shown.finish()
+            state.finish()
+            progress.stage("encode")  # ffmpeg takes the last frames and closes the file
+    finally:
+        state.remove()
     return again
 
 

@@ -1,10 +1,11 @@
 """Where a render is: how many of its video frames are written, kept beside the video for `plan --plot`.
 
-A render writes `.<video name>.progress.json` next to its video (a hidden file latentwalk owns,
-like the video's lock) when it starts streaming frames, at most every `interval` seconds while
-frames go into the video, and when it ends. `latentwalk plan T.yaml --plot F` reads the file of
-the timeline's default video (or `--out`'s) and shades the frames written so far; `render --plot`
-redraws its plan picture from the same numbers as it goes. Frames go into the video in order,
+While a render runs it keeps `.<video name>.progress.json` next to its video (a hidden file
+latentwalk owns, like the video's lock): written when it starts streaming frames, at most every
+`interval` seconds while frames go into the video, and removed when the render ends or stops.
+`latentwalk plan T.yaml --plot F`, run meanwhile, reads the file of the timeline's default video
+(or `--video`'s) and shades the frames written so far; `render --plot` redraws its plan picture
+from the same numbers as it goes. Frames go into the video in order,
 so "written" is a prefix: the render is at video frame `first_frame + written`.
 """
 
@@ -66,7 +67,7 @@ class StateWriter:
         self, writer, video: Path, total: int, first_frame: int = 0, fps: float = 0.0, eta: Callable[[], float | None] = lambda: None,
         interval: float | None = None, clock: Callable[[], float] = time.monotonic,
     ):
-        self.writer, self.path, self.eta, self.clock = writer, state_path(video), eta, clock
+        self.writer, self.video, self.path, self.eta, self.clock = writer, Path(video), state_path(video), eta, clock
         self.interval = INTERVAL if interval is None else interval
         self.state = State(total=total, written=0, first_frame=first_frame, fps=fps)
         self.last = clock()
@@ -83,6 +84,14 @@ class StateWriter:
     def finish(self) -> None:
         self.state = replace(self.state, finished=True)
         self.save()
+
+    def remove(self) -> None:
+        """The render is over (done or stopped): its state goes with it, if it is ours."""
+        if self.enabled and read_state(self.video) is not None:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
 
     def save(self) -> None:
         self.last = self.clock()

@@ -69,6 +69,7 @@ MAX_BPM = 400  # fastest tempo a beat grid is laid at (speedcore tops out near 3
 MAX_SECONDS = 24 * 3600  # any time position, audio start or end
 MAX_BEATS = 1_000_000  # beat/bar positions and the downbeat: 24 hours at 400 bpm is 576,000
 MAX_BEATS_PER_BAR = 64
+DEFAULT_BEATS_PER_BAR = 4  # or "auto"
 MAX_PACING_STRENGTH = 100
 MAX_FRAMES = 200_000  # video frames: 1h51m at 30 fps; each planned frame costs ~1 KB before rendering
 # YAML bounds: an alias bomb (a few lines that expand to billions of nodes) must fail fast.
@@ -133,7 +134,6 @@ class Keyframe:
     controls: tuple[tuple[str, float], ...] = ()
 
 
-
 @dataclass(frozen=True)
 class AudioSpec:
     path: Path | None  # None: a silent beat grid at `bpm`
@@ -158,7 +158,7 @@ class AudioSpec:
     # Set from the analysis, not the YAML: beat index of every bar start where the grid knows its
     # bars exactly (a MIDI file's or tempo map's, whose meter may change); empty: beats_per_bar from downbeat.
     bar_starts: tuple[int, ...] = ()
-    auto_meter: bool = False  # beats_per_bar: auto (the default): set from the meter inferred over the whole song
+    auto_meter: bool = False  # beats_per_bar: auto: set from the meter inferred over the whole song
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,6 @@ class RenderSettings:
     # from, and the ControlNets beside the UNet with their control images.
     video: "video_input.VideoSpec | None" = None
     controlnets: tuple["control.ControlSpec", ...] = ()
-
 
 
 @dataclass(frozen=True)
@@ -978,10 +977,12 @@ def _parse_audio(r: FieldReader, data: Any, base_dir: Path) -> AudioSpec:
         start=start,
         end=end,
         bpm=bpm,
-        beats_per_bar=4 if data.get("beats_per_bar", "auto") == "auto" else r.number(
-            data["beats_per_bar"], ("audio", "beats_per_bar"), minimum=1, integer=True, maximum=MAX_BEATS_PER_BAR
+        # 4 unless told: `auto` (the meter inferred) is still less right than 4/4 on real music (docs/beats.md)
+        beats_per_bar=4 if data.get("beats_per_bar", DEFAULT_BEATS_PER_BAR) == "auto" else r.number(
+            data.get("beats_per_bar", DEFAULT_BEATS_PER_BAR), ("audio", "beats_per_bar"), minimum=1, integer=True, maximum=MAX_BEATS_PER_BAR
         ),
-        auto_meter=data.get("beats_per_bar", "auto") == "auto",
+        # a MIDI file's or tempo map's own bars and meters, unless beats_per_bar says otherwise
+        auto_meter=data.get("beats_per_bar", "auto" if grid["midi"] or grid["tempo_map"] else DEFAULT_BEATS_PER_BAR) == "auto",
         downbeat=r.number(data["downbeat"], ("audio", "downbeat"), minimum=0, integer=True) if data.get("downbeat") is not None else None,
         tracker=r.choice(data.get("tracker", "auto"), ("audio", "tracker"), TRACKERS),
         lines={key: r.lines.get(("audio", key), r.lines.get(("audio",), 0)) for key in AUDIO_KEYS},
@@ -1178,6 +1179,7 @@ def _parse_keyframe(
         **extra,
     )
 
+
 def _keyframe_image(r: FieldReader, value: Any, path: tuple, base_dir: Path) -> str:
     """`image: picture.png`: an existing, whole picture within the size limits (read now, torch-free)."""
     from latentwalk.images import check_picture
@@ -1189,7 +1191,6 @@ def _keyframe_image(r: FieldReader, value: Any, path: tuple, base_dir: Path) -> 
     except ValueError as e:
         raise r.fail(path, str(e)) from None
     return str(file)
-
 
 
 def _parse_lyrics(

@@ -21,7 +21,6 @@ import re
 import subprocess
 import zlib
 from dataclasses import asdict, fields, is_dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -75,7 +74,7 @@ def describe(timeline: "Timeline", overrides: "Overrides | None", store: str | P
     section["resolved"] = to_jsonable(asdict(timeline.settings))
     store = store if isinstance(store, str) and "://" in store else str(Path(store).resolve())
     return {
-        "format": FORMAT, "latentwalk": __version__, "made": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "format": FORMAT, "latentwalk": __version__,  # no time of making: the same frames give the same bytes
         "timeline": section, "files": files, "overrides": overrides.manifest() if overrides is not None else None,
         "store": store, "batch_size": batch_size, "device": device,
     }
@@ -236,7 +235,7 @@ def format_payload(payload: dict, video: Path) -> str:
     """What `latentwalk show` prints: who made the video, from what, and the timeline as written."""
     section, settings = payload["timeline"], payload["timeline"].get("resolved", {})
     lines = [
-        f"{video}: made by latentwalk {payload.get('latentwalk', '?')} on {payload.get('made', '?')}",
+        f"{video}: made by latentwalk {payload.get('latentwalk', '?')}",
         f"timeline: {section.get('source')} (relative paths from {section.get('base_dir')})",
         f"store: {payload.get('store')} (batch size {payload.get('batch_size')}, device {payload.get('device')})",
     ]

@@ -156,7 +156,7 @@ def test_meter_is_inferred_over_the_whole_song(tmp_path, bpb, compound, bpm, nam
     assert f_measure(beats, analysis.beats) >= 0.95
     assert f_measure(downbeats, analysis.downbeats) >= 0.9
     # a timeline's bars follow the inferred meter, and plan says how it was found
-    t = parse_timeline(f"fps: 10\naudio: {{path: m.wav, tracker: librosa}}\nkeyframes:\n  - {{bar: 0, prompt: a}}\n  - {{bar: 2, prompt: b}}\n", "t.yaml", base_dir=tmp_path)
+    t = parse_timeline(f"fps: 10\naudio: {{path: m.wav, tracker: librosa, beats_per_bar: auto}}\nkeyframes:\n  - {{bar: 0, prompt: a}}\n  - {{bar: 2, prompt: b}}\n", "t.yaml", base_dir=tmp_path)
     schedule = plan(t)
     assert abs(schedule.keyframes[1].time - downbeats[2]) <= 0.05
     assert any(n.startswith(f"meter {name} inferred over the whole song") for n in schedule.beat_notes)

@@ -18,7 +18,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_beats_json(drum_wav, capsys):
     assert main(["beats", str(drum_wav[0]), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"bpm", "tracker", "beats", "downbeats", "tempo"}
+    assert set(data) == {"bpm", "tracker", "beats", "downbeats", "tempo", "beats_per_bar", "meter", "meter_confidence", "notes"}
     assert data["bpm"] == pytest.approx(120, rel=0.01)
     assert f_measure(drum_wav[1].beats, np.array(data["beats"])) >= 0.95
 

@@ -144,7 +144,7 @@ def test_readme_commands_are_all_covered():
     flags = set(re.findall(r"--[a-z][a-z-]*", usage))
     subcommands = set(build_parser()._subparsers._group_actions[0].choices)
     shown = {word for word in re.findall(r"(?:^|`|\$ |=1 )latentwalk ([a-z]+)", readme, re.M) if word in subcommands}
-    assert shown == {"render", "plan", "beats", "sweep", "store"}  # the commands this file runs
+    assert shown == {"render", "plan", "beats", "sweep", "store", "show"}  # the commands this file (and test_show.py) runs
     assert len(flags) >= 15, flags  # the usage block was found and read
     source = Path(__file__).read_text()
     missing = sorted(f for f in flags if f'"{f}"' not in source)

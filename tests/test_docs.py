@@ -395,10 +395,10 @@ def make_stand_ins(data: dict, folder: Path, wav: Path) -> None:
         touch(audio_spec["beats"]).write_text("".join(f"{0.5 * k}\n" for k in range(32)))
     for stem in (audio_spec.get("stems") or {}).values():
         shutil.copy(wav, touch(stem))
+    write_stand_in_inputs(data, touch, wav)
     upscale = (data.get("output") or {}).get("upscale") if isinstance(data.get("output"), dict) else None
     if isinstance(upscale, dict) and isinstance(upscale.get("model"), str):  # a super-resolution weights file
         touch(upscale["model"]).write_bytes(b"stand-in weights")
-    write_stand_in_inputs(data, touch, wav)
     if data.get("init_image"):
         import imageio.v3 as iio
 

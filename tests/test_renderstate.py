@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,23 @@ def shaded(path: Path) -> np.ndarray:
     return (pixels[..., 1] - (pixels[..., 0] + pixels[..., 2]) / 2).mean(axis=0)
 
 
-def test_render_leaves_its_state_and_plan_plot_shades_what_is_written(tiny_model_dir, tmp_path, capsys):
+def test_a_render_keeps_its_state_while_it_runs_and_plan_plot_shades_what_is_written(tiny_model_dir, tmp_path, capsys, monkeypatch):
     timeline = tmp_path / "t.yaml"
     timeline.write_text(walk_timeline(tiny_model_dir, extra="spacing: t\n"))
     video = tmp_path / "v.mp4"
+    seen: list[State] = []
+    finish = StateWriter.finish
+
+    def finishing(self):  # the last state written, just before the render removes it
+        finish(self)
+        seen.append(read_state(video))
+
+    monkeypatch.setattr(StateWriter, "finish", finishing)
     assert main(["render", str(timeline), "--out", str(video), "--quiet"]) == 0
-    state = read_state(video)
-    assert (state.total, state.written, state.finished) == (WALK_FRAMES, WALK_FRAMES, True)
+    state = seen[-1]
+    assert (state.total, state.written, state.finished, state.fps) == (WALK_FRAMES, WALK_FRAMES, True, 8.0)
+    assert read_state(video) is None and not state_path(video).exists()  # gone with the render
+    state_path(video).write_text(json.dumps(asdict(state) | {"format": renderstate.STATE_FORMAT}))
 
     capsys.readouterr()
     assert main(["plan", str(timeline), "--plot", str(tmp_path / "done.png"), "--video", str(video)]) == 0
