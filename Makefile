@@ -29,8 +29,10 @@ configs/demo.wav: latentwalk/toy/soundtrack.py | $(STAMP)
 demo: $(STAMP) configs/demo.wav
 	$(BIN)/latentwalk render configs/demo.yaml
 
+# Two pytest workers (pytest-xdist): most tests spend their time in one thread (a subprocess
+# importing torch, a 1-thread render), so two cores run them side by side.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 train: $(STAMP)
 	$(BIN)/python -m latentwalk.toy.train

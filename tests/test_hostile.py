@@ -357,11 +357,12 @@ def test_damaged_pixels_are_named_and_the_frame_made_again_in_the_same_run(rende
     damaged = bytearray(good)
     damaged[-7] ^= 0x40
     store.path(key).write_bytes(bytes(damaged))
-    video = (rendered / "t.mp4").read_bytes()
+    images = pngs(rendered)
     status, out, err = cli(capsys, *render_args(rendered))
     assert status == 0 and f"{key}.frame: checksum mismatch" in err and "rendering it again" in err
     assert "3 frames reused, 1 rendered" in out, out + err
-    assert store.path(key).read_bytes() == good and (rendered / "t.mp4").read_bytes() == video
+    # The same frames (the video's bytes differ: its metadata names this copy's folder).
+    assert store.path(key).read_bytes() == good and pngs(rendered) == images
 
 
 def test_version_2_frames_are_still_reused(rendered, capsys):
