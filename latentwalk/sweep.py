@@ -266,15 +266,9 @@ def _check_value(r: FieldReader, param: str, value: Any, path: tuple) -> Value:
 
 def _picture(r: FieldReader, value: Any, path: tuple, base_dir: Path) -> str:
     """An image axis's value: a picture file, read whole and checked as a keyframe's `image` is."""
-    from latentwalk.images import check_picture
+    from latentwalk.timeline import _keyframe_image
 
-    file = Path(r.text(value, path)).expanduser()
-    file = file if file.is_absolute() else base_dir / file
-    try:
-        check_picture(file)
-    except ValueError as e:
-        raise r.fail(path, str(e)) from None
-    return str(file)
+    return _keyframe_image(r, value, path, base_dir)
 
 
 def _check_prompt(r: FieldReader, prompt: str, path: tuple, suffix: str = "") -> None:
