@@ -1,5 +1,8 @@
 """Shared fixtures: a tiny random Stable-Diffusion-layout pipeline and a drum track with known beats."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,3 +167,23 @@ def audio_cache(_audio_cache_root, monkeypatch) -> Path:
     """Audio analyses cache into a folder of this test session, never the user's ~/.cache."""
     monkeypatch.setenv("LATENTWALK_CACHE", str(_audio_cache_root))
     return _audio_cache_root
+
+
+def latentwalk_command() -> list[str]:
+    """The installed `latentwalk` entry point (or the module, where no script is installed)."""
+    script = Path(sys.executable).parent / "latentwalk"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "latentwalk.cli"]
+
+
+@pytest.fixture(scope="module")
+def run(_audio_cache_root):
+    """run(*args, cwd, expect=0): `latentwalk ARGS` in a subprocess, one thread, the shared analysis cache."""
+    env = {**os.environ, "LATENTWALK_CACHE": str(_audio_cache_root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def run(*args, cwd: Path, expect: int | None = 0) -> subprocess.CompletedProcess:
+        result = subprocess.run([*latentwalk_command(), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        if expect is not None:
+            assert result.returncode == expect, f"latentwalk {' '.join(map(str, args))}: exit {result.returncode}\n{result.stderr}"
+        return result
+
+    return run

@@ -3,10 +3,8 @@ embeds its timeline, `show` prints it, `render VIDEO.mp4` renders it again from 
 the files it names are checked first."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +14,7 @@ from conftest import WALK_FRAMES, walk_timeline
 from latentwalk.encode import ffmpeg_exe, probe
 
 
-def latentwalk_command() -> list[str]:
-    script = Path(sys.executable).parent / "latentwalk"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "latentwalk.cli"]
-
-
-@pytest.fixture(scope="module")
-def run(_audio_cache_root):
-    env = {**os.environ, "LATENTWALK_CACHE": str(_audio_cache_root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
-    def run(*args, cwd: Path, expect: int | None = 0) -> subprocess.CompletedProcess:
-        result = subprocess.run([*latentwalk_command(), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-        if expect is not None:
-            assert result.returncode == expect, f"latentwalk {' '.join(map(str, args))}: exit {result.returncode}\n{result.stderr}"
-        return result
-
-    return run
+# `run` (the installed latentwalk command in a subprocess) is conftest.py's.
 
 
 def decode(video: Path) -> np.ndarray:

@@ -2,9 +2,6 @@
 store, batch invariance, and bad input, through the `latentwalk` entry point on the tiny model."""
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,22 +16,7 @@ from latentwalk.store import FrameStore
 REFINE = "spacing: t\noutput:\n  upscale: {factor: 2, steps: 2, strength: 0.5}\n"
 
 
-def latentwalk_command() -> list[str]:
-    script = Path(sys.executable).parent / "latentwalk"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "latentwalk.cli"]
-
-
-@pytest.fixture(scope="module")
-def run(_audio_cache_root):
-    env = {**os.environ, "LATENTWALK_CACHE": str(_audio_cache_root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
-    def run(*args, cwd: Path, expect: int | None = 0) -> subprocess.CompletedProcess:
-        result = subprocess.run([*latentwalk_command(), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-        if expect is not None:
-            assert result.returncode == expect, f"latentwalk {' '.join(map(str, args))}: exit {result.returncode}\n{result.stderr}"
-        return result
-
-    return run
+# `run` (the installed latentwalk command in a subprocess) is conftest.py's.
 
 
 @pytest.fixture(scope="module")
